@@ -1,0 +1,188 @@
+"""ratchet.toml: the workspace's settings, read with tomllib and checked key by key."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_NAME = "ratchet.toml"
+DEVICES = ("auto", "cpu", "cuda")
+SOURCES = ("stdlib", "text", "parquet")
+AGENTS = ("offline", "claude")
+
+
+class ConfigError(Exception):
+    """ratchet.toml is missing, unreadable or holds a bad value; the message is one line."""
+
+
+@dataclass
+class ExperimentConfig:
+    budget_seconds: float = 20.0
+    grace_seconds: float = 30.0
+    eval_timeout_seconds: float = 120.0
+    device: str = "cpu"
+    seed: int = 1337
+    editable: list[str] = field(default_factory=lambda: ["train.py"])
+    min_improvement: float = 0.001
+
+
+@dataclass
+class DataConfig:
+    source: str = "stdlib"
+    paths: list[str] = field(default_factory=list)
+    column: str = "text"
+    val_percent: float = 5.0
+    key: str = ""
+    eval_batch: int = 16
+    eval_seq: int = 256
+    eval_tokens: int = 262_144
+
+
+@dataclass
+class AgentConfig:
+    kind: str = "offline"
+    model: str = "claude-sonnet-4-5"
+
+
+@dataclass
+class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _typed(section: str, name: str, value, expected):
+    where = f"[{section}] {name}"
+    if expected is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool),
+               f"{where} must be a number, got {value!r}")
+        return float(value)
+    if expected is int:
+        _check(isinstance(value, int) and not isinstance(value, bool),
+               f"{where} must be a whole number, got {value!r}")
+        return value
+    if expected is str:
+        _check(isinstance(value, str), f"{where} must be a string, got {value!r}")
+        return value
+    _check(isinstance(value, list) and all(isinstance(v, str) for v in value),
+           f"{where} must be a list of strings, got {value!r}")
+    return list(value)
+
+
+_TYPES = {"float": float, "int": int, "str": str, "list[str]": list}
+
+
+def from_dict(raw: dict) -> Config:
+    config = Config()
+    for section, value in raw.items():
+        _check(hasattr(config, section), f"unknown section [{section}] in {CONFIG_NAME} "
+                                         f"(known: experiment, data, agent)")
+        _check(isinstance(value, dict), f"[{section}] must be a table")
+        target = getattr(config, section)
+        known = {f.name: f for f in fields(target)}
+        for name, item in value.items():
+            _check(name in known, f"unknown key {name!r} in [{section}] "
+                                  f"(known: {', '.join(known)})")
+            setattr(target, name, _typed(section, name, item, _TYPES[str(known[name].type)]))
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    ex, data, agent = config.experiment, config.data, config.agent
+    _check(ex.budget_seconds > 0, f"[experiment] budget_seconds must be positive, "
+                                  f"got {ex.budget_seconds}")
+    _check(ex.grace_seconds >= 0, "[experiment] grace_seconds must not be negative")
+    _check(ex.eval_timeout_seconds > 0, "[experiment] eval_timeout_seconds must be positive")
+    _check(ex.device in DEVICES, f"[experiment] device must be one of {', '.join(DEVICES)}, "
+                                 f"got {ex.device!r}")
+    _check(bool(ex.editable), "[experiment] editable must name at least one file")
+    for name in ex.editable:
+        _check(not Path(name).is_absolute() and ".." not in Path(name).parts,
+               f"[experiment] editable entries must be paths inside the workspace, got {name!r}")
+        _check(name not in ("prepare.py", CONFIG_NAME),
+               f"[experiment] editable must not include {name}: it is part of the harness")
+    _check(ex.min_improvement >= 0, "[experiment] min_improvement must not be negative")
+    _check(data.source in SOURCES, f"[data] source must be one of {', '.join(SOURCES)}, "
+                                   f"got {data.source!r}")
+    _check(data.source == "stdlib" or bool(data.paths),
+           f"[data] source {data.source!r} needs paths")
+    _check(0 < data.val_percent < 100, "[data] val_percent must be between 0 and 100")
+    for name in ("eval_batch", "eval_seq", "eval_tokens"):
+        _check(getattr(data, name) > 0, f"[data] {name} must be positive")
+    _check(data.eval_tokens >= data.eval_seq, "[data] eval_tokens must be at least eval_seq")
+    _check(agent.kind in AGENTS, f"[agent] kind must be one of {', '.join(AGENTS)}, "
+                                 f"got {agent.kind!r}")
+
+
+def load(workspace: Path) -> Config:
+    path = workspace / CONFIG_NAME
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found; create a workspace with `ratchet init`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return from_dict(raw)
+
+
+def render(config: Config) -> str:
+    """ratchet.toml text with a comment on every key, as `ratchet init` writes it."""
+    ex, data, agent = config.experiment, config.data, config.agent
+
+    def toml(value) -> str:
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(value, list):
+            return "[" + ", ".join(toml(v) for v in value) + "]"
+        return repr(value)
+
+    rows = [
+        "# Ratchet workspace settings. train.py is what the agent edits; prepare.py is frozen.",
+        "",
+        "[experiment]",
+        f"budget_seconds = {toml(ex.budget_seconds)}  # training wall-clock budget per experiment",
+        f"grace_seconds = {toml(ex.grace_seconds)}  # start-up, compile and export allowance "
+        "before a hard kill",
+        f"eval_timeout_seconds = {toml(ex.eval_timeout_seconds)}  # limit for the frozen "
+        "evaluation",
+        f"device = {toml(ex.device)}  # cpu, cuda or auto",
+        f"seed = {toml(ex.seed)}",
+        f"editable = {toml(ex.editable)}  # files the agent may change",
+        f"min_improvement = {toml(ex.min_improvement)}  # val_bpb gain a change needs to be kept",
+        "",
+        "[data]",
+        f"source = {toml(data.source)}  # stdlib, text or parquet",
+        f"paths = {toml(data.paths)}  # files or folders for text and parquet sources",
+        f"column = {toml(data.column)}  # text column of parquet files",
+        f"val_percent = {toml(data.val_percent)}  # share of documents held out for validation",
+        f"key = {toml(data.key)}  # content hash of the prepared corpus (set by ratchet prepare)",
+        f"eval_batch = {toml(data.eval_batch)}  # evaluation windows per forward pass",
+        f"eval_seq = {toml(data.eval_seq)}  # bytes of context per evaluation window",
+        f"eval_tokens = {toml(data.eval_tokens)}  # validation bytes scored per experiment",
+        "",
+        "[agent]",
+        f"kind = {toml(agent.kind)}  # offline or claude",
+        f"model = {toml(agent.model)}  # Claude model for kind = \"claude\"",
+        "",
+    ]
+    return "\n".join(rows)
+
+
+def save(workspace: Path, config: Config) -> None:
+    validate(config)
+    (workspace / CONFIG_NAME).write_text(render(config))

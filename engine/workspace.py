@@ -1,0 +1,204 @@
+"""A research workspace: a git repository holding train.py, prepare.py, program.md, ratchet.toml."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import git
+
+from ratchet.engine import config as configmod
+from ratchet.model import corpus, profiles
+
+HARNESS = "prepare.py"
+TRAIN = "train.py"
+PROGRAM = "program.md"
+IGNORED = ["runs/", "results.tsv", "__pycache__/", "*.pyc"]
+AUTHOR = git.Actor("Ratchet", "ratchet@localhost")
+
+
+class WorkspaceError(Exception):
+    """Not a workspace, or one that cannot be used as it is; the message is one line."""
+
+
+def template_text(name: str) -> str:
+    package = "ratchet.prompts" if name.endswith(".md") else "ratchet.model"
+    return resources.files(package).joinpath(name).read_text()
+
+
+def harness_sha256() -> str:
+    """Hash of the frozen harness this version of Ratchet ships."""
+    return hashlib.sha256(template_text(HARNESS).encode()).hexdigest()
+
+
+def harness_path() -> Path:
+    with resources.as_file(resources.files("ratchet.model").joinpath(HARNESS)) as path:
+        return Path(path)
+
+
+def with_constants(source: str, values: dict) -> str:
+    """Python source with the named top-level `NAME = value` constants replaced."""
+    lines = source.splitlines(keepends=True)
+    found = set()
+    for node in reversed(ast.parse(source).body):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id in values
+                and node.value.lineno == node.value.end_lineno):
+            name, row = node.targets[0].id, node.value.lineno - 1
+            line = lines[row]
+            lines[row] = (line[: node.value.col_offset] + repr(values[name])
+                          + line[node.value.end_col_offset:])
+            found.add(name)
+    missing = set(values) - found
+    if missing:
+        raise ValueError(f"train.py template lacks constants {sorted(missing)}")
+    return "".join(lines)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover
+        return "cpu"
+
+
+@dataclass
+class Workspace:
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / configmod.CONFIG_NAME
+
+    def config(self) -> configmod.Config:
+        return configmod.load(self.root)
+
+    def repo(self) -> git.Repo:
+        return git.Repo(self.root)
+
+    def corpus(self, config: configmod.Config | None = None) -> corpus.Corpus:
+        config = config or self.config()
+        if not config.data.key:
+            raise WorkspaceError("no data prepared for this workspace; run `ratchet prepare`")
+        found = corpus.Corpus(config.data.key,
+                              corpus.default_cache_dir() / "data" / config.data.key)
+        if not (found.root / "meta.json").is_file():
+            raise WorkspaceError(f"prepared data {config.data.key} is not in the cache "
+                                 f"({found.root}); run `ratchet prepare`")
+        return found
+
+    def harness_intact(self) -> bool:
+        path = self.root / HARNESS
+        return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == \
+            harness_sha256()
+
+    def restore_harness(self) -> None:
+        (self.root / HARNESS).write_text(template_text(HARNESS))
+
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+
+def find(start: Path | None = None) -> Workspace:
+    """The workspace containing `start` (default: the current folder)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / configmod.CONFIG_NAME).is_file():
+            return Workspace(folder)
+    raise WorkspaceError(f"{here} is not inside a Ratchet workspace; create one with "
+                         f"`ratchet init DIR`")
+
+
+def prepare_data(ws: Workspace, source: str | None = None, paths: list[str] | None = None,
+                 column: str | None = None, val_percent: float | None = None,
+                 echo=print) -> corpus.Corpus:
+    """Build (or reuse) the corpus for the workspace and record its key in ratchet.toml."""
+    config = ws.config()
+    data = config.data
+    if source is not None:
+        data.source, data.paths = source, [str(Path(p).expanduser().resolve()) for p in paths]
+    if column is not None:
+        data.column = column
+    if val_percent is not None:
+        data.val_percent = val_percent
+    configmod.validate(config)
+    try:
+        built, cached = corpus.build(data.source, [Path(p) for p in data.paths],
+                                     column=data.column, val_percent=data.val_percent)
+    except corpus.CorpusError as exc:
+        raise WorkspaceError(str(exc)) from None
+    meta = built.meta
+    if meta["val_bytes"] < data.eval_seq + 1:
+        raise WorkspaceError(f"validation split has only {meta['val_bytes']} bytes; it needs "
+                             f"more than eval_seq ({data.eval_seq}): add text or raise "
+                             f"val_percent")
+    data.key = built.key
+    configmod.save(ws.root, config)
+    scored = min(data.eval_tokens, meta["val_bytes"] - 1)
+    echo(f"data: {meta['source']} corpus {built.key} ({'cached' if cached else 'built'}) "
+         f"at {built.root}")
+    echo(f"  files: {meta['files']:,} ({meta['train_files']:,} train, {meta['val_files']:,} "
+         f"validation), bytes: {meta['bytes']:,}")
+    echo(f"  train: {meta['train_bytes']:,} bytes, validation: {meta['val_bytes']:,} bytes "
+         f"({scored:,} scored per experiment)")
+    return built
+
+
+def init(target: Path, device: str = "auto", budget: float | None = None,
+         source: str = "stdlib", paths: list[str] | None = None, column: str = "text",
+         echo=print) -> Workspace:
+    """Create a workspace in `target` (new or empty folder), commit it, and prepare its data."""
+    target = target.expanduser().resolve()
+    if (target / configmod.CONFIG_NAME).is_file():
+        echo(f"{target} is already a Ratchet workspace; checking its data")
+        ws = Workspace(target)
+        prepare_data(ws, echo=echo)
+        return ws
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise WorkspaceError(f"{target} is not empty and not a Ratchet workspace; "
+                             f"choose a new or empty folder")
+    device = resolve_device(device)
+    config = configmod.Config()
+    config.experiment.device = device
+    config.experiment.budget_seconds = budget or (300.0 if device == "cuda" else 20.0)
+    config.experiment.grace_seconds = 180.0 if device == "cuda" else 30.0
+    config.experiment.eval_timeout_seconds = 300.0 if device == "cuda" else 60.0
+    eval_profile = profiles.EVAL["cuda" if device == "cuda" else "cpu"]
+    for name, value in eval_profile.items():
+        setattr(config.data, name, value)
+    config.data.source, config.data.column = source, column
+    config.data.paths = [str(Path(p).expanduser().resolve()) for p in paths or []]
+    configmod.validate(config)
+
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    train = template_text(TRAIN)
+    if device != "cuda":
+        train = with_constants(train, profiles.CPU)
+    (target / TRAIN).write_text(train)
+    (target / HARNESS).write_text(template_text(HARNESS))
+    (target / PROGRAM).write_text(template_text(PROGRAM))
+    (target / ".gitignore").write_text("\n".join(IGNORED) + "\n")
+    configmod.save(target, config)
+    ws = Workspace(target)
+    try:
+        prepare_data(ws, echo=echo)
+    except WorkspaceError:  # leave the folder as it was found
+        if created:
+            shutil.rmtree(target)
+        else:
+            for child in target.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
+    repo = git.Repo.init(target, initial_branch="main")
+    repo.index.add([TRAIN, HARNESS, PROGRAM, ".gitignore", configmod.CONFIG_NAME])
+    repo.index.commit("ratchet init: baseline workspace", author=AUTHOR, committer=AUTHOR)
+    echo(f"workspace ready at {target} ({device}, {config.experiment.budget_seconds:g} s budget)")
+    return ws

@@ -1,0 +1,172 @@
+"""Build the byte corpus a workspace trains and evaluates on, cached by content hash.
+
+Sources, in a deterministic order:
+* `stdlib`: the Python standard library's own .py sources (on every machine, no download);
+* text files, or folders of them;
+* parquet files with a text column (autoresearch's shards).
+
+Documents (a file, or a parquet row) are split into train and validation by a hash of their
+name, so the split is stable when documents are added, and no document is in both splits.
+Tokens are bytes. The splits are written to separate folders so a sandbox can hide one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT_VERSION = 1
+SEPARATOR = b"\x00"  # between documents; never appears in text sources
+TEXT_SUFFIXES = {".txt", ".md", ".py", ".rst", ".json", ".csv", ".tex", ".html", ".c", ".h",
+                 ".js", ".ts", ".rs", ".go", ".java", ".toml", ".yaml", ".yml", ".sh"}
+
+
+class CorpusError(Exception):
+    """A data source that cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    key: str
+    root: Path
+
+    @property
+    def train_path(self) -> Path:
+        return self.root / "train" / "train.bin"
+
+    @property
+    def val_path(self) -> Path:
+        return self.root / "val" / "val.bin"
+
+    @property
+    def meta(self) -> dict:
+        return json.loads((self.root / "meta.json").read_text())
+
+
+def default_cache_dir() -> Path:
+    override = os.environ.get("RATCHET_CACHE_DIR")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ratchet"
+
+
+def _stdlib_files() -> list[tuple[str, Path]]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(("site-packages/", "dist-packages/")) or not path.is_file():
+            continue
+        files.append((f"stdlib/{rel}", path))
+    if not files:
+        raise CorpusError(f"no Python sources found under {root}")
+    return sorted(files)
+
+
+def _text_files(paths: list[Path]) -> list[tuple[str, Path]]:
+    files = []
+    for given in paths:
+        if given.is_file():
+            files.append((given.name, given))
+        elif given.is_dir():
+            for path in given.rglob("*"):
+                if path.is_file() and path.suffix.lower() in TEXT_SUFFIXES:
+                    files.append((path.relative_to(given).as_posix(), path))
+        else:
+            raise CorpusError(f"text source {given} does not exist")
+    if not files:
+        raise CorpusError(f"no text files ({', '.join(sorted(TEXT_SUFFIXES))}) under "
+                          f"{', '.join(map(str, paths))}")
+    return sorted(files)
+
+
+def _parquet_documents(paths: list[Path], column: str) -> Iterator[tuple[str, bytes]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise CorpusError("parquet sources need pyarrow: pip install 'ratchet[parquet]'") from exc
+    for path in paths:
+        if not path.is_file():
+            raise CorpusError(f"parquet source {path} does not exist")
+        try:
+            table = pq.read_table(path, columns=[column])
+        except Exception as exc:
+            raise CorpusError(f"cannot read column {column!r} from {path}: {exc}") from exc
+        for row, text in enumerate(table.column(column).to_pylist()):
+            if text:
+                yield f"{path.name}#{row}", text.encode("utf-8")
+
+
+def _documents(source: str, paths: list[Path], column: str) -> Iterator[tuple[str, bytes]]:
+    if source == "stdlib":
+        for name, path in _stdlib_files():
+            yield name, path.read_bytes().replace(SEPARATOR, b"")
+    elif source == "text":
+        for name, path in _text_files(paths):
+            yield name, path.read_bytes().replace(SEPARATOR, b"")
+    elif source == "parquet":
+        yield from _parquet_documents(sorted(paths), column)
+    else:
+        raise CorpusError(f"unknown data source {source!r} (use stdlib, text or parquet)")
+
+
+def _is_validation(name: str, val_percent: float) -> bool:
+    bucket = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % 10000
+    return bucket < val_percent * 100
+
+
+def build(source: str = "stdlib", paths: list[Path] | None = None, *, column: str = "text",
+          val_percent: float = 5.0, cache_dir: Path | None = None) -> tuple[Corpus, bool]:
+    """Build (or find in the cache) the corpus; returns it and whether it was already cached."""
+    paths = [Path(p).expanduser().resolve() for p in (paths or [])]
+    if source != "stdlib" and not paths:
+        raise CorpusError(f"data source {source!r} needs at least one path")
+    if not 0 < val_percent < 100:
+        raise CorpusError(f"val_percent must be between 0 and 100, got {val_percent}")
+    docs = list(_documents(source, paths, column))
+    digest = hashlib.sha256(f"v{FORMAT_VERSION} {val_percent}".encode())
+    for name, data in docs:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    key = digest.hexdigest()[:16]
+    corpus = Corpus(key, (cache_dir or default_cache_dir()) / "data" / key)
+    if (corpus.root / "meta.json").is_file():
+        return corpus, True
+
+    train = [d for d in docs if not _is_validation(d[0], val_percent)]
+    val = [d for d in docs if _is_validation(d[0], val_percent)]
+    if not val:  # tiny sources: hold out the last document so evaluation has something
+        val = [train.pop()]
+    if not train:
+        raise CorpusError("the data source has a single document; it needs at least two")
+    staging = corpus.root.with_name(corpus.root.name + f".tmp{os.getpid()}")
+    for split, split_docs in (("train", train), ("val", val)):
+        (staging / split).mkdir(parents=True, exist_ok=True)
+        with open(staging / split / f"{split}.bin", "wb") as f:
+            f.write(SEPARATOR.join(data for _, data in split_docs))
+    meta = {
+        "key": key,
+        "source": source,
+        "paths": [str(p) for p in paths],
+        "files": len(docs),
+        "bytes": sum(len(d) for _, d in docs),
+        "train_files": len(train),
+        "val_files": len(val),
+        "train_bytes": (staging / "train" / "train.bin").stat().st_size,
+        "val_bytes": (staging / "val" / "val.bin").stat().st_size,
+        "val_percent": val_percent,
+    }
+    (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        staging.rename(corpus.root)  # atomic: a half-written corpus is never found in the cache
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (corpus.root / "meta.json").is_file():
+            raise
+    return corpus, False
