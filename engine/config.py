@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,8 +41,8 @@ class DataConfig:
     column: str = "text"
     val_percent: float = 5.0
     key: str = ""
-    eval_batch: int = 16
-    eval_seq: int = 256
+    eval_batch: int = 32
+    eval_seq: int = 128
     eval_tokens: int = 262_144
 
 
@@ -114,7 +116,7 @@ def validate(config: Config) -> None:
     for name in ex.editable:
         _check(not Path(name).is_absolute() and ".." not in Path(name).parts,
                f"[experiment] editable entries must be paths inside the workspace, got {name!r}")
-        _check(name not in ("prepare.py", CONFIG_NAME),
+        _check(os.path.normpath(name) not in ("prepare.py", CONFIG_NAME, "."),
                f"[experiment] editable must not include {name}: it is part of the harness")
     _check(ex.min_improvement >= 0, "[experiment] min_improvement must not be negative")
     _check(data.source in SOURCES, f"[data] source must be one of {', '.join(SOURCES)}, "
@@ -132,11 +134,13 @@ def validate(config: Config) -> None:
 def load(workspace: Path) -> Config:
     path = workspace / CONFIG_NAME
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path} not found; create a workspace with `ratchet init`") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     return from_dict(raw)
 
 
@@ -145,8 +149,8 @@ def render(config: Config) -> str:
     ex, data, agent = config.experiment, config.data, config.agent
 
     def toml(value) -> str:
-        if isinstance(value, str):
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(value, str):  # JSON string escapes are valid TOML basic-string escapes
+            return json.dumps(value)
         if isinstance(value, list):
             return "[" + ", ".join(toml(v) for v in value) + "]"
         return repr(value)
@@ -185,4 +189,4 @@ def render(config: Config) -> str:
 
 def save(workspace: Path, config: Config) -> None:
     validate(config)
-    (workspace / CONFIG_NAME).write_text(render(config))
+    (workspace / CONFIG_NAME).write_text(render(config), encoding="utf-8")

@@ -139,8 +139,10 @@ def prepare_data(ws: Workspace, source: str | None = None, paths: list[str] | No
         raise WorkspaceError(f"validation split has only {meta['val_bytes']} bytes; it needs "
                              f"more than eval_seq ({data.eval_seq}): add text or raise "
                              f"val_percent")
-    data.key = built.key
-    configmod.save(ws.root, config)
+    if data.key != built.key or source is not None or column is not None \
+            or val_percent is not None:
+        data.key = built.key
+        configmod.save(ws.root, config)  # rewritten only on change: hand edits stay as they are
     scored = min(data.eval_tokens, meta["val_bytes"] - 1)
     echo(f"data: {meta['source']} corpus {built.key} ({'cached' if cached else 'built'}) "
          f"at {built.root}")
@@ -157,7 +159,8 @@ def init(target: Path, device: str = "auto", budget: float | None = None,
     """Create a workspace in `target` (new or empty folder), commit it, and prepare its data."""
     target = target.expanduser().resolve()
     if (target / configmod.CONFIG_NAME).is_file():
-        echo(f"{target} is already a Ratchet workspace; checking its data")
+        echo(f"{target} is already a Ratchet workspace; checking its data (change settings in "
+             f"ratchet.toml, data with `ratchet prepare`)")
         ws = Workspace(target)
         prepare_data(ws, echo=echo)
         return ws
@@ -177,7 +180,10 @@ def init(target: Path, device: str = "auto", budget: float | None = None,
     config.data.paths = [str(Path(p).expanduser().resolve()) for p in paths or []]
     configmod.validate(config)
 
-    created = not target.exists()
+    created = target  # the outermost folder this call creates, removed again on failure
+    while not created.parent.exists():
+        created = created.parent
+    created = created if not created.exists() else None
     target.mkdir(parents=True, exist_ok=True)
     train = template_text(TRAIN)
     if device != "cuda":
@@ -192,7 +198,7 @@ def init(target: Path, device: str = "auto", budget: float | None = None,
         prepare_data(ws, echo=echo)
     except WorkspaceError:  # leave the folder as it was found
         if created:
-            shutil.rmtree(target)
+            shutil.rmtree(created)
         else:
             for child in target.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()

@@ -92,14 +92,27 @@ def _parquet_documents(paths: list[Path], column: str) -> Iterator[tuple[str, by
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise CorpusError("parquet sources need pyarrow: pip install 'ratchet[parquet]'") from exc
+    files = []
     for path in paths:
-        if not path.is_file():
+        if path.is_dir():
+            files += sorted(path.rglob("*.parquet"))
+        elif path.is_file():
+            files.append(path)
+        else:
             raise CorpusError(f"parquet source {path} does not exist")
+    if not files:
+        raise CorpusError(f"no .parquet files under {', '.join(map(str, paths))}")
+    for path in files:
         try:
             table = pq.read_table(path, columns=[column])
         except Exception as exc:
             raise CorpusError(f"cannot read column {column!r} from {path}: {exc}") from exc
         for row, text in enumerate(table.column(column).to_pylist()):
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise CorpusError(f"column {column!r} of {path} holds {type(text).__name__} "
+                                  f"values, not text")
             if text:
                 yield f"{path.name}#{row}", text.encode("utf-8")
 
@@ -131,7 +144,7 @@ def build(source: str = "stdlib", paths: list[Path] | None = None, *, column: st
     if not 0 < val_percent < 100:
         raise CorpusError(f"val_percent must be between 0 and 100, got {val_percent}")
     docs = list(_documents(source, paths, column))
-    digest = hashlib.sha256(f"v{FORMAT_VERSION} {val_percent}".encode())
+    digest = hashlib.sha256(f"v{FORMAT_VERSION} {float(val_percent)}".encode())
     for name, data in docs:
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     key = digest.hexdigest()[:16]
@@ -144,7 +157,9 @@ def build(source: str = "stdlib", paths: list[Path] | None = None, *, column: st
     if not val:  # tiny sources: hold out the last document so evaluation has something
         val = [train.pop()]
     if not train:
-        raise CorpusError("the data source has a single document; it needs at least two")
+        raise CorpusError("the data source has a single document; it needs at least two"
+                          if len(docs) == 1 else
+                          f"all {len(docs)} documents fell into validation; lower val_percent")
     staging = corpus.root.with_name(corpus.root.name + f".tmp{os.getpid()}")
     for split, split_docs in (("train", train), ("val", val)):
         (staging / split).mkdir(parents=True, exist_ok=True)

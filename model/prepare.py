@@ -159,6 +159,8 @@ def _load_program(path: str) -> torch.export.ExportedProgram:
 def _check_causal(model, x: torch.Tensor) -> None:
     """Logits at position t may depend on bytes 0..t only; a model that peeks ahead is rejected."""
     base = model(x)
+    if not torch.isfinite(base).all():
+        return  # scored as a non-finite val_bpb, which the caller reports as divergence
     seq = x.shape[1]
     gen = torch.Generator().manual_seed(0)
     for cut in sorted({seq // 4, seq // 2, seq - seq // 8}):

@@ -1,0 +1,29 @@
+# Ratchet developer and quick-start targets. `make run` and `make test` set everything up.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKSPACE ?= workspace
+# CPU machines get the CPU build of PyTorch; machines with an NVIDIA driver get a CUDA build.
+TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.5,torch==2.13.0)
+
+.PHONY: setup run test lint clean
+
+$(VENV)/.ratchet-installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.ratchet-installed
+
+run: setup
+	@if [ ! -f $(WORKSPACE)/ratchet.toml ]; then $(VENV)/bin/ratchet init $(WORKSPACE); fi
+	$(VENV)/bin/ratchet experiment -C $(WORKSPACE)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(WORKSPACE)

@@ -1,0 +1,69 @@
+"""Shared fixtures: a private corpus cache per test session and ready-made workspaces."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ratchet.engine import config as configmod
+from ratchet.engine import sandbox, workspace
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Keep test corpora and compile caches out of the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("ratchet-cache")
+    old = os.environ.get("RATCHET_CACHE_DIR")
+    os.environ["RATCHET_CACHE_DIR"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("RATCHET_CACHE_DIR", None)
+    else:
+        os.environ["RATCHET_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def template_workspace(tmp_path_factory) -> Path:
+    """One CPU workspace on the stdlib corpus, initialised once; copy it with `make_workspace`."""
+    root = tmp_path_factory.mktemp("template") / "ws"
+    workspace.init(root, device="cpu", echo=lambda *_: None)
+    return root
+
+
+@pytest.fixture
+def make_workspace(template_workspace, tmp_path):
+    """A fresh copy of the template workspace, optionally with settings changed."""
+
+    def make(name: str = "ws", **settings) -> workspace.Workspace:
+        """Settings name keys of [experiment] or [data], e.g. budget_seconds=3."""
+        root = tmp_path / name
+        shutil.copytree(template_workspace, root, symlinks=True)
+        ws = workspace.Workspace(root)
+        if settings:
+            config = ws.config()
+            for key, value in settings.items():
+                section = config.experiment if hasattr(config.experiment, key) else config.data
+                assert hasattr(section, key), key
+                setattr(section, key, value)
+            configmod.save(root, config)
+        return ws
+
+    return make
+
+
+@pytest.fixture
+def no_sandbox(monkeypatch):
+    """Run children as plain processes, as on a machine without bubblewrap."""
+    monkeypatch.setenv("RATCHET_NO_SANDBOX", "1")
+    sandbox.bwrap_path.cache_clear()
+    yield
+    sandbox.bwrap_path.cache_clear()
+
+
+requires_sandbox = pytest.mark.skipif(
+    sandbox.bwrap_path() is None,
+    reason=f"no sandbox here: {sandbox.unavailable_reason()}",
+)

@@ -1,0 +1,187 @@
+"""One experiment: failures become statuses, and cheating never moves the measured metric."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+import trainers
+from conftest import requires_sandbox
+
+from ratchet.engine import experiment, workspace
+from ratchet.engine.experiment import LOG_CAP_BYTES
+
+FAST = {"budget_seconds": 1.0, "grace_seconds": 4.0, "eval_tokens": 65536}
+
+
+def run_with(ws: workspace.Workspace, source: str, tmp_name: str = "exp"):
+    (ws.root / "train.py").write_text(source)
+    return experiment.run(ws, ws.config(), ws.root / "runs" / tmp_name)
+
+
+@pytest.fixture
+def honest_bpb(make_workspace) -> float:
+    """The metric of the honest bigram model, the reference every cheat is compared with."""
+    result = run_with(make_workspace("honest", **FAST), trainers.honest())
+    assert result.status == "ok", result.error + result.tail
+    assert 2.0 < result.val_bpb < 6.0
+    return result.val_bpb
+
+
+def harness_hash(ws: workspace.Workspace) -> str:
+    return hashlib.sha256((ws.root / "prepare.py").read_bytes()).hexdigest()
+
+
+# --- failures are recorded outcomes --------------------------------------------------------
+
+
+def test_raising_train_py_is_a_crash_with_its_output_tail(make_workspace):
+    result = run_with(make_workspace(**FAST), trainers.RAISES)
+    assert result.status == "crash"
+    assert "boom from train.py" in result.error
+    assert "Traceback" in result.tail and "boom from train.py" in result.tail
+    assert result.train_log == [{"step": 1, "loss": 5.5, "lr": 0.001, "tok_s": 10.0,
+                                 "elapsed": 0.1}]
+
+
+def test_nan_loss_stops_training_as_a_crash(make_workspace):
+    ws = make_workspace(**FAST)
+    source = (ws.root / "train.py").read_text()
+    poisoned = source.replace("loss = F.cross_entropy(", "loss = float('nan') * F.cross_entropy(")
+    assert poisoned != source
+    result = run_with(ws, poisoned)
+    assert result.status == "crash"
+    assert "loss is nan" in result.error
+
+
+def test_nan_model_is_a_crash_not_a_metric(make_workspace):
+    result = run_with(make_workspace(**FAST), trainers.NAN_WEIGHTS)
+    assert result.status == "crash"
+    assert result.val_bpb is None
+    assert "not finite" in result.error
+
+
+def test_hanging_train_py_is_killed_at_budget_plus_grace(make_workspace):
+    ws = make_workspace(budget_seconds=1.0, grace_seconds=2.0)
+    started = time.monotonic()
+    result = run_with(ws, trainers.HANGS)
+    assert time.monotonic() - started < 15
+    assert result.status == "timeout"
+    assert "about to hang" in result.tail
+
+
+@pytest.mark.parametrize("source", [trainers.FLOODS, trainers.FLOODS_NO_NEWLINE],
+                         ids=["lines", "no-newline"])
+def test_flooding_stdout_is_bounded_and_never_blocks(make_workspace, source):
+    ws = make_workspace(budget_seconds=1.0, grace_seconds=2.0)
+    started = time.monotonic()
+    result = run_with(ws, source)
+    assert time.monotonic() - started < 20
+    assert result.status == "timeout"
+    assert result.output_bytes > LOG_CAP_BYTES
+    log_size = (ws.root / "runs" / "exp" / "train.log").stat().st_size
+    assert LOG_CAP_BYTES <= log_size < LOG_CAP_BYTES + 200
+    assert 0 < len(result.tail) <= experiment.TAIL_BYTES
+
+
+def test_train_py_that_saves_no_model_is_a_crash(make_workspace):
+    result = run_with(make_workspace(**FAST), trainers.NO_MODEL)
+    assert result.status == "crash"
+    assert "save_model" in result.error
+
+
+def test_kill_request_stops_the_experiment(make_workspace):
+    ws = make_workspace(budget_seconds=30.0, grace_seconds=30.0)
+    (ws.root / "train.py").write_text(trainers.HANGS)
+    started = time.monotonic()
+    result = experiment.run(ws, ws.config(), ws.root / "runs" / "k",
+                            should_kill=lambda: time.monotonic() - started > 1.0)
+    assert result.status == "killed"
+    assert time.monotonic() - started < 10
+
+
+def test_result_json_is_written_for_every_outcome(make_workspace):
+    ws = make_workspace(**FAST)
+    run_with(ws, trainers.RAISES, "a")
+    written = (ws.root / "runs" / "a" / "result.json").read_text()
+    assert '"status": "crash"' in written
+
+
+# --- the metric cannot be gamed --------------------------------------------------------------
+
+
+def test_printed_val_bpb_is_ignored(make_workspace, honest_bpb):
+    result = run_with(make_workspace("fake", **FAST), trainers.honest(after=trainers.FAKE_METRIC))
+    assert result.status == "ok"
+    assert result.val_bpb == pytest.approx(honest_bpb, abs=1e-9)
+
+
+@requires_sandbox
+def test_validation_file_is_not_readable_by_train_py(make_workspace, honest_bpb):
+    result = run_with(make_workspace("peek", **FAST), trainers.honest(trainers.READ_VALIDATION))
+    assert result.sandboxed
+    assert "validation unreadable" in result.tail
+    assert result.val_bpb == pytest.approx(honest_bpb, abs=1e-9)
+
+
+@requires_sandbox
+def test_sandboxed_train_py_cannot_edit_the_harness(make_workspace, honest_bpb):
+    ws = make_workspace("edit", **FAST)
+    before = harness_hash(ws)
+    result = run_with(ws, trainers.honest(trainers.EDIT_HARNESS))
+    assert "could not edit prepare.py" in result.tail
+    assert result.status == "ok"
+    assert result.val_bpb == pytest.approx(honest_bpb, abs=1e-9)
+    assert harness_hash(ws) == before
+
+
+def test_unsandboxed_harness_edit_is_a_crash_and_is_restored(make_workspace, no_sandbox):
+    ws = make_workspace("edit", **FAST)
+    before = harness_hash(ws)
+    result = run_with(ws, trainers.honest(trainers.EDIT_HARNESS))
+    assert "edited prepare.py" in result.tail
+    assert result.status == "crash"
+    assert result.val_bpb is None
+    assert "modified prepare.py" in result.error
+    assert harness_hash(ws) == before
+
+
+def test_edited_harness_is_refused_before_training(make_workspace):
+    ws = make_workspace(**FAST)
+    with open(ws.root / "prepare.py", "a") as f:
+        f.write("\n# tweak\n")
+    result = experiment.run(ws, ws.config(), ws.root / "runs" / "x")
+    assert result.status == "crash"
+    assert "differs from Ratchet's frozen harness" in result.error
+    assert not (ws.root / "runs" / "x" / "train.log").exists()
+
+
+def test_monkeypatching_the_evaluator_changes_nothing(make_workspace, honest_bpb, no_sandbox):
+    # unsandboxed on purpose: the hooks land in the workspace, and evaluation must ignore them
+    ws = make_workspace("patch", **FAST)
+    result = run_with(ws, trainers.honest(after=trainers.MONKEYPATCH))
+    assert (ws.root / "sitecustomize.py").exists()
+    assert result.status == "ok"
+    assert result.val_bpb == pytest.approx(honest_bpb, abs=1e-9)
+
+
+def test_model_that_peeks_at_the_next_byte_is_rejected(make_workspace):
+    result = run_with(make_workspace(**FAST), trainers.PEEKING_MODEL)
+    assert result.status == "crash"
+    assert result.val_bpb is None
+    assert "not causal" in result.error
+
+
+def test_model_exported_for_other_windows_is_rejected(make_workspace):
+    result = run_with(make_workspace(**FAST), trainers.WRONG_SHAPE)
+    assert result.status == "crash"
+    assert "takes shape" in result.error
+
+
+def test_api_keys_do_not_reach_train_py(make_workspace, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value")
+    leak = "import os\nprint('KEY=' + os.environ.get('ANTHROPIC_API_KEY', 'absent'))\n"
+    result = run_with(make_workspace(**FAST), leak + trainers.RAISES)
+    assert "KEY=absent" in result.tail
+    assert "sk-ant-secret-value" not in result.tail
