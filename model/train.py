@@ -6,6 +6,7 @@ val_bpb on data this process never sees. Lower val_bpb is better.
 """
 
 import math
+import resource
 import time
 
 import torch
@@ -211,7 +212,10 @@ while elapsed < budget:
 # Hand-off: the harness evaluates the exported model in its own process
 # ---------------------------------------------------------------------------------------------
 
-peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0.0
+if device == "cuda":
+    peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20
+else:
+    peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 # FLOPs per token: 6 per parameter (forward + backward) plus attention over the context
 flops_per_token = 6 * n_params + 12 * N_LAYER * N_EMBD * SEQ_LEN
 prepare.save_model(model, {
