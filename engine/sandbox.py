@@ -13,6 +13,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 # Passed through to children; everything else (API keys included) stays in the engine.
@@ -54,6 +55,13 @@ def unavailable_reason() -> str:
     return "bwrap cannot create namespaces on this machine"
 
 
+def python_paths() -> list[Path]:
+    """The interpreter's folders: they must stay visible even when they live under /tmp."""
+    found = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    found.add(Path(sys.executable).resolve().parent)
+    return sorted(p for p in found if p.exists())
+
+
 def wrap(command: list[str], *, cwd: Path, readable: list[Path], writable: list[Path],
          hidden: list[Path]) -> tuple[list[str], bool]:
     """The command, wrapped in a sandbox if possible; returns (argv, sandboxed).
@@ -69,7 +77,7 @@ def wrap(command: list[str], *, cwd: Path, readable: list[Path], writable: list[
     for path in hidden:
         if path.exists():
             argv += ["--tmpfs", str(path)]
-    for path in readable:
+    for path in python_paths() + readable:
         argv += ["--ro-bind", str(path), str(path)]
     for path in writable:
         argv += ["--bind", str(path), str(path)]
