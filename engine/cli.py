@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+from ratchet.engine import (
+    agents_registry,
+    control,
+    daemon,
+    events,
+    experiment,
+    gitops,
+    headless,
+    sandbox,
+    workspace,
+)
 from ratchet.engine import config as configmod
-from ratchet.engine import experiment, sandbox, workspace
+from ratchet.engine.gitops import GitError
+from ratchet.engine.session import RunOptions
 
 
 class UserError(Exception):
@@ -22,6 +36,16 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
 
 
@@ -81,6 +105,125 @@ def cmd_experiment(args) -> int:
     return 0 if result.status == "ok" else 1
 
 
+def _tag(text: str) -> str:
+    if not text or not all(c.isalnum() or c in "-_." for c in text) or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"tags use letters, digits, '-', '_' and '.', "
+                                         f"got {text!r}")
+    return text
+
+
+def _find_session(ws: workspace.Workspace, name: str | None, running_only: bool = False):
+    found = daemon.sessions(ws)
+    if name:
+        match = [p for p in found if p.name == name] or [p for p in found
+                                                          if p.name.startswith(name)]
+        if not match:
+            raise UserError(f"no session {name!r} in {ws.runs_dir()}")
+        return match[-1]
+    if running_only:
+        found = [p for p in found if daemon.is_running(p)]
+    if not found:
+        raise UserError("no running session in this workspace" if running_only
+                        else "no sessions in this workspace yet; start one with `ratchet run`")
+    return found[-1]
+
+
+def _free_tag(ws: workspace.Workspace, base: str) -> str:
+    """Today's date as the tag, with -2, -3, ... when that branch is taken already."""
+    heads = {h.name for h in gitops.open_repo(ws.root).heads}
+    tag, n = base, 1
+    while gitops.branch_name(tag) in heads:
+        n += 1
+        tag = f"{base}-{n}"
+    return tag
+
+
+def cmd_run(args) -> int:
+    ws = workspace.find(args.workspace)
+    config = ws.config()
+    if args.budget:
+        config.experiment.budget_seconds = args.budget
+        configmod.save(ws.root, config)
+    agent = args.agent or agents_registry.default_kind(config)
+    if agent == "claude" and not os.environ.get("ANTHROPIC_API_KEY"):
+        raise UserError("--agent claude needs ANTHROPIC_API_KEY; without it use --agent offline")
+    agents_registry.create(agent, config)  # fail here, not in the detached engine
+    _warn_if_unsandboxed()
+    tag = args.tag or _free_tag(ws, time.strftime("%b%d").lower())
+    if args.resume:
+        previous = [p for p in daemon.sessions(ws) if p.name.split("-", 2)[-1].rsplit("-", 1)[0]
+                    == tag] if args.tag else daemon.sessions(ws)
+        if not previous:
+            raise UserError("nothing to resume: no earlier session" +
+                            (f" with tag {tag!r}" if args.tag else ""))
+        folder = previous[-1]
+        if daemon.is_running(folder):
+            raise UserError(f"session {folder.name} is still running (pid "
+                            f"{daemon.engine_pid(folder)})")
+        first = next(events.iter_events(folder / "events.jsonl"), {})
+        session, tag = folder.name, first.get("tag", tag)
+    else:
+        running = [p for p in daemon.sessions(ws) if daemon.is_running(p)]
+        if running:
+            raise UserError(f"session {running[-1].name} is already running in this workspace; "
+                            f"attach to it, or `ratchet stop` it first")
+        repo = gitops.open_repo(ws.root)
+        if gitops.branch_name(tag) in [h.name for h in repo.heads]:
+            raise UserError(f"branch {gitops.branch_name(tag)} already exists; pick another "
+                            f"--tag or add --resume")
+        if repo.is_dirty(untracked_files=False):
+            raise UserError("the workspace has uncommitted changes; commit or discard them first")
+        session = daemon.new_session_id(tag)
+    options = RunOptions(session=session, tag=tag, agent=agent,
+                         max_experiments=args.max_experiments, resume=args.resume)
+    folder, pid = daemon.spawn(ws, options)
+    print(f"engine started: session {session} (pid {pid}, agent {agent}, branch ratchet/{tag})",
+          flush=True)
+    if not args.headless:
+        print("the dashboard is not available yet; following in headless mode", flush=True)
+    return headless.follow(folder, resumed=args.resume)
+
+
+def cmd_status(args) -> int:
+    ws = workspace.find(args.workspace)
+    folder = _find_session(ws, args.session)
+    print(headless.status_text(folder))
+    return 0
+
+
+def cmd_ctl(args) -> int:
+    ws = workspace.find(args.workspace)
+    folder = _find_session(ws, args.session, running_only=True)
+    extra = {"text": " ".join(args.text)} if args.cmd == "steer" else {}
+    if args.cmd == "steer" and not extra["text"].strip():
+        raise UserError("steer needs a note, e.g. ratchet ctl steer 'try a wider model'")
+    try:
+        reply = control.send(folder / "control.sock", args.cmd, **extra)
+    except control.ControlError as exc:
+        raise UserError(str(exc)) from None
+    if not reply.get("ok"):
+        raise UserError(reply.get("error", "the engine refused the command"))
+    print(f"{args.cmd}: sent to session {folder.name}")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    ws = workspace.find(args.workspace)
+    folder = _find_session(ws, args.session, running_only=True)
+    pid = daemon.engine_pid(folder)
+    try:
+        control.send(folder / "control.sock", "stop")
+    except control.ControlError:
+        os.kill(pid, signal.SIGTERM)  # no socket answer: fall back to the signal
+    deadline = time.monotonic() + args.wait
+    while daemon.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if daemon.pid_alive(pid):
+        raise UserError(f"engine (pid {pid}) is still stopping; check `ratchet status`")
+    print(f"stopped session {folder.name}")
+    return 0
+
+
 _warned = False
 
 
@@ -118,6 +261,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="training seed (default: from config)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-step lines")
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("run", help="start the research loop (engine runs detached)")
+    p.add_argument("-C", "--workspace", type=Path, help="workspace folder (default: here)")
+    p.add_argument("--headless", action="store_true", help="print progress instead of the "
+                   "dashboard")
+    p.add_argument("--agent", choices=agents_registry.KINDS, help="default: offline without "
+                   "an API key, else from config")
+    p.add_argument("--budget", type=_positive, help="training seconds per experiment "
+                   "(saved to ratchet.toml)")
+    p.add_argument("--max-experiments", type=_count, help="stop after N proposals")
+    p.add_argument("--tag", type=_tag, help="branch ratchet/TAG (default: today's date)")
+    p.add_argument("--resume", action="store_true", help="continue the latest session "
+                   "(with --tag: that tag's)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="one-screen summary of a session")
+    p.add_argument("session", nargs="?", help="session id (default: the newest)")
+    p.add_argument("-C", "--workspace", type=Path)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("stop", help="stop the running engine")
+    p.add_argument("session", nargs="?")
+    p.add_argument("-C", "--workspace", type=Path)
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for it to exit")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("ctl", help="send pause, resume, steer TEXT, kill or stop to the engine")
+    p.add_argument("cmd", choices=["pause", "resume", "steer", "kill", "stop"])
+    p.add_argument("text", nargs="*", help="the note, for steer")
+    p.add_argument("-C", "--workspace", type=Path)
+    p.add_argument("--session")
+    p.set_defaults(func=cmd_ctl)
     return parser
 
 
@@ -125,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, configmod.ConfigError, workspace.WorkspaceError) as exc:
+    except (UserError, configmod.ConfigError, workspace.WorkspaceError, GitError,
+            agents_registry.AgentUnavailable) as exc:
         print(f"ratchet: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -47,6 +47,14 @@ class DataConfig:
 
 
 @dataclass
+class LoopConfig:
+    baseline_seeds: int = 3
+    noise_k: float = 2.0
+    confirm: bool = True
+    max_tool_rounds: int = 20
+
+
+@dataclass
 class AgentConfig:
     kind: str = "offline"
     model: str = "claude-sonnet-4-5"
@@ -57,6 +65,7 @@ class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +82,9 @@ def _typed(section: str, name: str, value, expected):
         _check(isinstance(value, (int, float)) and not isinstance(value, bool),
                f"{where} must be a number, got {value!r}")
         return float(value)
+    if expected is bool:
+        _check(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
+        return value
     if expected is int:
         _check(isinstance(value, int) and not isinstance(value, bool),
                f"{where} must be a whole number, got {value!r}")
@@ -85,14 +97,14 @@ def _typed(section: str, name: str, value, expected):
     return list(value)
 
 
-_TYPES = {"float": float, "int": int, "str": str, "list[str]": list}
+_TYPES = {"float": float, "int": int, "str": str, "list[str]": list, "bool": bool}
 
 
 def from_dict(raw: dict) -> Config:
     config = Config()
     for section, value in raw.items():
         _check(hasattr(config, section), f"unknown section [{section}] in {CONFIG_NAME} "
-                                         f"(known: experiment, data, agent)")
+                                         f"(known: experiment, data, agent, loop)")
         _check(isinstance(value, dict), f"[{section}] must be a table")
         target = getattr(config, section)
         known = {f.name: f for f in fields(target)}
@@ -127,6 +139,10 @@ def validate(config: Config) -> None:
     for name in ("eval_batch", "eval_seq", "eval_tokens"):
         _check(getattr(data, name) > 0, f"[data] {name} must be positive")
     _check(data.eval_tokens >= data.eval_seq, "[data] eval_tokens must be at least eval_seq")
+    loop = config.loop
+    _check(loop.baseline_seeds >= 1, "[loop] baseline_seeds must be at least 1")
+    _check(loop.noise_k >= 0, "[loop] noise_k must not be negative")
+    _check(loop.max_tool_rounds >= 1, "[loop] max_tool_rounds must be at least 1")
     _check(agent.kind in AGENTS, f"[agent] kind must be one of {', '.join(AGENTS)}, "
                                  f"got {agent.kind!r}")
 
@@ -153,8 +169,11 @@ def render(config: Config) -> str:
             return json.dumps(value)
         if isinstance(value, list):
             return "[" + ", ".join(toml(v) for v in value) + "]"
+        if isinstance(value, bool):
+            return "true" if value else "false"
         return repr(value)
 
+    loop = config.loop
     rows = [
         "# Ratchet workspace settings. train.py is what the agent edits; prepare.py is frozen.",
         "",
@@ -182,6 +201,13 @@ def render(config: Config) -> str:
         "[agent]",
         f"kind = {toml(agent.kind)}  # offline or claude",
         f"model = {toml(agent.model)}  # Claude model for kind = \"claude\"",
+        "",
+        "[loop]",
+        f"baseline_seeds = {toml(loop.baseline_seeds)}  # baseline runs that measure seed noise",
+        f"noise_k = {toml(loop.noise_k)}  # keep only gains above max(min_improvement, "
+        "noise_k x seed spread)",
+        f"confirm = {toml(loop.confirm)}  # re-run a winning change with another seed first",
+        f"max_tool_rounds = {toml(loop.max_tool_rounds)}  # agent tool calls per proposal",
         "",
     ]
     return "\n".join(rows)

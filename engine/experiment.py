@@ -147,7 +147,8 @@ def _number(summary: dict, name: str, kind=float, default=0):
 
 def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None,
         budget: float | None = None, on_log: Callable[[dict], None] | None = None,
-        should_kill: Callable[[], bool] | None = None) -> Result:
+        should_kill: Callable[[], bool] | None = None,
+        on_phase: Callable[[str], None] | None = None) -> Result:
     """Run one experiment of the workspace as it is on disk; the result is also in out_dir."""
     ex = config.experiment
     result = Result(seed=ex.seed if seed is None else seed,
@@ -156,7 +157,8 @@ def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     try:
-        _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill)
+        _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill,
+                            on_phase or (lambda _phase: None))
     finally:
         result.total_seconds = round(time.time() - started, 3)
         (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
@@ -165,7 +167,7 @@ def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None
     return result
 
 
-def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill) -> None:
+def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_phase) -> None:
     if not ws.harness_intact():
         result.error = f"{HARNESS} differs from Ratchet's frozen harness; restore it"
         return
@@ -197,6 +199,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill) -> Non
         hidden=[corpus.root.parent],
     )
     deadline = result.budget_seconds + config.experiment.grace_seconds
+    on_phase("training")
     status, error, pump = _supervise(argv, ws.root, env, out_dir / "train.log", deadline,
                                      on_log, should_kill)
     result.train_log = pump.records
@@ -220,6 +223,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill) -> Non
     for name in ("training_seconds", "startup_seconds", "compile_seconds", "export_seconds",
                  "peak_memory_mb"):
         setattr(result, name, round(_number(summary, name), 3))
+    on_phase("evaluating")
     _evaluate(config, corpus, model_dir, out_dir, result)
     if result.status == "ok" and device == "cuda":
         flops = _number(summary, "flops_per_token") * result.tokens

@@ -129,3 +129,31 @@ while True:
 NO_MODEL = '''
 print("trained, but forgot to save", flush=True)
 '''
+
+# For loop tests: a bigram whose result depends on the seed (a different slice of the training
+# data per seed) and on SMOOTHING; HOLD_SECONDS keeps an experiment in flight for control tests.
+LOOP_BIGRAM = '''
+import time
+
+import numpy as np
+import torch
+
+import prepare
+
+SMOOTHING = 1.0  # added to every bigram count
+HOLD_SECONDS = {hold}  # idle time before training, so tests can act mid-experiment
+UNUSED_WIDTH = 64  # changes nothing: a change to it is pure noise
+
+start = (prepare.seed() % 7) * 150_000
+data = np.asarray(prepare.load_train_data()[start:start + 150_000])
+time.sleep(HOLD_SECONDS)
+counts = np.bincount(data[:-1].astype(np.int64) * 256 + data[1:], minlength=65536)
+table = torch.tensor(np.log(counts.reshape(256, 256) + SMOOTHING), dtype=torch.float32)
+model = torch.nn.Embedding.from_pretrained(table, freeze=False)
+prepare.log_step(step=1, loss=1.0, lr=0.0, tok_s=1.0, elapsed=0.1)
+prepare.save_model(model, {{"steps": 1, "tokens": len(data), "params": 65536}})
+'''
+
+
+def loop_bigram(hold: float = 0.0) -> str:
+    return LOOP_BIGRAM.format(hold=hold)

@@ -1,0 +1,64 @@
+"""The interface every agent implements; the loop knows nothing else about agents."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+class AgentError(Exception):
+    """The agent could not produce a proposal this time; the loop records it and goes on."""
+
+
+class AgentPaused(AgentError):
+    """The agent cannot go on without the person (invalid key, exhausted quota)."""
+
+
+@dataclass
+class HistoryEntry:
+    """One finished experiment, as agents see it."""
+
+    n: int
+    description: str
+    status: str  # ok | crash | timeout | killed | interrupted
+    decision: str  # baseline | keep | discard | near_miss | crash
+    val_bpb: float | None
+    delta: float | None  # val_bpb minus the best before it (negative is better)
+    changes: dict[str, object] = field(default_factory=dict)  # agent-specific, e.g. {"LR": 0.02}
+
+
+@dataclass
+class Context:
+    """Everything an agent gets for one proposal."""
+
+    files: dict[str, str]  # editable file name -> content at the current best commit
+    program: str  # program.md
+    history: list[HistoryEntry]
+    best_bpb: float | None
+    margin: float  # a change must beat best_bpb by more than this to be kept
+    steer: list[str] = field(default_factory=list)  # notes from the person, oldest first
+    last_crash_tail: str = ""
+    in_flight: list[str] = field(default_factory=list)  # descriptions of running candidates
+
+
+@dataclass
+class Proposal:
+    description: str  # one line, shown in the table and results.tsv
+    files: dict[str, str]  # editable file name -> full new content (changed files only)
+    rationale: str = ""
+    changes: dict[str, object] = field(default_factory=dict)  # handed back in HistoryEntry
+
+
+Emit = Callable[[str], None]  # streams reasoning text to the dashboard as it is produced
+
+
+class Agent(ABC):
+    name: str = "agent"
+
+    @abstractmethod
+    def propose(self, context: Context, emit: Emit) -> Proposal:
+        """Return one change to try; raise AgentError if none could be made."""
+
+    def observe(self, proposal: Proposal, entry: HistoryEntry) -> None:  # noqa: B027
+        """Learn from the outcome of a proposal (default: nothing)."""

@@ -1,0 +1,252 @@
+"""The event log: one JSON object per line, appended by the engine, tailed by everything else.
+
+The log is the single source of truth for a session (schema in docs/events.md). Writers only
+ever append whole lines; readers only ever consume whole lines, so a reader racing the writer, or
+a log cut short by a killed engine, costs at most one line and never the rest of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+CHUNK_BYTES = 1 << 16  # read size for readers; lines may span chunks
+
+
+def _clean(value: Any) -> Any:
+    """Replace non-finite floats by None, recursively, so every line is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _default(value: Any) -> Any:
+    """Last resort for values json cannot encode: numpy scalars by value, anything else as text.
+
+    A field the engine did not expect must never cost the event (or crash a training thread).
+    """
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return _clean(item())
+        except Exception:  # noqa: BLE001 - fall through to str()
+            pass
+    return str(value)
+
+
+def _encode(event: dict) -> bytes:
+    """One cleaned event as one line of strict JSON (ASCII, no NaN/Infinity), newline included."""
+    text = json.dumps(event, separators=(",", ":"), allow_nan=False, default=_default)
+    return text.encode("ascii") + b"\n"
+
+
+class EventLog:
+    """Append-only writer; safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the log
+        # An engine killed mid-write leaves a torn last line; end it so that it stays one bad
+        # line and our first event starts on a line of its own.
+        if os.fstat(self._file.fileno()).st_size > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            if torn:
+                self._file.write(b"\n")
+                self._file.flush()
+
+    def append(self, type: str, exp: int | None = None, **fields: Any) -> dict:
+        """Write one event and flush it, so tailing readers see it at once; return it as written.
+
+        Non-finite floats are written (and returned) as None.
+        """
+        event: dict[str, Any] = {"t": time.time(), "type": type}
+        if exp is not None:
+            event["exp"] = exp
+        event.update(fields)
+        event = _clean(event)
+        line = _encode(event)
+        with self._lock:
+            if self._file.closed:
+                raise ValueError(f"event log {self.path} is closed")
+            self._file.write(line)
+            self._file.flush()
+        return event
+
+    def sync(self) -> None:
+        """Force the log to disk (the engine calls this at experiment boundaries)."""
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TextBatcher:
+    """Batches streamed agent text into `agent_delta` events, so a token stream is not a line
+    per token. Nothing runs in the background: text is written when an `add` finds the buffer
+    due, and on `flush`, which the caller must call when the stream ends."""
+
+    def __init__(
+        self, log: EventLog, exp: int | None, interval: float = 0.1, max_chars: int = 2000
+    ) -> None:
+        self.log = log
+        self.exp = exp
+        self.interval = interval
+        self.max_chars = max_chars
+        self._parts: list[str] = []
+        self._chars = 0
+        self._since = 0.0  # monotonic time of the oldest buffered text
+        self._lock = threading.Lock()
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            if not self._parts:
+                self._since = time.monotonic()
+            self._parts.append(text)
+            self._chars += len(text)
+            due = self._chars >= self.max_chars or time.monotonic() - self._since >= self.interval
+            if due:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._parts:
+            text = "".join(self._parts)
+            self._parts.clear()
+            self._chars = 0
+            self.log.append("agent_delta", self.exp, text=text)
+
+
+def _scan(path: Path, offset: int) -> Iterator[tuple[dict | None, int]]:
+    """Yield (event or None if the line is bad, offset after the line) for each whole line.
+
+    Blank lines are skipped silently; a last line without its newline is not yielded.
+    """
+    with open(path, "rb") as f:
+        f.seek(offset)
+        pending = b""
+        while True:
+            chunk = f.read(CHUNK_BYTES)
+            if not chunk:
+                return
+            pending += chunk
+            start = 0
+            while True:
+                end = pending.find(b"\n", start)
+                if end < 0:
+                    break
+                line = pending[start:end]
+                offset += end + 1 - start
+                start = end + 1
+                if line.strip():
+                    yield _parse(line), offset
+            pending = pending[start:]
+
+
+def _parse(line: bytes) -> dict | None:
+    try:
+        event = json.loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
+        return None
+    if isinstance(event, dict) and isinstance(event.get("type"), str):
+        return event
+    return None
+
+
+def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int, int]:
+    """Read the whole lines from byte `offset` on: (events, offset after them, bad lines skipped).
+
+    A partial last line (being written right now, or torn) is held back: the returned offset
+    stays before it, so the next call reads it once it is complete.
+    """
+    events: list[dict] = []
+    bad = 0
+    for event, end in _scan(Path(path), offset):
+        offset = end
+        if event is None:
+            bad += 1
+        else:
+            events.append(event)
+    return events, offset, bad
+
+
+def iter_events(path: Path) -> Iterator[dict]:
+    """Every valid event from the start of the log, streamed; bad lines are skipped."""
+    for event, _ in _scan(Path(path), 0):
+        if event is not None:
+            yield event
+
+
+class LogTail:
+    """Follows a log: each `poll()` returns only the events appended since the last one.
+
+    A missing file reads as empty (the engine may not have created it yet); a file that shrank
+    was replaced, and is read again from the start. The first bad line is reported once, through
+    `on_warning` or else `warnings.warn`; all of them are counted in `bad_lines`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        offset: int = 0,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.offset = offset
+        self.bad_lines = 0
+        self.on_warning = on_warning
+        self._warned = False
+
+    def poll(self) -> list[dict]:
+        try:
+            if self.path.stat().st_size < self.offset:
+                self.offset = 0
+            events, self.offset, bad = read_events(self.path, self.offset)
+        except FileNotFoundError:
+            return []
+        if bad:
+            self.bad_lines += bad
+            if not self._warned:
+                self._warned = True
+                message = f"{self.path}: skipped a line that is not a valid event"
+                if self.on_warning is not None:
+                    self.on_warning(message)
+                else:
+                    warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return events

@@ -1,0 +1,121 @@
+"""Headless output: one line per experiment, a live budget bar, and `ratchet status`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ratchet.engine import daemon, events
+from ratchet.engine import state as statemod
+
+
+def experiment_line(event: dict) -> str:
+    """`#  n  status  val_bpb  delta  description`, as printed for every finished experiment."""
+    val = event.get("val_bpb")
+    delta = event.get("delta")
+    decision = event.get("decision", "")
+    label = decision if decision not in ("", "crash") else event.get("status", "")
+    return (f"#{event.get('exp', 0):<4} {label:<15} "
+            f"{f'{val:.6f}' if val is not None else '-':>9} "
+            f"{f'{delta:+.6f}' if delta is not None else '':>10}  "
+            f"{event.get('description', '')}")
+
+
+def _bar(elapsed: float, budget: float, width: int = 24) -> str:
+    frac = max(0.0, min(1.0, elapsed / budget)) if budget > 0 else 0.0
+    filled = int(frac * width)
+    return "[" + "#" * filled + "." * (width - filled) + f"] {elapsed:5.1f}/{budget:g} s"
+
+
+def follow(folder: Path, resumed: bool = False, out=None) -> int:
+    """Print the session as it happens until it ends; Ctrl-C detaches, the engine goes on."""
+    out = out or sys.stdout
+    tty = out.isatty()
+    tail = events.LogTail(folder / "events.jsonl")
+    state = statemod.LoopState()
+    running: dict | None = None
+    pid = daemon.engine_pid(folder)
+    quiet_since = time.monotonic()
+    try:
+        while True:
+            batch = tail.poll()
+            for event in batch:
+                statemod.apply(state, event)
+                kind = event.get("type")
+                if kind == "exp_start":
+                    running = event
+                elif kind == "exp_end":
+                    running = None
+                    _clear(out, tty)
+                    print(experiment_line(event), file=out, flush=True)
+                elif kind == "train_log" and running and tty:
+                    budget = running.get("budget", 0)
+                    print(f"\r  #{running['exp']} {_bar(event.get('elapsed', 0), budget)} "
+                          f"loss {event.get('loss', 0):.4f}", end="", file=out, flush=True)
+                elif kind in ("proposal_failed", "paused", "resumed", "control"):
+                    _clear(out, tty)
+                    print(f"      {kind}: {event.get('error') or event.get('cmd') or ''} "
+                          f"{event.get('text', '')}".rstrip(), file=out, flush=True)
+                elif kind == "session_end":
+                    _clear(out, tty)
+                    print(_end_line(state, event), file=out, flush=True)
+                    return 0 if event.get("reason") != "error" else 1
+            if batch:
+                quiet_since = time.monotonic()
+            elif not daemon.pid_alive(pid) and time.monotonic() - quiet_since > 1.0:
+                print(f"ratchet: error: the engine exited without ending the session; see "
+                      f"{folder / 'engine.log'}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        _clear(out, tty)
+        print(f"detached: the engine keeps running (session {folder.name}); "
+              f"`ratchet status` or `ratchet stop`", file=out)
+        return 0
+
+
+def _clear(out, tty: bool) -> None:
+    if tty:
+        print("\r\033[K", end="", file=out)
+
+
+def _end_line(state: statemod.LoopState, event: dict) -> str:
+    best, base = event.get("best_bpb"), event.get("baseline_bpb")
+    gain = f" ({best - base:+.6f} vs baseline {base:.6f})" if best is not None and base else ""
+    error = f": {event['error']}" if event.get("error") else ""
+    best_text = f"{best:.6f}" if best is not None else "-"
+    return (f"session ended ({event.get('reason', '')}{error}): {state.kept} kept, "
+            f"best val_bpb {best_text}{gain}")
+
+
+def status_text(folder: Path) -> str:
+    state = statemod.fold(events.iter_events(folder / "events.jsonl"))
+    running = daemon.is_running(folder) and not state.ended
+    where = "running" if running else ("finished" if state.ended else "not running (crashed?)")
+    best = f"{state.best_bpb:.6f}" if state.best_bpb is not None else "-"
+    base = state.baseline_bpb
+    gain = f"  ({state.best_bpb - base:+.6f} vs baseline {base:.6f})" \
+        if base is not None and state.best_bpb is not None else ""
+    config = state.config.get("experiment", {}), state.config.get("loop", {})
+    margin = state.margin(config[0].get("min_improvement", 0.0), config[1].get("noise_k", 2.0))
+    lines = [
+        f"session   {state.session}  [{where}{', paused' if state.paused else ''}]",
+        f"branch    {state.branch}   agent {state.agent}   pid {state.pid}",
+        f"phase     {state.phase}   experiments {state.last_exp}   proposals {state.proposals}"
+        f"   kept {state.kept}",
+        f"best      {best}{gain}",
+        f"noise     margin {margin:.6f} from {len(state.baseline)} baseline runs",
+        f"cost      ${state.cost_usd:.4f}",
+    ]
+    if state.in_flight:
+        started = state.in_flight
+        lines.append(f"running   #{started.get('exp')} {started.get('kind')}: "
+                     f"{started.get('description', '')} ({time.time() - started['t']:.0f} s)")
+    ends = [e for e in events.iter_events(folder / "events.jsonl") if e.get("type") == "exp_end"]
+    if ends:
+        lines.append("recent")
+        lines += ["  " + experiment_line(e) for e in ends[-8:]]
+    if state.ended and state.end_reason:
+        lines.append(f"ended     {state.end_reason}")
+    return "\n".join(lines)

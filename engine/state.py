@@ -1,0 +1,124 @@
+"""The loop's state as a pure function of the event sequence.
+
+The engine resumes from it after a crash, and `ratchet status` prints it, so both always agree
+with the log, the single source of truth.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ratchet.engine.agents.base import HistoryEntry
+
+
+@dataclass
+class LoopState:
+    session: str = ""
+    tag: str = ""
+    branch: str = ""
+    base_commit: str = ""
+    agent: str = ""
+    pid: int = 0
+    config: dict = field(default_factory=dict)
+    baseline: list[float] = field(default_factory=list)  # val_bpb of the ok baseline runs
+    baseline_runs: int = 0  # baseline runs finished, ok or failed (not interrupted)
+    best_commit: str = ""
+    best_bpb: float | None = None
+    history: list[HistoryEntry] = field(default_factory=list)
+    last_exp: int = 0
+    proposals: int = 0  # proposals tried (they count toward --max-experiments)
+    kept: int = 0
+    in_flight: dict | None = None  # the exp_start of an experiment with no exp_end yet
+    pending: dict | None = None  # a candidate's exp_end awaiting its confirmation run
+    last_crash_tail: str = ""
+    phase: str = "starting"
+    paused: bool = False
+    ended: bool = False
+    end_reason: str = ""
+    cost_usd: float = 0.0
+    started: float = 0.0
+    updated: float = 0.0
+
+    def margin(self, min_improvement: float, noise_k: float) -> float:
+        """A change must beat the best by more than this: seed noise or the configured minimum."""
+        spread = statistics.stdev(self.baseline) if len(self.baseline) >= 2 else 0.0
+        return max(min_improvement, noise_k * spread)
+
+    @property
+    def baseline_bpb(self) -> float | None:
+        return statistics.mean(self.baseline) if self.baseline else None
+
+
+def fold(events: Iterable[dict]) -> LoopState:
+    state = LoopState()
+    for event in events:
+        apply(state, event)
+    return state
+
+
+def apply(state: LoopState, event: dict) -> None:
+    kind = event.get("type")
+    state.updated = event.get("t", state.updated)
+    if kind == "session_start":
+        if not state.session:
+            state.started = event.get("t", 0.0)
+            state.base_commit = event.get("base_commit", "")
+            state.best_commit = state.best_commit or state.base_commit
+        state.session = event.get("session", state.session)
+        state.tag = event.get("tag", state.tag)
+        state.branch = event.get("branch", state.branch)
+        state.agent = event.get("agent", state.agent)
+        state.pid = event.get("pid", 0)
+        state.config = event.get("config", state.config)
+        state.ended = False
+    elif kind == "proposal" or kind == "proposal_failed":
+        state.proposals += 1
+        state.last_exp = max(state.last_exp, event.get("exp", 0))
+    elif kind == "exp_start":
+        state.in_flight = event
+        state.last_exp = max(state.last_exp, event.get("exp", 0))
+    elif kind == "exp_end":
+        _apply_end(state, event)
+    elif kind == "phase":
+        state.phase = event.get("phase", state.phase)
+    elif kind == "paused":
+        state.paused, state.phase = True, "paused"
+    elif kind == "resumed":
+        state.paused = False
+    elif kind == "agent_usage":
+        state.cost_usd = event.get("total_cost_usd", state.cost_usd)
+    elif kind == "session_end":
+        state.ended, state.end_reason, state.phase = True, event.get("reason", ""), "ended"
+        state.in_flight = None
+
+
+def _apply_end(state: LoopState, event: dict) -> None:
+    state.in_flight = None
+    state.last_exp = max(state.last_exp, event.get("exp", 0))
+    decision = event.get("decision", "")
+    val = event.get("val_bpb")
+    if event.get("status") not in ("ok", None):
+        state.last_crash_tail = (event.get("result") or {}).get("tail", "")
+    if event.get("kind") == "baseline":
+        if event.get("status") != "interrupted":  # an interrupted baseline run is run again
+            state.baseline_runs += 1
+        if val is not None and event.get("status") == "ok":
+            state.baseline.append(val)
+            state.best_bpb = statistics.mean(state.baseline)
+        return
+    if decision == "pending_confirm":
+        state.pending = event
+        return
+    if event.get("kind") == "confirm":
+        state.pending = None
+    if decision == "keep":
+        state.kept += 1
+        state.best_commit = event.get("commit", state.best_commit)
+        state.best_bpb = event.get("new_best", val)
+    if event.get("kind") in ("candidate", "confirm"):
+        state.history.append(HistoryEntry(
+            n=event.get("exp", 0), description=event.get("description", ""),
+            status=event.get("status", ""), decision=decision, val_bpb=val,
+            delta=event.get("delta"), changes=event.get("changes") or {}))
