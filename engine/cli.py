@@ -141,9 +141,6 @@ def _free_tag(ws: workspace.Workspace, base: str) -> str:
 def cmd_run(args) -> int:
     ws = workspace.find(args.workspace)
     config = ws.config()
-    if args.budget:
-        config.experiment.budget_seconds = args.budget
-        configmod.save(ws.root, config)
     agent = args.agent or agents_registry.default_kind(config)
     if agent == "claude" and not os.environ.get("ANTHROPIC_API_KEY"):
         raise UserError("--agent claude needs ANTHROPIC_API_KEY; without it use --agent offline")
@@ -174,7 +171,7 @@ def cmd_run(args) -> int:
         if repo.is_dirty(untracked_files=False):
             raise UserError("the workspace has uncommitted changes; commit or discard them first")
         session = daemon.new_session_id(tag)
-    options = RunOptions(session=session, tag=tag, agent=agent,
+    options = RunOptions(session=session, tag=tag, agent=agent, budget=args.budget,
                          max_experiments=args.max_experiments, resume=args.resume)
     folder, pid = daemon.spawn(ws, options)
     print(f"engine started: session {session} (pid {pid}, agent {agent}, branch ratchet/{tag})",
@@ -269,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", choices=agents_registry.KINDS, help="default: offline without "
                    "an API key, else from config")
     p.add_argument("--budget", type=_positive, help="training seconds per experiment "
-                   "(saved to ratchet.toml)")
+                   "(default: from ratchet.toml)")
     p.add_argument("--max-experiments", type=_count, help="stop after N proposals")
     p.add_argument("--tag", type=_tag, help="branch ratchet/TAG (default: today's date)")
     p.add_argument("--resume", action="store_true", help="continue the latest session "

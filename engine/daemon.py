@@ -34,6 +34,8 @@ def spawn(ws: Workspace, options: RunOptions) -> tuple[Path, int]:
         argv += ["--max-experiments", str(options.max_experiments)]
     if options.resume:
         argv.append("--resume")
+    if options.budget:
+        argv += ["--budget", repr(options.budget)]
     with open(folder / "engine.log", "ab") as log:
         proc = subprocess.Popen(argv, cwd=ws.root, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -86,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agent", default="offline")
     parser.add_argument("--max-experiments", type=int)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--budget", type=float)
     args = parser.parse_args(argv)
     ws = Workspace(args.workspace)
     config = ws.config()
-    options = RunOptions(session=args.session, tag=args.tag, agent=args.agent,
+    options = RunOptions(session=args.session, tag=args.tag, agent=args.agent, budget=args.budget,
                          max_experiments=args.max_experiments, resume=args.resume)
     agent = agents_registry.create(args.agent, config)
     session = Session(ws, config, options, agent)

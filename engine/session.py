@@ -39,6 +39,7 @@ class RunOptions:
     agent: str = "offline"
     max_experiments: int | None = None  # proposals to try; None runs until stopped
     resume: bool = False
+    budget: float | None = None  # overrides ratchet.toml's budget_seconds for this session
 
 
 def session_dir(ws: Workspace, session: str) -> Path:
@@ -48,6 +49,8 @@ def session_dir(ws: Workspace, session: str) -> Path:
 class Session:
     def __init__(self, ws: Workspace, config: Config, options: RunOptions, agent: Agent):
         self.ws, self.config, self.options, self.agent = ws, config, options, agent
+        if options.budget:
+            config.experiment.budget_seconds = options.budget
         self.dir = session_dir(ws, options.session)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.events_path = self.dir / "events.jsonl"
