@@ -13,7 +13,6 @@ from ratchet.engine import (
     agents_registry,
     control,
     daemon,
-    events,
     experiment,
     gitops,
     headless,
@@ -148,8 +147,8 @@ def cmd_run(args) -> int:
     _warn_if_unsandboxed()
     tag = args.tag or _free_tag(ws, time.strftime("%b%d").lower())
     if args.resume:
-        previous = [p for p in daemon.sessions(ws) if p.name.split("-", 2)[-1].rsplit("-", 1)[0]
-                    == tag] if args.tag else daemon.sessions(ws)
+        previous = [p for p in daemon.sessions(ws) if daemon.session_tag(p) == tag] \
+            if args.tag else daemon.sessions(ws)
         if not previous:
             raise UserError("nothing to resume: no earlier session" +
                             (f" with tag {tag!r}" if args.tag else ""))
@@ -157,20 +156,15 @@ def cmd_run(args) -> int:
         if daemon.is_running(folder):
             raise UserError(f"session {folder.name} is still running (pid "
                             f"{daemon.engine_pid(folder)})")
-        first = next(events.iter_events(folder / "events.jsonl"), {})
-        session, tag = folder.name, first.get("tag", tag)
+        session, tag = folder.name, daemon.session_tag(folder) or tag
     else:
         running = [p for p in daemon.sessions(ws) if daemon.is_running(p)]
         if running:
             raise UserError(f"session {running[-1].name} is already running in this workspace; "
                             f"attach to it, or `ratchet stop` it first")
-        repo = gitops.open_repo(ws.root)
-        if gitops.branch_name(tag) in [h.name for h in repo.heads]:
-            raise UserError(f"branch {gitops.branch_name(tag)} already exists; pick another "
-                            f"--tag or add --resume")
-        if repo.is_dirty(untracked_files=False):
-            raise UserError("the workspace has uncommitted changes; commit or discard them first")
         session = daemon.new_session_id(tag)
+    # the engine checks again; checking here too reports the problem before it detaches
+    gitops.check_can_start(gitops.open_repo(ws.root), tag, args.resume)
     options = RunOptions(session=session, tag=tag, agent=agent, budget=args.budget,
                          max_experiments=args.max_experiments, resume=args.resume)
     folder, pid = daemon.spawn(ws, options)
@@ -178,7 +172,7 @@ def cmd_run(args) -> int:
           flush=True)
     if not args.headless:
         print("the dashboard is not available yet; following in headless mode", flush=True)
-    return headless.follow(folder, resumed=args.resume)
+    return headless.follow(folder)
 
 
 def cmd_status(args) -> int:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ratchet.engine import agents_registry
+from ratchet.engine import agents_registry, events
 from ratchet.engine.session import RunOptions, Session, session_dir
 from ratchet.engine.workspace import Workspace
 
@@ -78,6 +78,12 @@ def sessions(ws: Workspace) -> list[Path]:
         return []
     found = [p for p in runs.iterdir() if (p / "events.jsonl").exists()]
     return sorted(found, key=lambda p: (p / "events.jsonl").stat().st_mtime)
+
+
+def session_tag(folder: Path) -> str:
+    """The tag the session started with, from its first event."""
+    first = next(events.iter_events(folder / "events.jsonl"), {})
+    return first.get("tag", "") if first.get("type") == "session_start" else ""
 
 
 def main(argv: list[str] | None = None) -> int:

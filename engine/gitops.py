@@ -27,8 +27,8 @@ def branch_name(tag: str) -> str:
     return f"ratchet/{tag}"
 
 
-def checkout_branch(repo: git.Repo, tag: str, resume: bool) -> str:
-    """Check out ratchet/<tag>: created from HEAD for a new session, reused on resume."""
+def check_can_start(repo: git.Repo, tag: str, resume: bool) -> None:
+    """Raise GitError unless a session on ratchet/<tag> can start (or resume) from here."""
     name = branch_name(tag)
     exists = name in [h.name for h in repo.heads]
     if exists and not resume:
@@ -38,7 +38,13 @@ def checkout_branch(repo: git.Repo, tag: str, resume: bool) -> str:
     if repo.is_dirty(untracked_files=False):
         raise GitError("the workspace has uncommitted changes to tracked files; commit or "
                        "discard them first")
-    head = repo.heads[name] if exists else repo.create_head(name)
+
+
+def checkout_branch(repo: git.Repo, tag: str, resume: bool) -> str:
+    """Check out ratchet/<tag>: created from HEAD for a new session, reused on resume."""
+    check_can_start(repo, tag, resume)
+    name = branch_name(tag)
+    head = repo.heads[name] if name in [h.name for h in repo.heads] else repo.create_head(name)
     head.checkout()
     return name
 
