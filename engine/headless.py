@@ -28,7 +28,7 @@ def _bar(elapsed: float, budget: float, width: int = 24) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {elapsed:5.1f}/{budget:g} s"
 
 
-def follow(folder: Path, resumed: bool = False, out=None) -> int:
+def follow(folder: Path, out=None) -> int:
     """Print the session as it happens until it ends; Ctrl-C detaches, the engine goes on."""
     out = out or sys.stdout
     tty = out.isatty()
@@ -90,7 +90,8 @@ def _end_line(state: statemod.LoopState, event: dict) -> str:
 
 
 def status_text(folder: Path) -> str:
-    state = statemod.fold(events.iter_events(folder / "events.jsonl"))
+    log = list(events.iter_events(folder / "events.jsonl"))
+    state = statemod.fold(log)
     running = daemon.is_running(folder) and not state.ended
     where = "running" if running else ("finished" if state.ended else "not running (crashed?)")
     best = f"{state.best_bpb:.6f}" if state.best_bpb is not None else "-"
@@ -112,7 +113,7 @@ def status_text(folder: Path) -> str:
         started = state.in_flight
         lines.append(f"running   #{started.get('exp')} {started.get('kind')}: "
                      f"{started.get('description', '')} ({time.time() - started['t']:.0f} s)")
-    ends = [e for e in events.iter_events(folder / "events.jsonl") if e.get("type") == "exp_end"]
+    ends = [e for e in log if e.get("type") == "exp_end"]
     if ends:
         lines.append("recent")
         lines += ["  " + experiment_line(e) for e in ends[-8:]]
