@@ -342,13 +342,7 @@ class Session:
                           margin=self._margin(), commit=commit, description=description,
                           changes=changes or {}, result=summary, **extra)
         if write_row:
-            status = {"baseline": "keep", "keep": "keep", "crash": "crash"}.get(decision,
-                                                                                 "discard")
-            if result.status != "ok":
-                status = "crash"
-            suffix = {"near_miss": " (near miss)", "crash": f" ({result.status})"
-                      if result.status != "crash" else ""}.get(decision, "")
-            self._write_row(event, status, suffix)
+            self._write_row(event, *_row_status(decision, result.status))
         self.log.sync()
         return event
 
@@ -359,6 +353,16 @@ class Session:
         results_tsv.append(self.results_path, end.get("commit", ""), end.get("val_bpb"),
                            (end.get("result") or {}).get("peak_memory_mb", 0.0), status,
                            label + suffix)
+
+
+def _row_status(decision: str, run_status: str) -> tuple[str, str]:
+    """results.tsv status (autoresearch's keep, discard or crash) and a note for the description."""
+    if run_status != "ok":
+        note = f" ({run_status})" if decision == "crash" and run_status != "crash" else ""
+        return "crash", note
+    if decision in ("baseline", "keep"):
+        return "keep", ""
+    return "discard", " (near miss)" if decision == "near_miss" else ""
 
 
 def _only_seed_changes(old_files: dict[str, str], changed: dict[str, str]) -> bool:
