@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ratchet.engine import hardware, sandbox
 from ratchet.engine.config import Config
-from ratchet.engine.workspace import HARNESS, TRAIN, Workspace, harness_path
+from ratchet.engine.workspace import HARNESS, TRAIN, Workspace, harness_path, resolve_device
 
 LOG_CAP_BYTES = 8 * 2**20  # stdout kept on disk per experiment; the rest is counted, not stored
 TAIL_BYTES = 16 * 2**10  # output tail kept in the result
@@ -176,7 +176,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
         return
     corpus = ws.corpus(config)
     data = config.data
-    device = result.device = _resolve_device(config.experiment.device)
+    device = result.device = resolve_device(config.experiment.device)
     model_dir = out_dir / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     model_dir.mkdir()
@@ -228,12 +228,6 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     if result.status == "ok" and device == "cuda":
         flops = _number(summary, "flops_per_token") * result.tokens
         result.mfu = hardware.mfu(flops, result.training_seconds, result.device_name)
-
-
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    return "cuda" if hardware.cuda_available() else "cpu"
 
 
 def _read_summary(path: Path) -> dict | None:

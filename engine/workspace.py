@@ -12,13 +12,13 @@ from pathlib import Path
 import git
 
 from ratchet.engine import config as configmod
+from ratchet.engine import gitops, hardware
 from ratchet.model import corpus, profiles
 
 HARNESS = "prepare.py"
 TRAIN = "train.py"
 PROGRAM = "program.md"
 IGNORED = ["runs/", "results.tsv", "__pycache__/", "*.pyc"]
-AUTHOR = git.Actor("Ratchet", "ratchet@localhost")
 
 
 class WorkspaceError(Exception):
@@ -62,11 +62,7 @@ def with_constants(source: str, values: dict) -> str:
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
-    try:
-        import torch
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover
-        return "cpu"
+    return "cuda" if hardware.cuda_available() else "cpu"
 
 
 @dataclass
@@ -79,9 +75,6 @@ class Workspace:
 
     def config(self) -> configmod.Config:
         return configmod.load(self.root)
-
-    def repo(self) -> git.Repo:
-        return git.Repo(self.root)
 
     def corpus(self, config: configmod.Config | None = None) -> corpus.Corpus:
         config = config or self.config()
@@ -205,6 +198,7 @@ def init(target: Path, device: str = "auto", budget: float | None = None,
         raise
     repo = git.Repo.init(target, initial_branch="main")
     repo.index.add([TRAIN, HARNESS, PROGRAM, ".gitignore", configmod.CONFIG_NAME])
-    repo.index.commit("ratchet init: baseline workspace", author=AUTHOR, committer=AUTHOR)
+    repo.index.commit("ratchet init: baseline workspace", author=gitops.AUTHOR,
+                      committer=gitops.AUTHOR)
     echo(f"workspace ready at {target} ({device}, {config.experiment.budget_seconds:g} s budget)")
     return ws
