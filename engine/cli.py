@@ -164,7 +164,8 @@ def cmd_run(args) -> int:
                             f"attach to it, or `ratchet stop` it first")
         session = daemon.new_session_id(tag)
     # the engine checks again; checking here too reports the problem before it detaches
-    gitops.check_can_start(gitops.open_repo(ws.root), tag, args.resume)
+    gitops.check_can_start(gitops.open_repo(ws.root), tag, args.resume,
+                           tuple(config.experiment.editable))
     options = RunOptions(session=session, tag=tag, agent=agent, budget=args.budget,
                          max_experiments=args.max_experiments, resume=args.resume)
     folder, pid = daemon.spawn(ws, options)

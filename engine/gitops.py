@@ -27,22 +27,37 @@ def branch_name(tag: str) -> str:
     return f"ratchet/{tag}"
 
 
-def check_can_start(repo: git.Repo, tag: str, resume: bool) -> None:
-    """Raise GitError unless a session on ratchet/<tag> can start (or resume) from here."""
+def changed_files(repo: git.Repo) -> list[str]:
+    """Tracked files that differ from HEAD, staged or not."""
+    return sorted({d.a_path for d in repo.index.diff(None)}
+                  | {d.a_path for d in repo.index.diff("HEAD")})
+
+
+def check_can_start(repo: git.Repo, tag: str, resume: bool,
+                    engine_files: tuple[str, ...] = ()) -> None:
+    """Raise GitError unless a session on ratchet/<tag> can start (or resume) from here.
+
+    On resume, changes to `engine_files` on the session's own branch are the engine's
+    unfinished edit (killed before it committed); the engine discards them, so they are allowed.
+    """
     name = branch_name(tag)
     exists = name in [h.name for h in repo.heads]
     if exists and not resume:
         raise GitError(f"branch {name} already exists; pick another --tag or add --resume")
     if not exists and resume:
         raise GitError(f"branch {name} does not exist; nothing to resume")
-    if repo.is_dirty(untracked_files=False):
-        raise GitError("the workspace has uncommitted changes to tracked files; commit or "
-                       "discard them first")
+    changed = changed_files(repo)
+    if resume and not repo.head.is_detached and repo.active_branch.name == name:
+        changed = [f for f in changed if f not in engine_files]
+    if changed:
+        raise GitError(f"the workspace has uncommitted changes to tracked files "
+                       f"({', '.join(changed)}); commit or discard them first")
 
 
-def checkout_branch(repo: git.Repo, tag: str, resume: bool) -> str:
+def checkout_branch(repo: git.Repo, tag: str, resume: bool,
+                    engine_files: tuple[str, ...] = ()) -> str:
     """Check out ratchet/<tag>: created from HEAD for a new session, reused on resume."""
-    check_can_start(repo, tag, resume)
+    check_can_start(repo, tag, resume, engine_files)
     name = branch_name(tag)
     head = repo.heads[name] if name in [h.name for h in repo.heads] else repo.create_head(name)
     head.checkout()

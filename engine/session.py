@@ -114,7 +114,8 @@ class Session:
 
     def run(self) -> int:
         ex, loop = self.config.experiment, self.config.loop
-        branch = gitops.checkout_branch(self.repo, self.options.tag, self.options.resume)
+        branch = gitops.checkout_branch(self.repo, self.options.tag, self.options.resume,
+                                        tuple(ex.editable))
         base = self.state.base_commit or gitops.head_sha(self.repo)
         self.server = control.ControlServer(self.dir / "control.sock", self.handle)
         self.server.start()

@@ -220,6 +220,9 @@ def test_kill_9_then_resume_loses_nothing(make_workspace):
             time.sleep(0.05)
     finally:
         stop_engine(folder, pid)
+    # as if the engine died between writing a candidate and committing it
+    with open(ws.root / "train.py", "a") as f:
+        f.write("\nHALF_WRITTEN = 1\n")
     done = ratchet("run", "--headless", "--resume", "--max-experiments", "2", cwd=ws.root,
                    timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
