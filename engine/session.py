@@ -207,7 +207,9 @@ class Session:
             else ""
         return Context(files=files, program=program, history=list(self.state.history),
                        best_bpb=self.state.best_bpb, margin=self._margin(), steer=notes,
-                       last_crash_tail=self.state.last_crash_tail[-4000:])
+                       last_crash_tail=self.state.last_crash_tail[-4000:],
+                       check=lambda candidate: self.check_files(candidate, files),
+                       based_on=self.state.best_commit)
 
     def _margin(self) -> float:
         ex, loop = self.config.experiment, self.config.loop
@@ -217,6 +219,7 @@ class Session:
         n = self.state.last_exp + 1
         self.phase("proposing", n)
         context = self._context()
+        context.record = lambda event_type, **fields: self.emit(event_type, exp=n, **fields)
         batcher = events.TextBatcher(self.log, n)
         try:
             proposal = self.agent.propose(context, batcher.add)
@@ -254,12 +257,20 @@ class Session:
         self._try_candidate(n, commit, proposal)
 
     def _check(self, proposal: Proposal, context: Context) -> str:
-        """Why the proposal cannot be applied, or '' if it can."""
+        """Why the proposal cannot be applied, or '' (then it keeps only the changed files)."""
+        error = self.check_files(proposal.files, context.files)
+        if not error:
+            proposal.files = {k: v for k, v in proposal.files.items()
+                              if context.files.get(k) != v}
+        return error
+
+    def check_files(self, files: dict[str, str], current: dict[str, str]) -> str:
+        """Why these new file contents cannot be a candidate, or '' if they can."""
         allowed = set(self.config.experiment.editable)
-        outside = sorted(set(proposal.files) - allowed)
+        outside = sorted(set(files) - allowed)
         if outside:
             return f"edits files outside {sorted(allowed)}: {outside}"
-        changed = {k: v for k, v in proposal.files.items() if context.files.get(k) != v}
+        changed = {k: v for k, v in files.items() if current.get(k) != v}
         if not changed:
             return "the proposal changes nothing"
         for name, text in changed.items():
@@ -268,9 +279,8 @@ class Session:
                     compile(text, name, "exec")
                 except SyntaxError as exc:
                     return f"{name} does not compile: {exc.msg} (line {exc.lineno})"
-        if _only_seed_changes(context.files, changed):
+        if _only_seed_changes(current, changed):
             return "the proposal only changes a seed, which is never an improvement"
-        proposal.files = changed
         return ""
 
     def _try_candidate(self, n: int, commit: str, proposal: Proposal) -> None:

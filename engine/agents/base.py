@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class AgentError(Exception):
@@ -40,6 +41,13 @@ class Context:
     steer: list[str] = field(default_factory=list)  # notes from the person, oldest first
     last_crash_tail: str = ""
     in_flight: list[str] = field(default_factory=list)  # descriptions of running candidates
+    # The engine's own check of candidate files (name -> full new text): why it would refuse
+    # them ('' when it would not), so an agent can hand the reason back to its model and retry.
+    check: Callable[[dict[str, str]], str] = lambda _files: ""
+    # Appends an agent event (e.g. "agent_usage", "agent_retry") to the session's log under
+    # this proposal's experiment number: record("agent_usage", input_tokens=..., ...).
+    record: Callable[..., Any] = lambda _type, **_fields: None
+    based_on: str = ""  # commit of the files above
 
 
 @dataclass
