@@ -12,7 +12,7 @@ from conftest import requires_sandbox
 from ratchet.engine import experiment, workspace
 from ratchet.engine.experiment import LOG_CAP_BYTES
 
-FAST = {"budget_seconds": 1.0, "grace_seconds": 4.0, "eval_tokens": 65536}
+FAST = {"budget_seconds": 1.0, "grace_seconds": 15.0, "eval_tokens": 65536}
 
 
 def run_with(ws: workspace.Workspace, source: str, tmp_name: str = "exp"):
