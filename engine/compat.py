@@ -32,7 +32,6 @@ EXCLUDED = ("ratchet.toml", "runs/")  # kept out of the checkout's `git status`
 STEP_EVERY_S = 0.5  # progress lines become train_log records at most this often
 _STEP = re.compile(rb"step\s+(\d+).*?loss:\s*([-+0-9.eE]+)")
 _TOK_S = re.compile(rb"tok/sec:\s*([0-9,]+)")
-_LRM = re.compile(rb"lrm:\s*([-+0-9.eE]+)")
 
 
 class CompatError(Exception):
@@ -121,7 +120,7 @@ class _ProgressPump(experiment._OutputPump):
 
     def __init__(self, stream, log_path: Path, on_line):
         super().__init__(stream, log_path, on_line)
-        self._started = time.monotonic()
+        self._since = time.monotonic()
         self._last = -math.inf
         self._line = b""
 
@@ -139,12 +138,10 @@ class _ProgressPump(experiment._OutputPump):
                 continue
             if not math.isfinite(record["loss"]):
                 continue
-            tok_s, lrm = _TOK_S.search(line), _LRM.search(line)
+            tok_s = _TOK_S.search(line)
             if tok_s:
                 record["tok_s"] = float(tok_s.group(1).replace(b",", b""))
-            if lrm:
-                record["lr"] = float(lrm.group(1))
-            record["elapsed"] = round(now - self._started, 3)
+            record["elapsed"] = round(now - self._since, 3)
             self._last = now
             self.records.append(record)
             if self.on_line:
