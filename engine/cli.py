@@ -227,7 +227,8 @@ def cmd_report(args) -> int:
 def cmd_import(args) -> int:
     try:
         runs = importer.destination(args.path, args.workspace)
-        folder, count = importer.import_run(args.path, runs, force=args.force)
+        folder, count = importer.import_run(args.path, runs, force=args.force,
+                                            on_warning=sessions.warn_stderr)
     except importer.ImportFailed as exc:
         raise UserError(str(exc)) from None
     print(f"imported {count} experiments as session {folder.name} (in {runs})")

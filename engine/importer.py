@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,10 +152,23 @@ def _exclude_runs(folder: Path) -> None:
             f.write(("\n" if lines and lines[-1] else "") + "runs/\n")
 
 
-def import_run(path: Path, runs: Path, force: bool = False) -> tuple[Path, int]:
+def _read_rows(tsv: Path, on_warning: Callable[[str], None] | None) -> list[dict[str, str]]:
+    """The file's rows up to its last whole line: a torn last row (a run killed mid-write) is
+    left out, with one warning."""
+    rows = results_tsv.read(tsv)
+    data = tsv.read_bytes()
+    if rows and data and not data.endswith(b"\n"):
+        rows.pop()
+        if on_warning is not None:
+            on_warning(f"{tsv}: ignored a partial last line")
+    return rows
+
+
+def import_run(path: Path, runs: Path, force: bool = False,
+               on_warning: Callable[[str], None] | None = None) -> tuple[Path, int]:
     """Write the session; returns its folder and the number of experiments imported."""
     tsv = _results_file(path)
-    rows = results_tsv.read(tsv)
+    rows = _read_rows(tsv, on_warning)
     if not rows:
         raise ImportFailed(f"{tsv} has no rows")
     missing = [c for c in ("val_bpb", "status") if c not in rows[0]]
@@ -174,6 +188,8 @@ def import_run(path: Path, runs: Path, force: bool = False) -> tuple[Path, int]:
     if timing == "none":  # order is all we know; the file's time anchors the last one
         end = tsv.stat().st_mtime
         times = [end - 300.0 * (len(rows) - i) for i in range(len(rows))]
+    for i in range(1, len(times)):  # rewritten history can misorder commit times
+        times[i] = max(times[i], times[i - 1])
     step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 300.0
     ends = times[1:] + [times[-1] + (step if step > 0 else 300.0)]
 

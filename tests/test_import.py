@@ -162,3 +162,13 @@ def test_import_of_the_published_results(tmp_path, capsys):
     for summary, _ in by_source.values():
         assert cli.main(["report", summary.id, "-C", str(ws), "--md"]) == 0
         assert capsys.readouterr().out.startswith("# Ratchet report:")
+
+
+def test_a_torn_last_row_is_left_out_with_one_warning(autoresearch_run, tmp_path, capsys):
+    ws = make_ws(tmp_path / "ws")
+    tsv = autoresearch_run / "results.tsv"
+    tsv.write_text(tsv.read_text(encoding="utf-8") + "abc1234\t1.0", encoding="utf-8")
+    assert cli.main(["import", str(tsv), "-C", str(ws)]) == 0
+    captured = capsys.readouterr()
+    assert "imported 5 experiments" in captured.out
+    assert captured.err.count("ratchet: warning:") == 1 and "partial last line" in captured.err
