@@ -198,8 +198,9 @@ def cmd_ls(args) -> int:
     ws = sessions.locate(args.workspace)
     rows = sessions.summarise_all(ws, on_warning=sessions.warn_stderr)
     if not rows:
-        raise UserError(f"no sessions in {ws.runs_dir()}; start one with `ratchet run` or "
-                        f"bring one in with `ratchet import`")
+        print(f"no sessions in {ws.runs_dir()} yet; start one with `ratchet run` or bring one "
+              f"in with `ratchet import`")
+        return 0
     print(sessions.table(rows))
     return 0
 
