@@ -11,12 +11,16 @@ from pathlib import Path
 
 from ratchet.engine import (
     agents_registry,
+    compat,
     control,
     daemon,
     experiment,
     gitops,
     headless,
+    importer,
+    report,
     sandbox,
+    sessions,
     workspace,
 )
 from ratchet.engine import config as configmod
@@ -138,13 +142,20 @@ def _free_tag(ws: workspace.Workspace, base: str) -> str:
 
 
 def cmd_run(args) -> int:
-    ws = workspace.find(args.workspace)
+    if args.compat:
+        ws = compat.prepare_checkout(args.workspace or Path.cwd())
+    else:
+        ws = workspace.find(args.workspace)
     config = ws.config()
     agent = args.agent or agents_registry.default_kind(config)
     if agent == "claude" and not os.environ.get("ANTHROPIC_API_KEY"):
         raise UserError("--agent claude needs ANTHROPIC_API_KEY; without it use --agent offline")
     agents_registry.create(agent, config)  # fail here, not in the detached engine
-    _warn_if_unsandboxed()
+    if config.experiment.compat:
+        print(f"ratchet: note: {config.experiment.compat} compat mode: val_bpb is self-reported "
+              f"by train.py, which runs unsandboxed", file=sys.stderr)
+    else:
+        _warn_if_unsandboxed()
     tag = args.tag or _free_tag(ws, time.strftime("%b%d").lower())
     if args.resume:
         previous = [p for p in daemon.sessions(ws) if daemon.session_tag(p) == tag] \
@@ -177,9 +188,51 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    ws = workspace.find(args.workspace)
+    ws = sessions.locate(args.workspace)
     folder = _find_session(ws, args.session)
-    print(headless.status_text(folder))
+    print(headless.status_text(folder, on_warning=sessions.warn_stderr))
+    return 0
+
+
+def cmd_ls(args) -> int:
+    ws = sessions.locate(args.workspace)
+    rows = sessions.summarise_all(ws, on_warning=sessions.warn_stderr)
+    if not rows:
+        print(f"no sessions in {ws.runs_dir()} yet; start one with `ratchet run` or bring one "
+              f"in with `ratchet import`")
+        return 0
+    print(sessions.table(rows))
+    return 0
+
+
+def cmd_report(args) -> int:
+    ws = sessions.locate(args.workspace)
+    folder = _find_session(ws, args.session)
+    fig = report.figures(sessions.load(folder, on_warning=sessions.warn_stderr))
+    if args.png:
+        try:
+            report.write_png(fig, args.png)
+        except report.ReportError as exc:
+            raise UserError(str(exc)) from None
+    if args.md:
+        print(report.markdown(fig, png=str(args.png) if args.png else None), end="")
+    else:
+        width = min(max(os.get_terminal_size(sys.stdout.fileno()).columns, 60), 120) \
+            if sys.stdout.isatty() else 80
+        print(report.text(fig, width=width, chart=not args.no_chart))
+    if args.png:
+        print(f"chart written to {args.png}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args) -> int:
+    try:
+        runs = importer.destination(args.path, args.workspace)
+        folder, count = importer.import_run(args.path, runs, force=args.force,
+                                            on_warning=sessions.warn_stderr)
+    except importer.ImportFailed as exc:
+        raise UserError(str(exc)) from None
+    print(f"imported {count} experiments as session {folder.name} (in {runs})")
     return 0
 
 
@@ -266,12 +319,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", type=_tag, help="branch ratchet/TAG (default: today's date)")
     p.add_argument("--resume", action="store_true", help="continue the latest session "
                    "(with --tag: that tag's)")
+    p.add_argument("--compat", choices=[compat.KIND], help="drive an existing autoresearch "
+                   "checkout (its train.py, prepare.py, program.md; val_bpb self-reported)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="one-screen summary of a session")
     p.add_argument("session", nargs="?", help="session id (default: the newest)")
     p.add_argument("-C", "--workspace", type=Path)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("ls", help="list the sessions: state, experiments, best, cost")
+    p.add_argument("-C", "--workspace", type=Path)
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("report", help="progress report of a session, with a val_bpb chart")
+    p.add_argument("session", nargs="?", help="session id (default: the newest)")
+    p.add_argument("-C", "--workspace", type=Path)
+    p.add_argument("--png", type=Path, metavar="FILE", help="also write the chart as a PNG "
+                   "(needs the report extra: matplotlib)")
+    p.add_argument("--md", action="store_true", help="print markdown instead of text")
+    p.add_argument("--no-chart", action="store_true", help="leave the terminal chart out")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("import", help="turn an autoresearch run (results.tsv + git history) "
+                       "into a session")
+    p.add_argument("path", type=Path, help="autoresearch checkout, or a results.tsv file")
+    p.add_argument("-C", "--workspace", type=Path, help="workspace to import into (default: "
+                   "this one, else PATH/runs/)")
+    p.add_argument("--force", action="store_true", help="replace an earlier import of PATH")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("stop", help="stop the running engine")
     p.add_argument("session", nargs="?")
@@ -293,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UserError, configmod.ConfigError, workspace.WorkspaceError, GitError,
-            agents_registry.AgentUnavailable) as exc:
+            agents_registry.AgentUnavailable, compat.CompatError) as exc:
         print(f"ratchet: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

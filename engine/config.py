@@ -17,6 +17,7 @@ CONFIG_NAME = "ratchet.toml"
 DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("stdlib", "text", "parquet")
 AGENTS = ("offline", "claude")
+COMPAT = ("", "autoresearch")
 
 
 class ConfigError(Exception):
@@ -32,6 +33,7 @@ class ExperimentConfig:
     seed: int = 1337
     editable: list[str] = field(default_factory=lambda: ["train.py"])
     min_improvement: float = 0.001
+    compat: str = ""  # "autoresearch": drive that checkout's own train.py, metric self-reported
 
 
 @dataclass
@@ -131,6 +133,8 @@ def validate(config: Config) -> None:
         _check(os.path.normpath(name) not in ("prepare.py", CONFIG_NAME, "."),
                f"[experiment] editable must not include {name}: it is part of the harness")
     _check(ex.min_improvement >= 0, "[experiment] min_improvement must not be negative")
+    _check(ex.compat in COMPAT, f"[experiment] compat must be \"autoresearch\" or empty, "
+                                f"got {ex.compat!r}")
     _check(data.source in SOURCES, f"[data] source must be one of {', '.join(SOURCES)}, "
                                    f"got {data.source!r}")
     _check(data.source == "stdlib" or bool(data.paths),
@@ -187,6 +191,8 @@ def render(config: Config) -> str:
         f"seed = {toml(ex.seed)}",
         f"editable = {toml(ex.editable)}  # files the agent may change",
         f"min_improvement = {toml(ex.min_improvement)}  # val_bpb gain a change needs to be kept",
+        *([f"compat = {toml(ex.compat)}  # drive this checkout's own train.py; val_bpb is "
+           "self-reported"] if ex.compat else []),
         "",
         "[data]",
         f"source = {toml(data.source)}  # stdlib, text or parquet",

@@ -87,6 +87,17 @@ class EventLog:
             self._file.flush()
         return event
 
+    def record(self, event: dict) -> dict:
+        """Write an event that carries its own `t` (an import of a run from before Ratchet)."""
+        event = _clean(dict(event))
+        line = _encode(event)
+        with self._lock:
+            if self._file.closed:
+                raise ValueError(f"event log {self.path} is closed")
+            self._file.write(line)
+            self._file.flush()
+        return event
+
     def sync(self) -> None:
         """Force the log to disk (the engine calls this at experiment boundaries)."""
         with self._lock:
@@ -184,9 +195,26 @@ def _parse(line: bytes) -> dict | None:
         event = json.loads(line)
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
         return None
-    if isinstance(event, dict) and isinstance(event.get("type"), str):
+    if isinstance(event, dict) and isinstance(event.get("type"), str) and _well_typed(event):
         return event
     return None
+
+
+# Numeric fields every reader does arithmetic on; a hand-edited line that breaks them is a bad
+# line, so no view ever fails on it.
+_NUMBERS = ("t", "val_bpb", "best_before", "delta", "margin", "new_best", "best_bpb",
+            "baseline_bpb", "total_cost_usd")
+
+
+def _well_typed(event: dict) -> bool:
+    exp = event.get("exp")
+    if exp is not None and (not isinstance(exp, int) or isinstance(exp, bool)):
+        return False
+    for name in _NUMBERS:
+        value = event.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            return False
+    return True
 
 
 def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int, int]:
@@ -204,6 +232,31 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int, int]:
         else:
             events.append(event)
     return events, offset, bad
+
+
+def read_log(path: Path, on_warning: Callable[[str], None] | None = None,
+             partial_ok: bool = False) -> list[dict]:
+    """Every valid event of a whole log, for readers that take it in one go (ls, report, status).
+
+    Bad lines are skipped and a torn last line is left out; either is reported once for the file
+    through `on_warning` (a torn last line only unless `partial_ok`: a running engine may be
+    writing it). A missing file reads as empty.
+    """
+    path = Path(path)
+    try:
+        found, offset, bad = read_events(path)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return []
+    problems = []
+    if bad:
+        problems.append(f"skipped {bad} line{'s' if bad != 1 else ''} that "
+                        f"{'are' if bad != 1 else 'is'} not a valid event")
+    if size > offset and not partial_ok:
+        problems.append("ignored a partial last line")
+    if problems and on_warning is not None:
+        on_warning(f"{path}: {'; '.join(problems)}")
+    return found
 
 
 def iter_events(path: Path) -> Iterator[dict]:

@@ -57,6 +57,8 @@ class Result:
     sandboxed: bool = False
     output_bytes: int = 0
     tail: str = ""
+    metric_source: str = "harness"  # or "self_reported": read from train.py's own output
+    reported: dict = field(default_factory=dict)  # train.py's printed summary (compat mode)
     train_log: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -157,8 +159,14 @@ def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     try:
-        _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill,
-                            on_phase or (lambda _phase: None))
+        if ex.compat:  # an existing autoresearch checkout, its metric self-reported
+            from ratchet.engine import compat
+
+            compat.train_and_report(ws, config, out_dir, result, on_log, should_kill,
+                                    on_phase or (lambda _phase: None))
+        else:
+            _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill,
+                                on_phase or (lambda _phase: None))
     finally:
         result.total_seconds = round(time.time() - started, 3)
         (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
@@ -240,15 +248,16 @@ def _read_summary(path: Path) -> dict | None:
     return summary if isinstance(summary, dict) else None
 
 
-def _supervise(argv, cwd, env, log_path, deadline, on_log, should_kill):
+def _supervise(argv, cwd, env, log_path, deadline, on_log, should_kill,
+               pump_class: type[_OutputPump] = _OutputPump):
     try:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     except OSError as exc:
-        pump = _OutputPump(None, log_path, None)
+        pump = pump_class(None, log_path, None)
         return "crash", f"cannot start training: {exc}", pump
-    pump = _OutputPump(proc.stdout, log_path, on_log)
+    pump = pump_class(proc.stdout, log_path, on_log)
     pump.start()
     end = time.monotonic() + deadline
     status, error = "ok", ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ratchet.engine import daemon, events
@@ -89,8 +90,9 @@ def _end_line(state: statemod.LoopState, event: dict) -> str:
             f"best val_bpb {best_text}{gain}")
 
 
-def status_text(folder: Path) -> str:
-    log = list(events.iter_events(folder / "events.jsonl"))
+def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -> str:
+    log = events.read_log(folder / "events.jsonl", on_warning,
+                          partial_ok=daemon.is_running(folder))
     state = statemod.fold(log)
     running = daemon.is_running(folder) and not state.ended
     where = "running" if running else ("finished" if state.ended else "not running (crashed?)")

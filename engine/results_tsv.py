@@ -15,7 +15,7 @@ def append(path: Path, commit: str, val_bpb: float | None, memory_mb: float, sta
     clean = " ".join(description.split())  # tabs or newlines would break the columns
     row = (commit[:7], f"{val_bpb:.6f}" if val_bpb is not None else "0.000000",
            f"{memory_mb / 1024:.1f}", status, clean)
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         if new:
             f.write("\t".join(COLUMNS) + "\n")
         f.write("\t".join(row) + "\n")
@@ -27,7 +27,7 @@ def read(path: Path) -> list[dict[str, str]]:
     """Rows as dicts keyed by header name (extra columns kept, short rows padded)."""
     if not path.exists():
         return []
-    lines = path.read_text(errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     if not lines:
         return []
     header = lines[0].split("\t")

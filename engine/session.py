@@ -123,7 +123,8 @@ class Session:
         self.emit("session_start", session=self.options.session, tag=self.options.tag,
                   branch=branch, base_commit=base, config=self.config.to_dict(),
                   hardware=resources.hardware(), agent=self.agent.name,
-                  resumed=self.options.resume, pid=os.getpid())
+                  resumed=self.options.resume, pid=os.getpid(),
+                  **({"compat": ex.compat} if ex.compat else {}))
         self.sampler = resources.ResourceSampler(lambda s: self.log.append("resources", **s))
         self.sampler.start()
         try:

@@ -1,0 +1,126 @@
+"""Finding a folder's sessions and summarising each one from its event log (for `ratchet ls`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ratchet.engine import daemon, events, workspace
+from ratchet.engine import state as statemod
+
+Warn = Callable[[str], None]
+
+
+def warn_stderr(message: str) -> None:
+    print(f"ratchet: warning: {message}", file=sys.stderr)
+
+
+def locate(start: Path | None = None) -> workspace.Workspace:
+    """The workspace holding `start`, or a folder with a `runs/` of imported sessions.
+
+    `ratchet import` writes into an autoresearch checkout's `runs/` when it is not a workspace;
+    ls, report and replay read those sessions the same way.
+    """
+    try:
+        return workspace.find(start)
+    except workspace.WorkspaceError:
+        here = (start or Path.cwd()).resolve()
+        if (here / "runs").is_dir():
+            return workspace.Workspace(here)
+        raise
+
+
+@dataclass
+class Summary:
+    id: str
+    folder: Path
+    started: float
+    state: str  # running | finished | crashed
+    experiments: int  # finished experiment runs, baseline runs included
+    kept: int
+    best_bpb: float | None
+    baseline_bpb: float | None
+    agent: str
+    cost_usd: float
+    end_reason: str = ""
+    imported: bool = False
+    compat: str = ""
+    timed: bool = True  # False for an import without any commit times
+
+    @property
+    def improvement(self) -> float | None:
+        """best minus baseline: negative is better."""
+        if self.best_bpb is None or self.baseline_bpb is None:
+            return None
+        return self.best_bpb - self.baseline_bpb
+
+
+def run_state(folder: Path, state: statemod.LoopState) -> str:
+    if state.ended:
+        return "finished"
+    return "running" if daemon.is_running(folder) else "crashed"
+
+
+def load(folder: Path, on_warning: Warn | None = None) -> list[dict]:
+    """A session's events; bad lines (and a torn last line, unless the engine is still writing)
+    are skipped and reported once."""
+    return events.read_log(folder / "events.jsonl", on_warning,
+                           partial_ok=daemon.is_running(folder))
+
+
+def summarise(folder: Path, on_warning: Warn | None = None) -> Summary:
+    log = load(folder, on_warning)
+    state = statemod.LoopState()
+    finished = 0
+    imported, compat, timed = False, "", True
+    for event in log:
+        statemod.apply(state, event)
+        kind = event.get("type")
+        if kind == "exp_end":
+            finished += 1
+        elif kind == "session_start":
+            imported = imported or bool(event.get("imported"))
+            compat = event.get("compat") or compat
+            timed = timed and event.get("timing") != "none"
+    return Summary(id=folder.name, folder=folder, started=state.started,
+                   state=run_state(folder, state), experiments=finished, kept=state.kept,
+                   best_bpb=state.best_bpb, baseline_bpb=state.baseline_bpb,
+                   agent=state.agent or "-", cost_usd=state.cost_usd,
+                   end_reason=state.end_reason, imported=imported, compat=compat, timed=timed)
+
+
+def summarise_all(ws: workspace.Workspace, on_warning: Warn | None = None) -> list[Summary]:
+    return [summarise(folder, on_warning) for folder in daemon.sessions(ws)]
+
+
+def _num(value: float | None, spec: str = ".6f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(rows: list[Summary]) -> str:
+    """The `ratchet ls` table, oldest session first."""
+    header = ("session", "start", "state", "exps", "kept", "best", "vs baseline", "agent",
+              "cost")
+    lines = []
+    for s in rows:
+        gain = s.improvement
+        gain_text = "-" if gain is None else (
+            f"{gain:+.6f}" + (f" ({gain / s.baseline_bpb * 100:+.1f}%)" if s.baseline_bpb
+                              else ""))
+        start = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.started)) \
+            if s.started and s.timed else "-"
+        agent = s.agent + (f" ({s.compat})" if s.compat else "")
+        cost = "-" if s.imported else f"${s.cost_usd:.2f}"
+        lines.append((s.id, start, s.state, str(s.experiments), str(s.kept), _num(s.best_bpb),
+                      gain_text, agent, cost))
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    right = {3, 4, 5, 6, 8}
+
+    def fmt(row) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+
+    return "\n".join([fmt(header), *(fmt(r) for r in lines)])
