@@ -89,6 +89,24 @@ def _end_line(state: statemod.LoopState, event: dict) -> str:
             f"best val_bpb {best_text}{gain}")
 
 
+def cost_line(state: statemod.LoopState) -> str:
+    """The agent's spending: dollars at the configured prices and the tokens behind them."""
+    tokens = state.tokens
+    line = f"cost      ${state.cost_usd:.4f}"
+    if tokens:
+        line += (f"  tokens in {_count(tokens.get('input_tokens', 0))}"
+                 f"  out {_count(tokens.get('output_tokens', 0))}"
+                 f"  cache read {_count(tokens.get('cache_read_tokens', 0))}"
+                 f"  write {_count(tokens.get('cache_write_tokens', 0))}")
+    return line
+
+
+def _count(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f}M"
+    return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
+
+
 def status_text(folder: Path) -> str:
     log = list(events.iter_events(folder / "events.jsonl"))
     state = statemod.fold(log)
@@ -107,7 +125,7 @@ def status_text(folder: Path) -> str:
         f"   kept {state.kept}",
         f"best      {best}{gain}",
         f"noise     margin {margin:.6f} from {len(state.baseline)} baseline runs",
-        f"cost      ${state.cost_usd:.4f}",
+        cost_line(state),
     ]
     if state.in_flight:
         started = state.in_flight
