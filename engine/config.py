@@ -57,7 +57,7 @@ class LoopConfig:
 @dataclass
 class AgentConfig:
     kind: str = "offline"
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     max_tokens: int = 16000  # per response, thinking included
     thinking_budget: int = 4000  # extended thinking tokens per response; 0 turns it off
     timeout_seconds: float = 600.0
@@ -161,7 +161,7 @@ def validate(config: Config) -> None:
 
 def _validate_agent(agent: AgentConfig) -> None:
     _check(bool(agent.model.strip()) and not any(c.isspace() for c in agent.model),
-           f"[agent] model must be a model name such as claude-sonnet-4-5, got {agent.model!r}")
+           f"[agent] model must be a model name such as claude-sonnet-4-6, got {agent.model!r}")
     _check(agent.max_tokens >= 256, "[agent] max_tokens must be at least 256")
     _check(agent.thinking_budget == 0 or 1024 <= agent.thinking_budget < agent.max_tokens,
            f"[agent] thinking_budget must be 0 (off) or from 1024 to below max_tokens "

@@ -90,11 +90,13 @@ class FakeMessagesAPI:
     def __init__(self, replies: list[Reply] | None = None):
         self.replies = list(replies or [])
         self.requests: list[dict] = []  # {"body": parsed JSON, "headers": {lowercase: value}}
+        self.sent_usage: list[dict] = []  # usage of each streamed response, as far as it was sent
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     def __enter__(self) -> FakeMessagesAPI:
         self._thread.start()
@@ -164,6 +166,10 @@ class FakeMessagesAPI:
                         self.close_connection = True
                         return
                     self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n")
+                    if name == "message_start":
+                        api.sent_usage.append(dict(data["message"]["usage"]))
+                    elif name == "message_delta":
+                        api.sent_usage[-1].update(data["usage"])
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
 

@@ -79,7 +79,8 @@ def classify(exc: BaseException, secret: str | None) -> Verdict:
                 "top it up, then `ratchet ctl resume`", secret))
         if status == 401 or kind == "authentication_error":
             return Verdict(PAUSE, label, "ANTHROPIC_API_KEY was refused (401 authentication_error)"
-                                         "; set a valid key, restart with `ratchet run --resume`")
+                                         "; `ratchet stop`, set a valid key, then "
+                                         "`ratchet run --resume`")
         if status == 403 or kind == "permission_error":
             return Verdict(PAUSE, label, scrub(f"the API key may not use this model or endpoint "
                                                f"({label}: {detail})", secret))
