@@ -22,7 +22,7 @@ USAGE = {"input_tokens": 1200, "output_tokens": 300, "cache_read_input_tokens": 
 class Reply:
     """One scripted answer. blocks: ("thinking", text, signature) | ("text", text) |
     ("tool_use", name, input dict). status != 200 sends an error; cut_after > 0 cuts the stream
-    after that many SSE events."""
+    after that many SSE events (or, with error_type, sends an SSE error event there)."""
 
     blocks: list[tuple] = field(default_factory=list)
     stop_reason: str = "tool_use"
@@ -45,6 +45,11 @@ def error(status: int, error_type: str, message: str, **headers: str) -> Reply:
 
 def cut(*blocks: tuple, after: int) -> Reply:
     return Reply(list(blocks), cut_after=after)
+
+
+def error_midway(*blocks: tuple, after: int, error_type: str = "overloaded_error") -> Reply:
+    """A 200 stream that, after `after` events, sends an SSE `error` event and ends."""
+    return Reply(list(blocks), cut_after=after, error_type=error_type, message="Overloaded")
 
 
 def sse_events(reply: Reply, number: int) -> list[tuple[str, dict]]:
@@ -157,6 +162,11 @@ class FakeMessagesAPI:
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
                 for i, (name, data) in enumerate(sse_events(reply, number)):
+                    if reply.cut_after and i >= reply.cut_after and reply.error_type:
+                        error = {"type": "error", "error": {"type": reply.error_type,
+                                                            "message": reply.message}}
+                        self._chunk(f"event: error\ndata: {json.dumps(error)}\n\n")
+                        break
                     if reply.cut_after and i >= reply.cut_after:
                         # half an event, then the socket goes away without a closing chunk
                         self._chunk(f"event: {name}\ndata: {json.dumps(data)[:10]}")

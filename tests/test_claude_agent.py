@@ -10,7 +10,7 @@ import time
 import git
 import pytest
 import trainers
-from fake_messages_api import FakeMessagesAPI, cut, error, stream
+from fake_messages_api import FakeMessagesAPI, cut, error, error_midway, stream
 
 from ratchet.engine import config as configmod
 from ratchet.engine import daemon, events, headless, results_tsv
@@ -217,6 +217,17 @@ def test_a_stream_cut_midway_is_discarded_and_retried(session, api):
     (usage,) = run.of_type("agent_usage")
     assert len(api.sent_usage) == 2 and usage["requests"] == 2
     assert usage["input_tokens"] == expected_usage(api.sent_usage)["input_tokens"]
+
+
+def test_an_overloaded_error_event_midway_is_retried(session, api):
+    api.add(error_midway(("thinking", "Half a thought that never", "sig-X"), after=4),
+            stream(replace("0.5"), finish()))
+    run = Run(session, api)
+    proposal = run.propose()
+    assert "SMOOTHING = 0.5" in proposal.files["train.py"]
+    (retry,) = run.of_type("agent_retry")
+    assert "overloaded_error" in retry["error"] and retry["discarded_partial"] is True
+    assert INTERRUPTED in run.text
 
 
 # --- errors that need the person --------------------------------------------------------------

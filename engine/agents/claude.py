@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 
@@ -52,7 +53,7 @@ class ClaudeAgent(Agent):
                                rng or random.Random())
         self.sleep = sleep
         self.total_cost_usd = 0.0  # spent by this engine process
-        self._emitted = 0  # characters streamed by the request attempt in progress
+        self._total_lock = threading.Lock()
 
     # --- one proposal ----------------------------------------------------------------------
 
@@ -63,7 +64,8 @@ class ClaudeAgent(Agent):
         finally:
             if usage.requests:  # money was spent even when the proposal failed
                 cost = usage.cost_usd(self.settings)
-                self.total_cost_usd += cost
+                with self._total_lock:
+                    self.total_cost_usd += cost
                 context.record("agent_usage", model=self.settings.model, **usage.fields(),
                                cost_usd=round(cost, 8),
                                total_cost_usd=round(self.total_cost_usd, 8))
@@ -123,12 +125,12 @@ class ClaudeAgent(Agent):
                                   "budget_tokens": self.settings.thinking_budget}
         attempts = self.settings.max_retries + 1
         for attempt in range(attempts):
-            self._emitted = 0
+            streamed = [0]  # characters this attempt has sent to emit
             try:
-                return self._stream_once(params, emit, usage)
+                return self._stream_once(params, emit, usage, streamed)
             except (anthropic.AnthropicError, *TRANSPORT_ERRORS) as exc:
                 verdict = classify(exc, self.api_key)
-            discarded = self._emitted > 0
+            discarded = streamed[0] > 0
             if verdict.action == PAUSE:
                 raise AgentPaused(verdict.message)
             if verdict.action == FAIL:
@@ -140,16 +142,16 @@ class ClaudeAgent(Agent):
                  f"\n[{verdict.label}: retrying in {wait:g} s]\n")
             record("agent_retry", attempt=attempt + 1, error=verdict.label,
                    message=verdict.message, wait_seconds=wait, discarded_partial=discarded,
-                   discarded_chars=self._emitted)
+                   discarded_chars=streamed[0])
             self.sleep(wait)
         raise AssertionError("unreachable")
 
-    def _stream_once(self, params: dict, emit: Emit, usage: Usage):
+    def _stream_once(self, params: dict, emit: Emit, usage: Usage, streamed: list[int]):
         """Stream one response to `emit`; raise StreamCut if it ends before message_stop."""
 
         def out(text: str) -> None:
             if text:
-                self._emitted += len(text)
+                streamed[0] += len(text)
                 emit(text)
 
         reported: dict[str, int] = {}

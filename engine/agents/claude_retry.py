@@ -69,7 +69,7 @@ def classify(exc: BaseException, secret: str | None) -> Verdict:
         status = exc.status_code
         kind = getattr(exc, "type", None) or _body_field(exc.body, "type") or ""
         detail = getattr(exc, "api_message", None) or _body_field(exc.body, "message") or ""
-        label = f"{status} {kind}".strip()
+        label = (f"{status} {kind}" if status != 200 else kind or "stream_error").strip()
         message = scrub(f"Claude API error {label}: {detail}".rstrip(": "), secret)
         lowered = f"{kind} {detail}".lower()
         if status == 402 or kind == "billing_error" or (
