@@ -17,6 +17,7 @@ from ratchet.engine import daemon, events, headless, results_tsv
 from ratchet.engine import state as statemod
 from ratchet.engine.agents.base import AgentError, AgentPaused, Context, HistoryEntry
 from ratchet.engine.agents.claude import INTERRUPTED, ClaudeAgent
+from ratchet.engine.agents.claude_prompt import results_table
 from ratchet.engine.agents.claude_tools import TOOLS
 from ratchet.engine.session import RunOptions, Session
 
@@ -409,3 +410,17 @@ def test_headless_run_with_claude_commits_trains_records_and_pauses(make_workspa
         assert FAKE_KEY not in (folder / name).read_text()
     assert FAKE_KEY not in (ws.root / "results.tsv").read_text()
     assert FAKE_KEY not in out
+
+
+def test_results_table_keeps_every_kept_change_and_the_recent_discards():
+    history = [HistoryEntry(n, f"try {n}", "ok", "keep" if n in (3, 9) else "discard",
+                            3.0 - n / 100, -0.01) for n in range(2, 40)]
+    history.append(HistoryEntry(40, "huge model", "crash", "crash", None, None))
+    table = results_table(history, recent=5)
+    lines = table.splitlines()
+    assert lines[0] == "exp | result | val_bpb | delta | description"
+    assert lines[1] == "(32 older results that were not kept are not shown)"
+    shown = [int(line.split(" | ")[0]) for line in lines[2:]]
+    assert shown == [3, 9, 36, 37, 38, 39, 40]
+    assert lines[-1] == "40 | crash (crash) | - | - | huge model"
+    assert "3 | keep | 2.970000 | -0.010000 | try 3" in lines

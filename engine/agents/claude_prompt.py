@@ -45,7 +45,7 @@ def results_table(history: list[HistoryEntry], recent: int = RECENT_DISCARDS) ->
         rows.append(f"{entry.n} | {result} | {_number(entry.val_bpb)} | "
                     f"{_number(entry.delta, signed=True)} | {entry.description}")
     if hidden:
-        rows.insert(1, f"({hidden} older discarded results not shown)")
+        rows.insert(1, f"({hidden} older results that were not kept are not shown)")
     return "\n".join(rows)
 
 
