@@ -53,7 +53,7 @@ def follow(folder: Path, out=None) -> int:
                     budget = running.get("budget", 0)
                     print(f"\r  #{running['exp']} {_bar(event.get('elapsed', 0), budget)} "
                           f"loss {event.get('loss', 0):.4f}", end="", file=out, flush=True)
-                elif kind in ("proposal_failed", "paused", "resumed", "control"):
+                elif kind in ("proposal_failed", "agent_retry", "paused", "resumed", "control"):
                     _clear(out, tty)
                     print(f"      {kind}: {event.get('error') or event.get('cmd') or ''} "
                           f"{event.get('text', '')}".rstrip(), file=out, flush=True)
@@ -127,6 +127,11 @@ def status_text(folder: Path) -> str:
         f"noise     margin {margin:.6f} from {len(state.baseline)} baseline runs",
         cost_line(state),
     ]
+    if state.paused:  # an agent that needs the person says why
+        why = next((e for e in reversed(log) if e.get("type") in ("proposal_failed", "resumed")),
+                   {})
+        if why.get("paused"):
+            lines.append(f"paused by the agent: {why.get('error', '')}")
     if state.in_flight:
         started = state.in_flight
         lines.append(f"running   #{started.get('exp')} {started.get('kind')}: "
