@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -127,11 +128,12 @@ def status_text(folder: Path) -> str:
         f"noise     margin {margin:.6f} from {len(state.baseline)} baseline runs",
         cost_line(state),
     ]
-    if state.paused:  # an agent that needs the person says why
+    if state.paused and not state.ended:  # an agent that needs the person says why
         why = next((e for e in reversed(log) if e.get("type") in ("proposal_failed", "resumed")),
                    {})
         if why.get("paused"):
-            lines.append(f"paused by the agent: {why.get('error', '')}")
+            lines.append(textwrap.fill(f"paused    by the agent: {why.get('error', '')}",
+                                       width=80, subsequent_indent=" " * 10))
     if state.in_flight:
         started = state.in_flight
         lines.append(f"running   #{started.get('exp')} {started.get('kind')}: "

@@ -398,7 +398,7 @@ def test_headless_run_with_claude_commits_trains_records_and_pauses(make_workspa
     assert paused["paused"] is True and "ANTHROPIC_API_KEY was refused" in paused["error"]
     assert f"${usage['cost_usd']:.4f}" in status.stdout, status.stdout
     assert "cache read" in status.stdout
-    assert "paused by the agent: ANTHROPIC_API_KEY was refused" in status.stdout
+    assert "paused    by the agent: ANTHROPIC_API_KEY was refused" in status.stdout
     assert "proposal_failed: ANTHROPIC_API_KEY was refused" in out
     assert "agent_retry: 529 overloaded_error" in out
 
