@@ -168,10 +168,11 @@ def test_streamed_thinking_text_and_tool_edits_make_a_proposal(session, api):
 def test_rate_limit_is_retried_after_the_wait_the_server_asked_for(session, api):
     api.add(error(429, "rate_limit_error", "slow down", retry_after="0.3"),
             stream(replace("0.5"), finish()))
-    run = Run(session, api)
+    run = Run(session, api, config=agent_config(thinking_budget=0))
     started = time.monotonic()
     proposal = run.propose()
     assert time.monotonic() - started >= 0.3
+    assert all("thinking" not in r["body"] for r in api.requests)  # 0 turns thinking off
     assert "SMOOTHING = 0.5" in proposal.files["train.py"]
     (retry,) = run.of_type("agent_retry")
     assert retry["attempt"] == 1 and retry["error"] == "429 rate_limit_error"
