@@ -79,8 +79,9 @@ class ClaudeAgent(Agent):
         refusals = 0
         for _ in range(self.max_rounds):
             message = self._request(system, messages, emit, context.record, usage)
-            messages.append({"role": "assistant",
-                             "content": [p for p in map(_as_param, message.content) if p]})
+            sent_back = [p for p in map(_as_param, message.content) if p]
+            messages.append({"role": "assistant", "content": sent_back or [
+                {"type": "text", "text": "(no answer)"}]})  # the API refuses empty turns
             rationale += [b.text for b in message.content if b.type == "text" and b.text.strip()]
             calls = [b for b in message.content if b.type == "tool_use"]
             if not calls:
