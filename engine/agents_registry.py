@@ -27,6 +27,10 @@ def create(kind: str, config: Config) -> Agent:
 
         return OfflineAgent(seed=config.experiment.seed)
     if kind == "claude":
-        raise AgentUnavailable("the Claude agent is not available in this version yet; "
-                               "use --agent offline")
+        if not os.environ.get("ANTHROPIC_API_KEY"):
+            raise AgentUnavailable("--agent claude needs ANTHROPIC_API_KEY; without it use "
+                                   "--agent offline")
+        from ratchet.engine.agents.claude import ClaudeAgent
+
+        return ClaudeAgent(config)
     raise AgentUnavailable(f"unknown agent {kind!r} (known: {', '.join(KINDS)})")

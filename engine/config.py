@@ -59,7 +59,18 @@ class LoopConfig:
 @dataclass
 class AgentConfig:
     kind: str = "offline"
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
+    max_tokens: int = 16000  # per response, thinking included
+    thinking_budget: int = 4000  # extended thinking tokens per response; 0 turns it off
+    timeout_seconds: float = 600.0
+    max_retries: int = 6  # retries of one request (429, 5xx, 529, connection, cut stream)
+    retry_base_seconds: float = 2.0
+    retry_cap_seconds: float = 60.0
+    check_retries: int = 3  # refused finishes handed back to the model before giving up
+    price_input: float = 3.0  # dollars per million tokens
+    price_output: float = 15.0
+    price_cache_read: float = 0.30
+    price_cache_write: float = 3.75
 
 
 @dataclass
@@ -149,6 +160,23 @@ def validate(config: Config) -> None:
     _check(loop.max_tool_rounds >= 1, "[loop] max_tool_rounds must be at least 1")
     _check(agent.kind in AGENTS, f"[agent] kind must be one of {', '.join(AGENTS)}, "
                                  f"got {agent.kind!r}")
+    _validate_agent(agent)
+
+
+def _validate_agent(agent: AgentConfig) -> None:
+    _check(bool(agent.model.strip()) and not any(c.isspace() for c in agent.model),
+           f"[agent] model must be a model name such as claude-sonnet-4-6, got {agent.model!r}")
+    _check(agent.max_tokens >= 256, "[agent] max_tokens must be at least 256")
+    _check(agent.thinking_budget == 0 or 1024 <= agent.thinking_budget < agent.max_tokens,
+           f"[agent] thinking_budget must be 0 (off) or from 1024 to below max_tokens "
+           f"({agent.max_tokens}), got {agent.thinking_budget}")
+    _check(agent.timeout_seconds > 0, "[agent] timeout_seconds must be positive")
+    _check(agent.max_retries >= 0, "[agent] max_retries must not be negative")
+    _check(agent.retry_base_seconds >= 0 and agent.retry_cap_seconds >= agent.retry_base_seconds,
+           "[agent] retry_base_seconds must not be negative nor above retry_cap_seconds")
+    _check(agent.check_retries >= 0, "[agent] check_retries must not be negative")
+    for name in ("price_input", "price_output", "price_cache_read", "price_cache_write"):
+        _check(getattr(agent, name) >= 0, f"[agent] {name} must not be negative")
 
 
 def load(workspace: Path) -> Config:
@@ -207,6 +235,17 @@ def render(config: Config) -> str:
         "[agent]",
         f"kind = {toml(agent.kind)}  # offline or claude",
         f"model = {toml(agent.model)}  # Claude model for kind = \"claude\"",
+        f"max_tokens = {toml(agent.max_tokens)}  # per response, thinking included",
+        f"thinking_budget = {toml(agent.thinking_budget)}  # extended thinking tokens; 0 = off",
+        f"timeout_seconds = {toml(agent.timeout_seconds)}  # limit for one API request",
+        f"max_retries = {toml(agent.max_retries)}  # retries on 429, 5xx, 529, cut streams",
+        f"retry_base_seconds = {toml(agent.retry_base_seconds)}  # first backoff, doubling",
+        f"retry_cap_seconds = {toml(agent.retry_cap_seconds)}  # longest wait between retries",
+        f"check_retries = {toml(agent.check_retries)}  # refused edits handed back to Claude",
+        f"price_input = {toml(agent.price_input)}  # $ per million input tokens",
+        f"price_output = {toml(agent.price_output)}  # $ per million output tokens",
+        f"price_cache_read = {toml(agent.price_cache_read)}  # $ per million cache-read tokens",
+        f"price_cache_write = {toml(agent.price_cache_write)}  # $ per million cache-write tokens",
         "",
         "[loop]",
         f"baseline_seeds = {toml(loop.baseline_seeds)}  # baseline runs that measure seed noise",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,7 +55,7 @@ def follow(folder: Path, out=None) -> int:
                     budget = running.get("budget", 0)
                     print(f"\r  #{running['exp']} {_bar(event.get('elapsed', 0), budget)} "
                           f"loss {event.get('loss', 0):.4f}", end="", file=out, flush=True)
-                elif kind in ("proposal_failed", "paused", "resumed", "control"):
+                elif kind in ("proposal_failed", "agent_retry", "paused", "resumed", "control"):
                     _clear(out, tty)
                     print(f"      {kind}: {event.get('error') or event.get('cmd') or ''} "
                           f"{event.get('text', '')}".rstrip(), file=out, flush=True)
@@ -90,6 +91,24 @@ def _end_line(state: statemod.LoopState, event: dict) -> str:
             f"best val_bpb {best_text}{gain}")
 
 
+def cost_line(state: statemod.LoopState) -> str:
+    """The agent's spending: dollars at the configured prices and the tokens behind them."""
+    tokens = state.tokens
+    line = f"cost      ${state.cost_usd:.4f}"
+    if tokens:
+        line += (f"  tokens in {_count(tokens.get('input_tokens', 0))}"
+                 f"  out {_count(tokens.get('output_tokens', 0))}"
+                 f"  cache read {_count(tokens.get('cache_read_tokens', 0))}"
+                 f"  write {_count(tokens.get('cache_write_tokens', 0))}")
+    return line
+
+
+def _count(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f}M"
+    return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
+
+
 def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -> str:
     log = events.read_log(folder / "events.jsonl", on_warning,
                           partial_ok=daemon.is_running(folder))
@@ -109,8 +128,14 @@ def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -
         f"   kept {state.kept}",
         f"best      {best}{gain}",
         f"noise     margin {margin:.6f} from {len(state.baseline)} baseline runs",
-        f"cost      ${state.cost_usd:.4f}",
+        cost_line(state),
     ]
+    if state.paused and not state.ended:  # an agent that needs the person says why
+        why = next((e for e in reversed(log) if e.get("type") in ("proposal_failed", "resumed")),
+                   {})
+        if why.get("paused"):
+            lines.append(textwrap.fill(f"paused    by the agent: {why.get('error', '')}",
+                                       width=80, subsequent_indent=" " * 10))
     if state.in_flight:
         started = state.in_flight
         lines.append(f"running   #{started.get('exp')} {started.get('kind')}: "

@@ -37,7 +37,8 @@ class LoopState:
     paused: bool = False
     ended: bool = False
     end_reason: str = ""
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # the agent's spending: the sum of every agent_usage's cost_usd
+    tokens: dict[str, int] = field(default_factory=dict)  # agent_usage token counts, summed
     started: float = 0.0
     updated: float = 0.0
 
@@ -88,10 +89,24 @@ def apply(state: LoopState, event: dict) -> None:
     elif kind == "resumed":
         state.paused = False
     elif kind == "agent_usage":
-        state.cost_usd = event.get("total_cost_usd", state.cost_usd)
+        _apply_usage(state, event)
     elif kind == "session_end":
         state.ended, state.end_reason, state.phase = True, event.get("reason", ""), "ended"
         state.in_flight = None
+
+
+USAGE_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+def _apply_usage(state: LoopState, event: dict) -> None:
+    """Sums per-proposal figures, so the total survives an engine restart."""
+    cost = event.get("cost_usd")
+    if isinstance(cost, (int, float)):
+        state.cost_usd += cost
+    for name in USAGE_TOKENS:
+        value = event.get(name)
+        if isinstance(value, int):
+            state.tokens[name] = state.tokens.get(name, 0) + value
 
 
 def _apply_end(state: LoopState, event: dict) -> None:

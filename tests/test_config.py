@@ -28,6 +28,10 @@ def _changed_config() -> configmod.Config:
     data.paths = ["/data/shard 1.parquet", "C:\\data\\shard2.parquet"]
     data.key, data.eval_batch, data.eval_seq, data.eval_tokens = "abc123", 4, 512, 4096
     agent.kind, agent.model = "claude", "claude-opus-4"
+    agent.max_tokens, agent.thinking_budget, agent.timeout_seconds = 8192, 0, 90.5
+    agent.max_retries, agent.retry_base_seconds, agent.retry_cap_seconds = 2, 0.5, 9.0
+    agent.check_retries, agent.price_input, agent.price_output = 1, 15.0, 75.0
+    agent.price_cache_read, agent.price_cache_write = 1.5, 18.75
     return config
 
 
@@ -79,6 +83,13 @@ def test_partial_file_keeps_defaults_and_accepts_whole_numbers(tmp_path):
     ("[experiment]\ndevice = \"tpu\"\n", "device"),
     ("[experiment]\ndevice = \"CUDA\"\n", "device"),
     ("[agent]\nkind = \"gpt\"\n", "kind"),
+    ("[agent]\nmodel = \"\"\n", "model"),
+    ("[agent]\nthinking_budget = 100\n", "thinking_budget"),
+    ("[agent]\nmax_tokens = 2000\nthinking_budget = 2000\n", "thinking_budget"),
+    ("[agent]\nprice_output = -15\n", "price_output"),
+    ("[agent]\nprice_input = \"3\"\n", "price_input"),
+    ("[agent]\nretry_base_seconds = 90\n", "retry_base_seconds"),
+    ("[agent]\nmax_retries = -1\n", "max_retries"),
     ("[experiment]\neditable = [\"train.py\", \"prepare.py\"]\n", "editable"),
     ("[experiment]\neditable = [\"ratchet.toml\"]\n", "editable"),
     ("[experiment]\neditable = [\"/etc/passwd\"]\n", "editable"),
