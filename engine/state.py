@@ -93,6 +93,7 @@ def apply(state: LoopState, event: dict) -> None:
     elif kind == "session_end":
         state.ended, state.end_reason, state.phase = True, event.get("reason", ""), "ended"
         state.in_flight = None
+        state.paused = False  # a stopped session is over, not paused
 
 
 USAGE_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")

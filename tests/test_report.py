@@ -54,7 +54,7 @@ def night() -> list[dict]:
     end(46, 4, "candidate", "crash", "crash", None, best_before=1.41)
     add(46, "phase", 5, phase="proposing")
     add(50, "proposal", 5, description="change 5")
-    add(50, "agent_usage", 5, total_cost_usd=0.25)
+    add(50, "agent_usage", 5, cost_usd=0.25, total_cost_usd=0.25)
     add(50, "phase", 5, phase="training")
     add(50, "exp_start", 5, kind="candidate", commit="c5", budget=10)
     add(60, "phase", 5, phase="evaluating")
