@@ -1,0 +1,64 @@
+"""The experiment table: one row per experiment, updated cell by cell as results arrive."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from ratchet.tui import format as fmt
+from ratchet.tui.messages import ExperimentSelected
+from ratchet.tui.model import DashboardState, Experiment
+
+COLUMNS = (("#", "n"), ("commit", "commit"), ("val_bpb", "val"), ("Δ best", "delta"),
+           ("status", "status"), ("time", "time"), ("description", "desc"))
+
+
+def _cells(record: Experiment) -> tuple:
+    label = record.label
+    return (
+        str(record.n),
+        record.commit[:7],
+        fmt.bpb(record.val_bpb),
+        Text(fmt.delta(record.delta),
+             style="green" if (record.delta or 0) < 0 else "yellow" if record.delta else ""),
+        Text(label, style=fmt.STATUS_STYLES.get(label, "")),
+        fmt.duration(record.duration),
+        record.description,
+    )
+
+
+class ExperimentsPane(DataTable):
+    BORDER_TITLE = "5 Experiments"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self._rows: dict[int, tuple] = {}
+        self._state_id = 0
+
+    def on_mount(self) -> None:
+        for label, key in COLUMNS:
+            self.add_column(label, key=key)
+
+    def show(self, state: DashboardState) -> None:
+        if id(state) != self._state_id:
+            self._state_id = id(state)
+            self._rows.clear()
+            self.clear()
+        for n, record in state.experiments.items():
+            if record.started is None and record.status != "failed":
+                continue  # still being proposed: the agent pane shows it
+            cells = _cells(record)
+            old = self._rows.get(n)
+            if old is None:
+                self.add_row(*cells, key=str(n))
+            elif old != cells:
+                for (_, column), value, before in zip(COLUMNS, cells, old, strict=True):
+                    if value != before:
+                        self.update_cell(str(n), column, value)
+            self._rows[n] = cells
+        kept = state.loop.kept
+        self.border_subtitle = f"kept {kept} of {state.loop.proposals}"
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.post_message(ExperimentSelected(int(event.row_key.value)))
