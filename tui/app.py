@@ -126,9 +126,7 @@ class RatchetDashboard(App[str]):
     # --- keys -----------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in CONTROL_KEYS and self.read_only:
-            return False
-        return True
+        return not (action in CONTROL_KEYS and self.read_only)
 
     def action_pause(self) -> None:
         self.send("resume" if self.state.pause_requested else "pause")

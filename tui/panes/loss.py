@@ -62,9 +62,22 @@ class LossPane(Vertical):
             self.border_title = "4 val_bpb · v: loss"
             plt.xlabel("experiment")
             if state.val_points:
-                xs, ys = zip(*state.val_points)
-                plt.scatter(list(xs), list(ys), color="cyan", label="val_bpb", marker="dot")
+                plt.scatter([x for x, _ in state.val_points], [y for _, y in state.val_points],
+                            color="cyan", label="val_bpb", marker="dot")
             if state.best_line:
-                xs, ys = zip(*state.best_line)
-                plt.plot(list(xs), list(ys), color="green", label="best", marker="braille")
+                xs, ys = _steps(state.best_line)
+                plt.plot(xs, ys, color="green", label="best", marker="braille")
         plot.refresh()
+
+
+def _steps(points: list[tuple[int, float]]) -> tuple[list[float], list[float]]:
+    """A step line through the points: the best holds until the experiment that improves it."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for x, y in points:
+        if ys:
+            xs.append(x)
+            ys.append(ys[-1])
+        xs.append(x)
+        ys.append(y)
+    return xs, ys

@@ -1,0 +1,118 @@
+"""Every dashboard key against a recorded session (read-only: no engine behind it)."""
+
+from __future__ import annotations
+
+import pytest
+from dashboard_helpers import caught_up, recorded_app
+from textual.widgets import DataTable
+
+from ratchet.tui.panes.diff import DiffPane
+from ratchet.tui.screens.dashboard import DashboardScreen
+from ratchet.tui.screens.help import HelpScreen
+
+pytestmark = pytest.mark.asyncio
+
+
+def pane_of(app) -> str:
+    focused = app.screen.focused
+    for widget in [focused, *focused.ancestors]:
+        if widget.has_class("pane"):
+            return widget.id
+    return ""
+
+
+def shown_text(diff: DiffPane) -> str:
+    """The plain text of what the diff pane holds (diff, error, reasoning)."""
+    parts = []
+    for part in diff.query_one("#diff-body").content.renderables:
+        parts.append(getattr(part, "code", None) or getattr(part, "plain", ""))
+    return "\n".join(parts)
+
+
+async def test_tab_and_number_keys_move_between_panes_on_a_small_terminal():
+    app = recorded_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await caught_up(pilot)
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen) and screen.has_class("narrow")
+        assert pane_of(app) == "agent"
+        order = []
+        for _ in range(5):
+            await pilot.press("tab")
+            order.append(pane_of(app))
+            # on a small terminal only the focused pane shows
+            assert [p.id for p in screen.query(".pane") if p.display] == [order[-1]]
+        assert order == ["diff", "gpu", "loss", "experiments", "agent"]
+        await pilot.press("shift+tab")
+        assert pane_of(app) == "experiments"
+        for key, pane in zip("12345", ("agent", "diff", "gpu", "loss", "experiments"),
+                             strict=True):
+            await pilot.press(key)
+            assert pane_of(app) == pane and screen.active == pane
+
+
+async def test_all_panes_show_at_once_on_a_large_terminal_and_z_zooms_one():
+    app = recorded_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await caught_up(pilot)
+        screen = app.screen
+        assert screen.has_class("wide")
+        assert all(p.display and p.size.height > 5 for p in screen.query(".pane"))
+        await pilot.press("4", "z")
+        assert screen.maximized is screen.query_one("#loss")
+        assert screen.query_one("#loss").size.width > 150
+        await pilot.press("z")
+        assert screen.maximized is None
+        assert screen.query_one("#loss").size.width < 100
+
+
+async def test_question_mark_opens_the_help_and_escape_closes_it():
+    app = recorded_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await caught_up(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert app.screen.read_only  # a recording cannot be controlled
+        await pilot.press("escape")
+        assert isinstance(app.screen, DashboardScreen)
+
+
+async def test_selecting_a_row_shows_that_experiments_diff_and_reasoning():
+    app = recorded_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await caught_up(pilot)
+        screen = app.screen
+        state = app.state
+        crash = next(r for r in state.experiments.values() if r.label == "crash")
+        table = screen.query_one("#experiments", DataTable)
+        await pilot.press("5")
+        table.move_cursor(row=table.get_row_index(str(crash.n)))
+        await pilot.press("enter")
+        await pilot.pause()
+        diff = screen.query_one(DiffPane)
+        assert screen.selected == crash.n
+        assert diff.border_title.startswith(f"2 Diff · #{crash.n} ")
+        text = shown_text(diff)
+        assert crash.diff.splitlines()[0] in text  # its own diff,
+        assert "SMOOTHING must be positive" in text  # its error,
+        assert "Proposing SMOOTHING 50.0 -> -1.0" in text  # and the agent's reasoning for it
+        await pilot.press("escape")
+        await pilot.pause()
+        assert screen.selected is None
+        assert diff.border_title == f"2 Diff · proposal #{state.current_exp}"
+
+
+async def test_control_keys_are_hidden_and_refused_without_an_engine():
+    app = recorded_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await caught_up(pilot)
+        assert app.read_only
+        footer_keys = {b.binding.key for b in app.screen.active_bindings.values()
+                       if b.enabled and b.binding.show}
+        assert not footer_keys & {"p", "s", "k", "x"}
+        assert {"q", "z", "question_mark"} <= footer_keys
+        for key in "pskx":
+            await pilot.press(key)
+        assert isinstance(app.screen, DashboardScreen)  # no steer box, no confirmation
+        await pilot.press("q")
+    assert app.return_value == "detached"
