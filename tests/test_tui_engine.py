@@ -24,7 +24,8 @@ pytestmark = pytest.mark.asyncio
 FAST = {"budget_seconds": 1.0, "grace_seconds": 30.0, "eval_tokens": 65536}
 
 
-def start_engine(make_workspace, name: str, hold: float, baseline_seeds: int = 2):
+def bigram_workspace(make_workspace, name: str, hold: float, baseline_seeds: int = 2):
+    """A workspace whose committed train.py is the fast bigram (held `hold` seconds)."""
     ws = make_workspace(name, **FAST)
     config = ws.config()
     config.loop.baseline_seeds = baseline_seeds
@@ -33,12 +34,18 @@ def start_engine(make_workspace, name: str, hold: float, baseline_seeds: int = 2
     repo = git.Repo(ws.root)
     repo.index.add(["train.py", "ratchet.toml"])
     repo.index.commit("test trainer")
+    return ws
+
+
+def start_engine(make_workspace, name: str, hold: float, baseline_seeds: int = 2):
+    ws = bigram_workspace(make_workspace, name, hold, baseline_seeds)
     options = RunOptions(session=daemon.new_session_id(name), tag=name)
     return daemon.spawn(ws, options)
 
 
 def log_of(folder) -> list[dict]:
-    return list(events.iter_events(folder / "events.jsonl"))
+    path = folder / "events.jsonl"
+    return list(events.iter_events(path)) if path.exists() else []
 
 
 def end_engine(folder, pid) -> None:

@@ -9,8 +9,9 @@ from ratchet.tui import format as fmt
 from ratchet.tui.messages import ExperimentSelected
 from ratchet.tui.model import DashboardState, Experiment
 
-COLUMNS = (("#", "n"), ("commit", "commit"), ("val_bpb", "val"), ("Δ best", "delta"),
-           ("status", "status"), ("time", "time"), ("description", "desc"))
+# (label, key, width): fixed widths, so a later, longer value is never cut short
+COLUMNS = (("#", "n", 3), ("commit", "commit", 7), ("val_bpb", "val", 7), ("Δ best", "delta", 7),
+           ("status", "status", 11), ("time", "time", 6), ("description", "desc", None))
 
 
 def _cells(record: Experiment) -> tuple:
@@ -36,8 +37,8 @@ class ExperimentsPane(DataTable):
         self._state_id = 0
 
     def on_mount(self) -> None:
-        for label, key in COLUMNS:
-            self.add_column(label, key=key)
+        for label, key, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
 
     def show(self, state: DashboardState) -> None:
         if id(state) != self._state_id:
@@ -52,9 +53,9 @@ class ExperimentsPane(DataTable):
             if old is None:
                 self.add_row(*cells, key=str(n))
             elif old != cells:
-                for (_, column), value, before in zip(COLUMNS, cells, old, strict=True):
+                for (_, column, width), value, before in zip(COLUMNS, cells, old, strict=True):
                     if value != before:
-                        self.update_cell(str(n), column, value)
+                        self.update_cell(str(n), column, value, update_width=width is None)
             self._rows[n] = cells
         kept = state.loop.kept
         self.border_subtitle = f"kept {kept} of {state.loop.proposals}"
