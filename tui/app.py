@@ -24,7 +24,7 @@ from ratchet.tui.screens.steer import SteerScreen
 from ratchet.tui.sources import EventSource
 
 INGEST_EVERY = 0.05  # seconds between ingest ticks
-INGEST_SLICE = 0.03  # seconds of folding per tick at most, so keys stay responsive
+INGEST_SLICE = 0.04  # seconds of folding per tick at most, so keys stay responsive
 POLL_IDLE = 0.25  # seconds between polls once caught up with the log
 REDRAW_EVERY = 0.25  # seconds between redraws (4 Hz)
 LIVENESS_EVERY = 1.0  # seconds between checks that the engine still runs

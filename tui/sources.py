@@ -14,7 +14,7 @@ from typing import Protocol
 
 from ratchet.engine import daemon, events
 
-BATCH = 5_000  # events per poll at most: a long backlog is read in slices, never all at once
+BATCH = 500  # events per poll at most: a backlog is read in slices small enough to keep keys live
 
 
 class EventSource(Protocol):
