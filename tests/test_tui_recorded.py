@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from dashboard_helpers import caught_up, recorded_app
+from dashboard_helpers import RECORDED, caught_up, live_app, recorded_app, until
 from textual.widgets import DataTable
 
+from ratchet.engine import events
+from ratchet.tui.model import fold
 from ratchet.tui.panes.diff import DiffPane
 from ratchet.tui.screens.dashboard import DashboardScreen
 from ratchet.tui.screens.help import HelpScreen
@@ -116,3 +120,41 @@ async def test_control_keys_are_hidden_and_refused_without_an_engine():
         assert isinstance(app.screen, DashboardScreen)  # no steer box, no confirmation
         await pilot.press("q")
     assert app.return_value == "detached"
+
+
+async def test_a_control_failure_is_a_notification_and_a_bad_line_a_warning(tmp_path):
+    folder = tmp_path / "session"
+    folder.mkdir()
+    lines = RECORDED.read_text().splitlines(keepends=True)
+    # an engine that looks alive (this process) but has no control socket, and one bad line
+    (folder / "events.jsonl").write_text("".join(lines[:40]) + "{torn\n" + "".join(lines[40:]))
+    (folder / "engine.pid").write_text(str(os.getpid()))
+    state = fold(events.iter_events(RECORDED))
+    state.loop.ended = False  # the recorded session ended; pretend it did not, to allow keys
+    app = live_app(folder)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await caught_up(pilot)
+        app.reset(state)
+        await pilot.pause()
+        assert not app.read_only
+        await pilot.press("p")
+        await until(pilot, lambda: any("pause: no engine is listening" in n.message
+                                       for n in app._notifications), what="the notification")
+        assert any("not valid events" in n.message for n in app._notifications)
+        assert isinstance(app.screen, DashboardScreen)  # still running, nothing crashed
+        await pilot.press("q")
+    assert app.return_value == "detached"
+
+
+async def test_a_refolded_prefix_redraws_every_pane_from_scratch():
+    log = list(events.iter_events(RECORDED))
+    app = recorded_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await caught_up(pilot)
+        table = app.screen.query_one("#experiments", DataTable)
+        full = table.row_count
+        cut = next(i for i, e in enumerate(log) if e["type"] == "exp_start" and e["exp"] == 4)
+        app.reset(fold(log[:cut + 1]))  # as replay's seek to experiment 4 would
+        await pilot.pause(0.4)
+        assert table.row_count == 4 < full
+        assert app.screen.query_one("#status").render().plain.count("exp 4") == 1

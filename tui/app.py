@@ -13,6 +13,7 @@ from pathlib import Path
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.worker import Worker, WorkerState
 
 from ratchet.engine import control
 from ratchet.tui.messages import CommandAnswered, ExperimentSelected
@@ -49,6 +50,7 @@ class RatchetDashboard(App[str]):
         self._caught_up = False
         self._next_poll = 0.0
         self._next_liveness = 0.0
+        self._bad_lines = 0
 
     @property
     def control_path(self) -> Path | None:
@@ -92,6 +94,13 @@ class RatchetDashboard(App[str]):
                 break
         if now >= self._next_liveness:
             self._check_liveness()
+        tail = getattr(self.source, "tail", None)
+        bad = getattr(tail, "bad_lines", 0)
+        if bad > self._bad_lines:
+            if not self._bad_lines:
+                self.notify(f"skipped {bad} line(s) of the event log that are not valid events",
+                            severity="warning", timeout=8)
+            self._bad_lines = bad
 
     def _check_liveness(self) -> None:
         self._next_liveness = time.monotonic() + LIVENESS_EVERY
@@ -100,6 +109,12 @@ class RatchetDashboard(App[str]):
         if was != self.read_only:
             self.refresh_bindings()
             self._dirty = True
+
+    def reset(self, state: DashboardState) -> None:
+        """Show another state, e.g. one refolded from a prefix of the log (replay's seek)."""
+        self.state = state
+        self._dirty = True
+        self.refresh_bindings()
 
     def _redraw(self) -> None:
         if self._dirty:
@@ -182,6 +197,12 @@ class RatchetDashboard(App[str]):
             return
         error = "" if reply.get("ok") else str(reply.get("error", "refused"))
         self.post_message(CommandAnswered(cmd, error))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that failed unexpectedly shows its error; the dashboard carries on."""
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{event.worker.name}: {event.worker.error}", severity="error",
+                        timeout=8)
 
     def on_command_answered(self, message: CommandAnswered) -> None:
         if message.error:

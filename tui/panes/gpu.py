@@ -30,13 +30,13 @@ class GpuPane(VerticalScroll):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._keys: list[str] = []
-        self._samples = -1
+        self._samples: tuple[int, int] = (0, -1)
 
     def show(self, state: DashboardState) -> None:
         res = state.resources
-        if res.samples == self._samples:
+        if (id(state), res.samples) == self._samples:
             return
-        self._samples = res.samples
+        self._samples = (id(state), res.samples)
         series: list[tuple[str, str, list[float]]] = []
         if res.gpus:
             self.border_title = "3 GPU"
