@@ -24,11 +24,11 @@ def tmux(server: str, *args: str) -> str:
                           check=True, timeout=30).stdout
 
 
-def wait_screen(server: str, predicate, timeout: float = 120.0) -> str:
+def wait_screen(server: str, predicate, timeout: float = 120.0, target: str = "dash") -> str:
     deadline = time.monotonic() + timeout
     screen = ""
     while time.monotonic() < deadline:
-        screen = tmux(server, "capture-pane", "-p", "-t", "dash")
+        screen = tmux(server, "capture-pane", "-p", "-t", target)
         if predicate(screen):
             return screen
         time.sleep(0.3)
@@ -54,13 +54,22 @@ def test_run_and_attach_in_tmux_show_panes_and_results_and_q_detaches(make_works
         while not any(e["type"] == "exp_end" for e in log_of(folder)):
             assert time.monotonic() < deadline and daemon.pid_alive(pid)
             time.sleep(0.3)
+        # a second dashboard on the same engine, at 80x24, while the first stays open
+        val = next(e for e in log_of(folder) if e["type"] == "exp_end")["val_bpb"]
+        tmux(server, "new-session", "-d", "-s", "second", "-x", "80", "-y", "24",
+             f"cd {shlex.quote(str(ws.root))} && {ratchet} attach; echo SECOND-EXIT=$?; sleep 60")
+        wait_screen(server, lambda s: "5 Experiments" in s, target="second")
+        tmux(server, "send-keys", "-t", "second", "5")
+        wait_screen(server, lambda s: f"{val:.4f}" in s, target="second")
+        tmux(server, "send-keys", "-t", "second", "q")
+        screen = wait_screen(server, lambda s: "SECOND-EXIT=0" in s, timeout=30, target="second")
+        assert "the engine keeps running" in screen
         tmux(server, "send-keys", "-t", "dash", "q")
         screen = wait_screen(server, lambda s: "RUN-EXIT=" in s, timeout=30)
         assert "RUN-EXIT=0" in screen
         assert f"the engine keeps running (session {folder.name})" in screen
         # then `ratchet attach` opens it again, and the baseline's result is on screen
         tmux(server, "send-keys", "-t", "dash", "Enter")
-        val = next(e for e in log_of(folder) if e["type"] == "exp_end")["val_bpb"]
         screen = wait_screen(server, lambda s: "RUN-EXIT" not in s and f"{val:.4f}" in s)
         for title in ("1 Agent", "2 Diff", "3 CPU", "4 Loss", "5 Experiments"):
             assert title in screen

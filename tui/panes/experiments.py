@@ -28,12 +28,19 @@ def _cells(record: Experiment) -> tuple:
     )
 
 
+def _key(record: Experiment) -> tuple:
+    """What the row depends on, cheap to compare (the running row's time changes each event)."""
+    return (record.label, record.commit, record.val_bpb, record.delta, record.description,
+            record.started, record.ended, record.last_t if record.ended is None else None)
+
+
 class ExperimentsPane(DataTable):
     BORDER_TITLE = "5 Experiments"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._rows: dict[int, tuple] = {}
+        self._keys: dict[int, tuple] = {}
         self._state_id = 0
 
     def on_mount(self) -> None:
@@ -44,19 +51,29 @@ class ExperimentsPane(DataTable):
         if id(state) != self._state_id:
             self._state_id = id(state)
             self._rows.clear()
+            self._keys.clear()
             self.clear()
+        following = self.cursor_row >= self.row_count - 1  # on the newest row: stay there
+        added = False
         for n, record in state.experiments.items():
             if record.started is None and record.status != "failed":
                 continue  # still being proposed: the agent pane shows it
+            key = _key(record)
+            if self._keys.get(n) == key:
+                continue  # unchanged since the last redraw: most rows, most of the time
+            self._keys[n] = key
             cells = _cells(record)
             old = self._rows.get(n)
             if old is None:
                 self.add_row(*cells, key=str(n))
+                added = True
             elif old != cells:
                 for (_, column, width), value, before in zip(COLUMNS, cells, old, strict=True):
                     if value != before:
                         self.update_cell(str(n), column, value, update_width=width is None)
             self._rows[n] = cells
+        if added and following:
+            self.move_cursor(row=self.row_count - 1, animate=False)
         kept = state.loop.kept
         self.border_subtitle = f"kept {kept} of {state.loop.proposals}"
 

@@ -47,8 +47,8 @@ class GpuPane(VerticalScroll):
             self.border_title = "3 CPU (no GPU)"
             cpu = res.cpu[-1] if res.cpu else None
             ram = res.ram[-1] if res.ram else None
-            series.append(("cpu", f"CPU {_num(cpu, '.0f', '%')}  (psutil)", list(res.cpu)))
-            series.append(("ram", f"RAM {_num(ram, '.0f', '%')}  "
+            series.append(("cpu", f"CPU {_num(cpu, '.0f', '%')}\n (psutil)", list(res.cpu)))
+            series.append(("ram", f"RAM {_num(ram, '.0f', '%')}\n "
                                   f"{_num(res.ram_used_gb, '.1f', ' GiB')} used", list(res.ram)))
         keys = [key for key, _, _ in series]
         if keys != self._keys:
@@ -58,5 +58,6 @@ class GpuPane(VerticalScroll):
                 self.mount(Static(id=f"{key}-label", classes="gauge-label"),
                            Sparkline([], id=f"{key}-spark", classes="gauge-spark"))
         for key, label, history in series:
-            self.query_one(f"#{key}-label", Static).update(label)
+            # labels have a fixed height, so an update needs no new layout of the screen
+            self.query_one(f"#{key}-label", Static).update(label, layout=False)
             self.query_one(f"#{key}-spark", Sparkline).data = history
