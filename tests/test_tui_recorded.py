@@ -68,6 +68,12 @@ async def test_all_panes_show_at_once_on_a_large_terminal_and_z_zooms_one():
         await pilot.press("z")
         assert screen.maximized is None
         assert screen.query_one("#loss").size.width < 100
+        # v: val_bpb across experiments, and back
+        loss = screen.query_one("#loss")
+        await pilot.press("v")
+        assert loss.view == "val_bpb" and loss.border_title.startswith("4 val_bpb")
+        await pilot.press("v")
+        assert loss.view == "loss" and loss.border_title.startswith("4 Loss")
 
 
 async def test_question_mark_opens_the_help_and_escape_closes_it():
@@ -158,3 +164,17 @@ async def test_a_refolded_prefix_redraws_every_pane_from_scratch():
         await pilot.pause(0.4)
         assert table.row_count == 4 < full
         assert app.screen.query_one("#status").render().plain.count("exp 4") == 1
+
+
+async def test_a_session_whose_engine_died_says_so(tmp_path):
+    folder = tmp_path / "crashed"
+    folder.mkdir()
+    lines = RECORDED.read_text().splitlines(keepends=True)
+    (folder / "events.jsonl").write_text("".join(lines[: len(lines) // 2]))  # no session_end
+    app = live_app(folder)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await caught_up(pilot)
+        await until(pilot, lambda: any("the engine is not running" in n.message
+                                       for n in app._notifications), what="the notification",
+                    timeout=10)
+        assert app.read_only  # nothing to control

@@ -51,6 +51,7 @@ class RatchetDashboard(App[str]):
         self._next_poll = 0.0
         self._next_liveness = 0.0
         self._bad_lines = 0
+        self._warned_dead = False
 
     @property
     def control_path(self) -> Path | None:
@@ -109,6 +110,13 @@ class RatchetDashboard(App[str]):
         if was != self.read_only:
             self.refresh_bindings()
             self._dirty = True
+        folder = getattr(self.source, "folder", None)
+        if (folder is not None and not self.live and self.state.events and self._caught_up
+                and not self.state.loop.ended and not self._warned_dead):
+            self._warned_dead = True
+            self.notify(f"the engine is not running and the session did not end (see "
+                        f"{Path(folder) / 'engine.log'}); `ratchet run --resume` continues it",
+                        severity="error", timeout=30)
 
     def reset(self, state: DashboardState) -> None:
         """Show another state, e.g. one refolded from a prefix of the log (replay's seek)."""
