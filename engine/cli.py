@@ -188,11 +188,11 @@ def cmd_run(args) -> int:
     return headless.follow(folder)
 
 
-def _dashboard(folder: Path, read_only: bool = False) -> int:
+def _dashboard(folder: Path) -> int:
     """Open the dashboard on a session; after `q`, say what the engine is doing."""
     from ratchet.tui import launch  # the engine itself never imports the dashboard
 
-    launch.run_dashboard(folder, read_only=read_only)
+    launch.run_dashboard(folder)
     if daemon.is_running(folder):
         print(f"dashboard closed; the engine keeps running (session {folder.name}): "
               f"`ratchet attach` to reattach, `ratchet stop` to stop it")
