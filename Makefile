@@ -17,7 +17,7 @@ setup: $(VENV)/.ratchet-installed
 
 run: setup
 	@if [ ! -f $(WORKSPACE)/ratchet.toml ]; then $(VENV)/bin/ratchet init $(WORKSPACE); fi
-	$(VENV)/bin/ratchet run --headless -C $(WORKSPACE)
+	$(VENV)/bin/ratchet run -C $(WORKSPACE)
 
 lint: setup
 	$(VENV)/bin/ruff check .

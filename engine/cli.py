@@ -52,6 +52,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"ports are 1 to 65535, got {text}")
+    return value
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--text", nargs="+", metavar="PATH",
@@ -183,8 +193,42 @@ def cmd_run(args) -> int:
     print(f"engine started: session {session} (pid {pid}, agent {agent}, branch ratchet/{tag})",
           flush=True)
     if not args.headless:
-        print("the dashboard is not available yet; following in headless mode", flush=True)
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            return _dashboard(folder)
+        print("stdout is not a terminal; following in headless mode", flush=True)
     return headless.follow(folder)
+
+
+def _dashboard(folder: Path) -> int:
+    """Open the dashboard on a session; after `q`, say what the engine is doing."""
+    from ratchet.tui import launch  # the engine itself never imports the dashboard
+
+    launch.run_dashboard(folder)
+    if daemon.is_running(folder):
+        print(f"dashboard closed; the engine keeps running (session {folder.name}): "
+              f"`ratchet attach` to reattach, `ratchet stop` to stop it")
+    else:
+        print(f"dashboard closed; session {folder.name} is not running "
+              f"(`ratchet status {folder.name}` for its summary)")
+    return 0
+
+
+def cmd_attach(args) -> int:
+    ws = workspace.find(args.workspace)
+    folder = _find_session(ws, args.session, running_only=args.session is None)
+    if args.web:
+        from ratchet.tui import launch
+
+        print(f"serving the dashboard of session {folder.name} on http://127.0.0.1:{args.port} "
+              f"({'with' if args.allow_control else 'without'} control); from your machine: "
+              f"ssh -L {args.port}:127.0.0.1:{args.port} <this host>", flush=True)
+        launch.serve_web(folder, args.port, args.allow_control)
+        return 0
+    if args.allow_control:
+        raise UserError("--allow-control goes with --web (the terminal dashboard always has it)")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("attach needs a terminal; use `ratchet attach --web` or `ratchet status`")
+    return _dashboard(folder)
 
 
 def cmd_status(args) -> int:
@@ -322,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compat", choices=[compat.KIND], help="drive an existing autoresearch "
                    "checkout (its train.py, prepare.py, program.md; val_bpb self-reported)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("attach", help="open the dashboard on a running session")
+    p.add_argument("session", nargs="?", help="session id (default: the newest running one)")
+    p.add_argument("-C", "--workspace", type=Path)
+    p.add_argument("--web", action="store_true", help="serve it to a browser on 127.0.0.1")
+    p.add_argument("--port", type=_port, default=8000, help="port for --web (default: 8000)")
+    p.add_argument("--allow-control", action="store_true", help="with --web: allow pause, "
+                   "steer, kill and stop from the browser")
+    p.set_defaults(func=cmd_attach)
 
     p = sub.add_parser("status", help="one-screen summary of a session")
     p.add_argument("session", nargs="?", help="session id (default: the newest)")

@@ -1,0 +1,47 @@
+"""Small text formatting shared by the panes."""
+
+from __future__ import annotations
+
+
+def bpb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def delta(value: float | None) -> str:
+    return "" if value is None else f"{value:+.4f}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def bar(done: float, total: float, width: int) -> str:
+    """A progress bar of `width` cells, in block characters that read in 16 colours."""
+    frac = max(0.0, min(1.0, done / total)) if total > 0 else 0.0
+    filled = int(round(frac * width))
+    return "█" * filled + "░" * (width - filled)
+
+
+STATUS_STYLES = {
+    "keep": "bold green",
+    "baseline": "blue",
+    "discard": "yellow",
+    "near miss": "yellow",
+    "confirming": "magenta",
+    "confirmed": "green",
+    "unconfirmed": "yellow",
+    "running": "bold cyan",
+    "proposing": "cyan",
+    "crash": "bold red",
+    "timeout": "red",
+    "killed": "red",
+    "interrupted": "red",
+    "failed": "red",
+}

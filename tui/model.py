@@ -1,0 +1,344 @@
+"""What the dashboard shows, as a pure fold of the event sequence.
+
+`DashboardState.apply(event)` is the only way state changes, so a live session, an attached
+dashboard and a replay of a finished log show the same thing for the same events. Everything
+grows bounded: agent text and resource histories are deques, loss curves are downsampled, and
+per-experiment text is capped, so a night of events costs megabytes, not gigabytes.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ratchet.engine import state as loopstate
+
+AGENT_CHUNKS = 400  # agent text chunks kept for the reasoning pane (a chunk is <= 2,000 chars)
+REASONING_CHARS = 16_000  # reasoning kept per experiment (the end, where the decision is)
+DIFF_CHARS = 40_000  # a proposal's diff kept for the diff pane
+CURVE_POINTS = 512  # loss points kept per experiment; longer curves are thinned evenly
+HISTORY = 120  # resource samples kept for sparklines (3 minutes at one per 1.5 s)
+
+
+class Curve:
+    """A loss curve bounded to CURVE_POINTS: when full, every other point is dropped and only
+    every `stride`-th new point is kept, so the curve keeps its shape over any length."""
+
+    __slots__ = ("steps", "values", "stride", "_seen")
+
+    def __init__(self) -> None:
+        self.steps = array("d")
+        self.values = array("d")
+        self.stride = 1
+        self._seen = 0
+
+    def add(self, step: float, value: float) -> None:
+        self._seen += 1
+        if (self._seen - 1) % self.stride:
+            return
+        self.steps.append(step)
+        self.values.append(value)
+        if len(self.steps) >= CURVE_POINTS:
+            self.steps = self.steps[::2]
+            self.values = self.values[::2]
+            self.stride *= 2
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass
+class Experiment:
+    """One experiment's row, diff, reasoning and loss curve."""
+
+    n: int
+    kind: str = "candidate"
+    commit: str = ""
+    description: str = ""
+    started: float | None = None  # event times, never the clock at render
+    ended: float | None = None
+    last_t: float | None = None  # time of its latest event
+    budget: float = 0.0
+    elapsed: float = 0.0  # training seconds reported by its latest train_log
+    status: str = "proposing"  # proposing | running | ok | crash | timeout | killed | ...
+    decision: str = ""
+    val_bpb: float | None = None
+    delta: float | None = None
+    diff: str = ""
+    reasoning: str = ""
+    rationale: str = ""
+    error: str = ""
+    confirms: int | None = None
+    curve: Curve = field(default_factory=Curve)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None:
+            return None
+        end = self.ended if self.ended is not None else self.last_t
+        return None if end is None else max(0.0, end - self.started)
+
+    @property
+    def label(self) -> str:
+        """What the status column says: the decision once known, else the run's status."""
+        if self.status in ("proposing", "running"):
+            return self.status
+        if self.status != "ok" or self.decision in ("", "crash"):
+            return self.status
+        return {"pending_confirm": "confirming", "near_miss": "near miss"}.get(
+            self.decision, self.decision)
+
+
+@dataclass
+class Resources:
+    """The latest sample and short histories for sparklines."""
+
+    source: str = ""
+    cpu: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
+    ram: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
+    ram_used_gb: float | None = None
+    gpus: list[dict] = field(default_factory=list)
+    gpu_util: dict[int, deque] = field(default_factory=dict)
+    samples: int = 0
+
+
+class DashboardState:
+    """The loop's facts (`ratchet.engine.state.LoopState`) plus what the panes draw."""
+
+    def __init__(self) -> None:
+        self.loop = loopstate.LoopState()
+        self.events = 0
+        self.experiments: dict[int, Experiment] = {}
+        self.running: int | None = None  # the experiment in flight
+        self.best_exp: int | None = None  # whose curve is the best one
+        self.current_diff = ""  # the latest proposal's diff
+        self.current_exp: int | None = None  # the experiment the agent works on now
+        self.agent_chunks: deque[str] = deque(maxlen=AGENT_CHUNKS)
+        self.agent_total = 0  # chunks ever added; panes write those they have not seen
+        self._agent_exp: int | None = None
+        self.resources = Resources()
+        self.val_points: list[tuple[int, float]] = []  # (exp, val_bpb) of finished runs
+        self.best_line: list[tuple[int, float]] = []  # (exp, best val_bpb after it)
+        self.pause_requested = False
+        self.last_note = ""  # the latest steer note
+        self.last_error = ""
+
+    # --- folding ---------------------------------------------------------------------------
+
+    def apply(self, event: dict) -> None:
+        self.events += 1
+        loopstate.apply(self.loop, event)
+        kind = event.get("type")
+        handler = _HANDLERS.get(kind)  # type: ignore[arg-type]
+        if handler is not None:
+            handler(self, event)
+        exp = event.get("exp")
+        if isinstance(exp, int) and exp in self.experiments:
+            self.experiments[exp].last_t = event.get("t")
+
+    def extend(self, events: Iterable[dict]) -> None:
+        for event in events:
+            self.apply(event)
+
+    def _experiment(self, n: int) -> Experiment:
+        record = self.experiments.get(n)
+        if record is None:
+            record = self.experiments[n] = Experiment(n)
+        return record
+
+    def _agent_text(self, text: str, exp: int | None) -> None:
+        if exp != self._agent_exp and exp is not None:
+            self._agent_exp = exp
+            self._add_chunk(("\n" if self.agent_total else "") + f"── experiment {exp} ──\n")
+        self._add_chunk(text)
+
+    def _add_chunk(self, text: str) -> None:
+        self.agent_chunks.append(text)
+        self.agent_total += 1
+
+    def _on_agent_delta(self, event: dict) -> None:
+        text = str(event.get("text") or "")
+        exp = event.get("exp")
+        self._agent_text(text, exp if isinstance(exp, int) else None)
+        if isinstance(exp, int):
+            record = self._experiment(exp)
+            record.reasoning = (record.reasoning + text)[-REASONING_CHARS:]
+            self.current_exp = exp
+
+    def _on_proposal(self, event: dict) -> None:
+        n = event.get("exp", 0)
+        record = self._experiment(n)
+        record.description = str(event.get("description", ""))
+        record.rationale = str(event.get("rationale", ""))
+        record.diff = str(event.get("diff") or "")[:DIFF_CHARS]
+        self.current_diff = record.diff
+        self.current_exp = n
+
+    def _on_proposal_failed(self, event: dict) -> None:
+        n = event.get("exp", 0)
+        record = self._experiment(n)
+        record.status, record.error = "failed", str(event.get("error", ""))
+        record.description = record.description or "(proposal failed)"
+        self.last_error = record.error
+        self._agent_text(f"proposal failed: {record.error}\n", n)
+
+    def _on_exp_start(self, event: dict) -> None:
+        n = event.get("exp", 0)
+        record = self._experiment(n)
+        record.kind = str(event.get("kind", "candidate"))
+        record.commit = str(event.get("commit", ""))
+        record.description = str(event.get("description", "")) or record.description
+        record.started = event.get("t")
+        record.ended = None
+        record.budget = float(event.get("budget") or 0.0)
+        record.elapsed = 0.0
+        record.status = "running"
+        record.curve = Curve()
+        if record.kind == "confirm" and not record.diff:
+            record.diff = self.current_diff
+        self.running = n
+
+    def _on_train_log(self, event: dict) -> None:
+        n = event.get("exp")
+        if not isinstance(n, int):
+            return
+        record = self._experiment(n)
+        step, loss = event.get("step"), event.get("loss")
+        if isinstance(step, (int, float)) and isinstance(loss, (int, float)):
+            record.curve.add(float(step), float(loss))
+        elapsed = event.get("elapsed")
+        if isinstance(elapsed, (int, float)):
+            record.elapsed = float(elapsed)
+
+    def _on_exp_end(self, event: dict) -> None:
+        n = event.get("exp", 0)
+        record = self._experiment(n)
+        record.kind = str(event.get("kind", record.kind))
+        record.status = str(event.get("status", ""))
+        record.decision = str(event.get("decision", ""))
+        record.val_bpb = event.get("val_bpb")
+        record.delta = event.get("delta")
+        record.commit = str(event.get("commit", record.commit))
+        record.description = str(event.get("description", "")) or record.description
+        record.ended = event.get("t")
+        record.error = str((event.get("result") or {}).get("error") or "")
+        confirms = event.get("confirms")
+        if isinstance(confirms, int):
+            record.confirms = confirms
+            candidate = self.experiments.get(confirms)
+            if candidate is not None:
+                record.diff = record.diff or candidate.diff
+                if candidate.decision == "pending_confirm":
+                    candidate.decision = "confirmed" if record.decision == "keep" \
+                        else "unconfirmed"
+        if self.running == n:
+            self.running = None
+        if record.val_bpb is not None and record.status == "ok":
+            self.val_points.append((n, record.val_bpb))
+        best = self.loop.best_bpb
+        if best is not None:
+            self.best_line.append((n, best))
+        if record.decision == "keep" or (record.kind == "baseline" and self.best_exp is None
+                                         and record.status == "ok"):
+            self.best_exp = n
+
+    def _on_resources(self, event: dict) -> None:
+        res = self.resources
+        res.samples += 1
+        res.source = str(event.get("source", res.source))
+        _push(res.cpu, event.get("cpu_percent"))
+        _push(res.ram, event.get("memory_percent"))
+        res.ram_used_gb = event.get("memory_used_gb")
+        gpus = [g for g in event.get("gpus") or [] if isinstance(g, dict)]
+        res.gpus = gpus
+        for gpu in gpus:
+            index = gpu.get("index", 0)
+            history = res.gpu_util.setdefault(index, deque(maxlen=HISTORY))
+            _push(history, gpu.get("util"))
+
+    def _on_control(self, event: dict) -> None:
+        cmd = event.get("cmd")
+        if cmd == "pause":
+            self.pause_requested = True
+        elif cmd == "resume":
+            self.pause_requested = False
+        elif cmd == "steer":
+            self.last_note = str(event.get("text", ""))
+            self._agent_text(f"» steer: {self.last_note}\n", self._agent_exp)
+
+    def _on_paused(self, event: dict) -> None:
+        self.pause_requested = True
+
+    def _on_resumed(self, event: dict) -> None:
+        self.pause_requested = False
+
+    def _on_session_end(self, event: dict) -> None:
+        if self.running is not None and self.running in self.experiments:
+            record = self.experiments[self.running]
+            if record.status == "running":
+                record.status = "interrupted"
+        self.running = None
+        error = f": {event['error']}" if event.get("error") else ""
+        self._agent_text(f"session ended ({event.get('reason', '')}{error})\n", None)
+
+    # --- queries the panes use -------------------------------------------------------------
+
+    @property
+    def phase(self) -> str:
+        if self.loop.ended:
+            return "ended"
+        if self.pause_requested and not self.loop.paused:
+            return f"{self.loop.phase} (pausing)"
+        return self.loop.phase
+
+    @property
+    def finished(self) -> int:
+        """Experiments with a result (baseline runs included)."""
+        return sum(1 for r in self.experiments.values() if r.ended is not None)
+
+    def running_experiment(self) -> Experiment | None:
+        return self.experiments.get(self.running) if self.running is not None else None
+
+    def best_experiment(self) -> Experiment | None:
+        return self.experiments.get(self.best_exp) if self.best_exp is not None else None
+
+    def progress(self) -> tuple[float, float]:
+        """(seconds into the running experiment's budget, the budget), from event times."""
+        record = self.running_experiment()
+        if record is None or record.started is None:
+            return 0.0, 0.0
+        elapsed = max(record.elapsed, (self.loop.updated or record.started) - record.started)
+        return elapsed, record.budget
+
+    def elapsed(self) -> float:
+        """Seconds from the session's first event to its latest one."""
+        return max(0.0, self.loop.updated - self.loop.started) if self.loop.started else 0.0
+
+
+def _push(history: deque, value: object) -> None:
+    if isinstance(value, (int, float)):
+        history.append(float(value))
+
+
+_HANDLERS = {
+    "agent_delta": DashboardState._on_agent_delta,
+    "proposal": DashboardState._on_proposal,
+    "proposal_failed": DashboardState._on_proposal_failed,
+    "exp_start": DashboardState._on_exp_start,
+    "train_log": DashboardState._on_train_log,
+    "exp_end": DashboardState._on_exp_end,
+    "resources": DashboardState._on_resources,
+    "control": DashboardState._on_control,
+    "paused": DashboardState._on_paused,
+    "resumed": DashboardState._on_resumed,
+    "session_end": DashboardState._on_session_end,
+}
+
+
+def fold(events: Iterable[dict]) -> DashboardState:
+    """The state after these events: replay rebuilds any moment by folding a prefix."""
+    state = DashboardState()
+    state.extend(events)
+    return state

@@ -1,0 +1,58 @@
+"""The status line: session, phase, experiment, budget bar, best, kept/total, agent cost."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from ratchet.tui import format as fmt
+from ratchet.tui.model import DashboardState
+
+
+class StatusLine(Static):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._facts: dict = {}
+
+    def show(self, state: DashboardState, read_only: bool) -> None:
+        loop = state.loop
+        done, budget = state.progress()
+        facts = {
+            "session": loop.session or "(waiting for the engine)",
+            "phase": state.phase,
+            "exp": state.running if state.running is not None else loop.last_exp,
+            "done": done,
+            "budget": budget,
+            "best": loop.best_bpb,
+            "kept": loop.kept,
+            "total": loop.proposals,
+            "cost": loop.cost_usd,
+            "read_only": read_only,
+        }
+        if facts != self._facts:
+            self._facts = facts
+            self.refresh()
+
+    def render(self) -> Text:
+        f = self._facts
+        if not f:
+            return Text("waiting for events…")
+        wide = self.size.width >= 120
+        phase_style = {"paused": "bold yellow", "training": "bold cyan", "ended": "bold red",
+                       "evaluating": "bold magenta"}.get(f["phase"], "bold")
+        text = Text()
+        if wide:
+            text.append(f"{f['session']}  ", style="bold")
+        text.append(f" {f['phase']} ", style=f"reverse {phase_style}")
+        text.append(f"  exp {f['exp']}  ")
+        if f["budget"]:
+            width = 20 if wide else 10
+            text.append(fmt.bar(f["done"], f["budget"], width), style="cyan")
+            text.append(f" {f['done']:.0f}/{f['budget']:.0f}s  ")
+        text.append("best ")
+        text.append(fmt.bpb(f["best"]), style="bold green")
+        text.append(f"  kept {f['kept']}/{f['total']}")
+        text.append(f"  ${f['cost']:.2f}")
+        if f["read_only"]:
+            text.append("  read-only", style="dim")
+        return text

@@ -1,0 +1,100 @@
+"""Where the dashboard's events come from.
+
+A source has `poll() -> list[dict]`: the events that are new since the last call, in order, at
+most `batch` of them. The app folds them into its `DashboardState`, so a replay source (a clock
+over a finished log) plugs in beside `LiveSource` without touching the panes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Protocol
+
+from ratchet.engine import daemon, events
+
+BATCH = 500  # events per poll at most: a backlog is read in slices small enough to keep keys live
+
+
+class EventSource(Protocol):
+    folder: Path | None
+    """The session folder, when there is one (for the control socket and the session's pid)."""
+
+    def poll(self) -> list[dict]: ...
+
+    @property
+    def live(self) -> bool:
+        """Whether an engine may still append events (the dashboard may then control it)."""
+        ...
+
+
+class BoundedTail(events.LogTail):
+    """`LogTail` that returns at most `limit` events per poll.
+
+    It keeps only a byte offset, never text: each poll seeks there and parses whole lines up to
+    the limit, so attaching to a log of millions of events costs one slice at a time.
+    """
+
+    def poll(self, limit: int | None = None) -> list[dict]:  # type: ignore[override]
+        if limit is None:
+            return super().poll()
+        try:
+            if self.path.stat().st_size < self.offset:
+                self.offset = 0
+            found: list[dict] = []
+            bad = 0
+            for event, end in islice(events._scan(self.path, self.offset), limit):
+                self.offset = end
+                if event is None:
+                    bad += 1
+                else:
+                    found.append(event)
+        except FileNotFoundError:
+            return []
+        if bad:
+            self.bad_lines += bad
+            if not self._warned:
+                self._warned = True
+                if self.on_warning is not None:
+                    self.on_warning(f"{self.path}: skipped a line that is not a valid event")
+        return found
+
+
+class LiveSource:
+    """Follows a session's `events.jsonl` from the start (or a given offset) as it grows."""
+
+    def __init__(self, folder: Path, batch: int = BATCH,
+                 on_warning: Callable[[str], None] | None = None) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / "events.jsonl"
+        self.batch = batch
+        self.tail = BoundedTail(self.path, on_warning=on_warning or (lambda _message: None))
+
+    def poll(self) -> list[dict]:
+        return self.tail.poll(self.batch)
+
+    @property
+    def offset(self) -> int:
+        return self.tail.offset
+
+    @property
+    def live(self) -> bool:
+        return daemon.is_running(self.folder)
+
+
+class LogFileSource:
+    """A finished (or recorded) log read at once, with no engine behind it: always read-only."""
+
+    def __init__(self, path: Path, batch: int = BATCH) -> None:
+        self.path = Path(path)
+        self.folder = None
+        self.batch = batch
+        self.tail = BoundedTail(self.path, on_warning=lambda _message: None)
+
+    def poll(self) -> list[dict]:
+        return self.tail.poll(self.batch)
+
+    @property
+    def live(self) -> bool:
+        return False
