@@ -231,6 +231,21 @@ def cmd_attach(args) -> int:
     return _dashboard(folder)
 
 
+def cmd_replay(args) -> int:
+    target = args.session
+    if target and target.endswith(".jsonl") and Path(target).is_file():
+        log_path = Path(target)  # a log file on its own, e.g. one copied from another machine
+    else:
+        ws = sessions.locate(args.workspace)
+        log_path = _find_session(ws, target) / "events.jsonl"
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("replay needs a terminal; `ratchet report` prints a session's summary")
+    from ratchet.tui import replay_app  # the engine itself never imports the dashboard
+
+    replay_app.run_replay(log_path, args.speed)
+    return 0
+
+
 def cmd_status(args) -> int:
     ws = sessions.locate(args.workspace)
     folder = _find_session(ws, args.session)
@@ -375,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-control", action="store_true", help="with --web: allow pause, "
                    "steer, kill and stop from the browser")
     p.set_defaults(func=cmd_attach)
+
+    p = sub.add_parser("replay", help="the dashboard over a recorded session, on a clock you "
+                       "control")
+    p.add_argument("session", nargs="?", help="session id, or an events.jsonl file (default: "
+                   "the newest session)")
+    p.add_argument("-C", "--workspace", type=Path)
+    p.add_argument("--speed", type=_positive, default=10.0, help="times real time (default: "
+                   "10); long idle gaps are skipped")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("status", help="one-screen summary of a session")
     p.add_argument("session", nargs="?", help="session id (default: the newest)")
