@@ -208,3 +208,28 @@ def test_replay_command_needs_a_terminal_and_a_session(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ratchet.engine.cli", "replay", "nope", "-C",
                            str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("ratchet: error:")
+
+
+@pytest.mark.asyncio
+async def test_attaching_to_a_long_log_starts_from_the_fast_fold(tmp_path, monkeypatch):
+    """`ratchet attach` on a long session starts at the log's end in one jump, with the state a
+    full fold gives, then follows what the engine appends."""
+    from ratchet.tui import launch
+
+    monkeypatch.setattr(launch, "FAST_START_BYTES", 0)
+    synthetic_night(tmp_path / "events.jsonl")
+    with open(tmp_path / "events.jsonl", "a") as f:
+        f.write("\n")  # the engine ends a torn line when it reopens the log
+    app = launch.dashboard(tmp_path)
+    size = (tmp_path / "events.jsonl").stat().st_size
+    assert app.source.tail.offset == size
+    assert visible(app.state) == visible(full_fold_at(tmp_path / "events.jsonl", size))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await caught_up(pilot)
+        assert app.state.loop.last_exp == 6
+        with open(tmp_path / "events.jsonl", "a") as f:
+            f.write(json.dumps({"t": 1.9e9, "type": "exp_start", "exp": 7, "kind": "candidate",
+                                "commit": "abc", "seed": 1, "budget": 20}) + "\n")
+        await pilot.pause(0.6)
+        await caught_up(pilot)
+        assert app.state.loop.last_exp == 7 and app.state.running == 7
