@@ -8,7 +8,9 @@ experiment), then runs the replay app headless (`App.run_test`, 160x48) and time
 
 1. open: from creating the app (which indexes the log) to its first drawn screen;
 2. the last experiment: `g` and its number, then from enter until the panes show it;
-3. end: the `end` key, until the panes show the session's final state.
+3. end: the `end` key, until the panes show the session's final state;
+4. attach: `ratchet attach`'s start on the same log as a live session folder (the fold to its
+   current end, before the first draw).
 
 Targets: under 2 s each.
 """
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tui_ingest import write_log  # noqa: E402 - the same synthetic night as the ingest bench
 
+from ratchet.tui import launch  # noqa: E402
 from ratchet.tui.replay_app import ReplayDashboard  # noqa: E402
 from ratchet.tui.replay_log import ReplayLog  # noqa: E402
 
@@ -74,11 +77,17 @@ def main() -> int:
         written = write_log(path, args.events)
         print(f"log: {written:,} events, {path.stat().st_size / 2**20:.0f} MiB")
         figures = asyncio.run(measure(path))
+        t0 = time.perf_counter()
+        app = launch.dashboard(Path(tmp))
+        figures["attach"] = time.perf_counter() - t0
+        figures["attach_experiments"] = len(app.state.experiments)
         rss = psutil.Process().memory_info().rss
         print(f"open: first screen in {figures['open']:.2f} s (index + first fold + draw)")
         print(f"go to the last experiment (#{figures['last']:.0f}): {figures['goto_last']:.2f} s")
         print(f"end: final state of {figures['experiments']:.0f} experiments in "
               f"{figures['end']:.2f} s")
+        print(f"attach: state of {figures['attach_experiments']:.0f} experiments at the live "
+              f"log's end in {figures['attach']:.2f} s")
         print(f"memory: RSS {rss / 2**20:.0f} MiB")
         ok = max(figures["open"], figures["goto_last"], figures["end"]) < 2.0
         print(f"target under 2 s each: {'met' if ok else 'NOT met'}")
