@@ -5,9 +5,14 @@ The engine alone runs git (through GitPython); agents only hand over file conten
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from io import BytesIO
 from pathlib import Path
 
 import git
+from git.index.typ import BaseIndexEntry
+from gitdb import IStream
 
 AUTHOR = git.Actor("Ratchet", "ratchet@localhost")
 
@@ -94,3 +99,107 @@ def read_file(repo: git.Repo, sha: str, name: str) -> str:
 def branch_commits(repo: git.Repo, name: str, since: str) -> list[str]:
     """Commits on the branch after `since`, oldest first."""
     return [c.hexsha for c in reversed(list(repo.iter_commits(f"{since}..{name}")))]
+
+
+# --- candidates off the branch, and worker checkouts ----------------------------------------
+
+
+def commit_tree(repo: git.Repo, parent: str, files: dict[str, str], message: str) -> str:
+    """A commit of `parent` with these files replaced; no branch, index or working tree moves.
+
+    Candidates are made this way so that several can exist at once while the branch holds
+    only kept commits.
+    """
+    base = repo.commit(parent)
+    index = git.IndexFile.from_tree(repo, base)
+    entries = []
+    for name, text in files.items():
+        data = text.encode()
+        blob = repo.odb.store(IStream("blob", len(data), BytesIO(data)))
+        try:
+            mode = base.tree[name].mode
+        except KeyError:
+            mode = 0o100644
+        entries.append(BaseIndexEntry((mode, blob.binsha, 0, name)))
+    index.add(entries, write=False)
+    commit = git.Commit.create_from_tree(repo, index.write_tree(), message,
+                                         parent_commits=[base], head=False, author=AUTHOR,
+                                         committer=AUTHOR)
+    return commit.hexsha
+
+
+def parent_of(repo: git.Repo, sha: str) -> str:
+    parents = repo.commit(sha).parents
+    return parents[0].hexsha if parents else ""
+
+
+def _text_at(commit: git.Commit, name: str) -> str | None:
+    try:
+        return commit.tree[name].data_stream.read().decode()
+    except KeyError:
+        return None
+
+
+def rebase_commit(repo: git.Repo, sha: str, onto: str, message: str) -> tuple[str | None, str]:
+    """Re-apply a commit's change (against its parent) onto `onto` with a 3-way file merge.
+
+    Returns (new commit, '') or (None, why it cannot be rebased): a conflict, or a change the
+    new base already holds.
+    """
+    commit, target = repo.commit(sha), repo.commit(onto)
+    base = commit.parents[0]
+    merged: dict[str, str] = {}
+    for change in base.diff(commit):
+        name = change.b_path or change.a_path
+        old, ours, theirs = _text_at(base, name), _text_at(target, name), _text_at(commit, name)
+        if theirs is None:
+            return None, f"the change deletes {name}"
+        if ours == old or ours is None:
+            merged[name] = theirs
+        elif theirs == old:
+            merged[name] = ours
+        else:
+            merged[name] = _merge_file(repo, ours, old or "", theirs)
+            if merged[name] is None:
+                return None, f"{name} conflicts with the new best"
+    files = {n: t for n, t in merged.items() if t != _text_at(target, n)}
+    if not files:
+        return None, "the new best already holds this change"
+    return commit_tree(repo, onto, files, message), ""
+
+
+def _merge_file(repo: git.Repo, ours: str, base: str, theirs: str) -> str | None:
+    with tempfile.TemporaryDirectory(prefix="ratchet-merge-") as tmp:
+        paths = []
+        for label, text in (("best", ours), ("base", base), ("candidate", theirs)):
+            path = Path(tmp) / label
+            path.write_text(text)
+            paths.append(str(path))
+        status, out, _err = repo.git.merge_file(
+            "-p", "-L", "best", "-L", "base", "-L", "candidate", *paths,
+            with_extended_output=True, with_exceptions=False, strip_newline_in_stdout=False)
+    return out if status == 0 else None
+
+
+def worktree(repo: git.Repo, path: Path, sha: str) -> git.Repo:
+    """A detached worktree of the workspace at `path` (created, or reused after a resume)."""
+    if (path / ".git").exists():
+        with contextlib.suppress(git.GitError):
+            found = git.Repo(path)
+            checkout_detached(found, sha)
+            return found
+    repo.git.worktree("prune")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repo.git.worktree("add", "--detach", "--force", str(path), sha)
+    return git.Repo(path)
+
+
+def checkout_detached(tree: git.Repo, sha: str) -> None:
+    """Make a worktree hold exactly `sha`'s files, and nothing left from the last experiment."""
+    tree.git.checkout("--detach", "--force", sha)
+    tree.git.clean("-fdxq")
+
+
+def remove_worktree(repo: git.Repo, path: Path) -> None:
+    with contextlib.suppress(git.GitError):
+        repo.git.worktree("remove", "--force", str(path))
