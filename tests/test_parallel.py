@@ -10,6 +10,8 @@ from paced_agent import PacedAgent
 from test_loop import FAST, check_ratchet_invariants, commit_workspace, read_log
 
 from ratchet.engine import config as configmod
+from ratchet.engine import events, gitops
+from ratchet.engine import state as statemod
 from ratchet.engine.session import RunOptions, Session
 
 # two trainings at once on a small, shared CI machine need more than FAST's grace
@@ -44,15 +46,15 @@ def spans(log: list[dict]) -> dict[int, tuple[float, float, dict]]:
 
 def test_one_worker_proposes_while_the_experiment_trains(make_workspace):
     ws = make_workspace("pipe", **SETTINGS)
-    commit_workspace(ws, trainers.fixed_duration(wall=3.0))
+    commit_workspace(ws, trainers.fixed_duration(wall=2.0))
     configure(ws, baseline_seeds=1)
-    agent = PacedAgent(seconds=2.0)  # pure-noise changes: nothing is kept, nothing rebased
+    agent = PacedAgent(seconds=1.5)  # pure-noise changes: nothing is kept, nothing rebased
     log = run(ws, agent, max_experiments=1, tag="pipe")
     runs = spans(log)
     assert [runs[n][2]["kind"] for n in sorted(runs)] == ["baseline", "candidate"]
     # every proposal was made while an experiment trained, not in between
     for call in agent.calls:
-        assert any(overlap(call, run[:2]) > 1.0 for run in runs.values()), (call, runs)
+        assert any(overlap(call, run[:2]) >= 1.0 for run in runs.values()), (call, runs)
     # so the worker waited on nothing but the engine between experiments (generous: loaded CI)
     ordered = sorted(runs.values())
     gaps = [b[0] - a[1] for a, b in zip(ordered, ordered[1:], strict=False)]
@@ -111,3 +113,58 @@ def test_bad_worker_options_fail_with_one_line(make_workspace, args, message):
     done = ratchet("run", "--headless", *args, cwd=ws.root, timeout=60)
     assert done.returncode == 2
     assert message in done.stderr.splitlines()[-1]
+
+
+def test_rebase_reapplies_a_change_or_says_why_not(tmp_path):
+    repo = git.Repo.init(tmp_path, initial_branch="main")
+    (tmp_path / "train.py").write_text("A = 1\n\n# spacer\n\nB = 2\n")
+    repo.index.add(["train.py"])
+    base = repo.index.commit("base").hexsha
+    best = gitops.commit_tree(repo, base, {"train.py": "A = 5\n\n# spacer\n\nB = 2\n"}, "best")
+    other = gitops.commit_tree(repo, base, {"train.py": "A = 1\n\n# spacer\n\nB = 9\n"}, "b")
+    clash = gitops.commit_tree(repo, base, {"train.py": "A = 7\n\n# spacer\n\nB = 2\n"}, "a")
+    rebased, why = gitops.rebase_commit(repo, other, best, "b rebased")
+    assert why == "" and gitops.parent_of(repo, rebased) == best
+    assert repo.commit(rebased).tree["train.py"].data_stream.read().decode() == \
+        "A = 5\n\n# spacer\n\nB = 9\n"
+    assert gitops.rebase_commit(repo, clash, best, "a") == (None, "train.py conflicts with the "
+                                                                  "new best")
+    assert gitops.rebase_commit(repo, best, best, "again")[1] == \
+        "the new best already holds this change"
+    assert repo.head.commit.hexsha == base and not repo.is_dirty()  # nothing else moved
+
+
+def test_resume_closes_every_experiment_in_flight_and_runs_the_queued_one(make_workspace):
+    ws = make_workspace("multi", **SETTINGS)
+    commit_workspace(ws, trainers.fixed_duration(wall=1.0))
+    configure(ws, baseline_seeds=1, gpus=[0, 1])
+    repo = git.Repo(ws.root)
+    base = repo.head.commit.hexsha
+    repo.create_head("ratchet/multi")
+    source = (ws.root / "train.py").read_text()
+    folder = ws.runs_dir() / "s-multi"
+    commits = {n: gitops.commit_tree(repo, base, {"train.py": source.replace(
+        "UNUSED_WIDTH = 64", f"UNUSED_WIDTH = {n}")}, f"exp {n}") for n in (2, 3, 4)}
+    with events.EventLog(folder / "events.jsonl") as log:  # an engine killed with 3 candidates
+        log.append("session_start", session="s-multi", tag="multi", branch="ratchet/multi",
+                   base_commit=base, config=ws.config().to_dict(), agent="paced", pid=1)
+        log.append("exp_start", exp=1, kind="baseline", commit=base, seed=1337, worker="0")
+        log.append("exp_end", exp=1, kind="baseline", status="ok", decision="baseline",
+                   val_bpb=4.5, commit=base, description="baseline", worker="0", result={})
+        for n, worker in ((2, "0"), (3, "1"), (4, None)):
+            log.append("proposal", exp=n, description=f"UNUSED_WIDTH -> {n}", based_on=base,
+                       files=["train.py"], commit=commits[n], changes={"UNUSED_WIDTH": n})
+            if worker is not None:
+                log.append("exp_start", exp=n, kind="candidate", commit=commits[n], seed=1337,
+                           description=f"UNUSED_WIDTH -> {n}", worker=worker)
+    options = RunOptions(session="s-multi", tag="multi", max_experiments=3, resume=True)
+    assert Session(ws, ws.config(), options, PacedAgent(seconds=0.1)).run() == 0
+    log = read_log(folder)
+    ends = {e["exp"]: e for e in log if e["type"] == "exp_end"}
+    assert (ends[2]["status"], ends[2]["worker"]) == ("interrupted", "0")
+    assert (ends[3]["status"], ends[3]["worker"]) == ("interrupted", "1")
+    assert ends[4]["status"] == "ok" and ends[4]["commit"] == commits[4]  # queued: it ran
+    assert sum(e["type"] == "proposal" for e in log) == 3  # no new proposal beyond the limit
+    state = statemod.fold(log)
+    assert not state.running and not state.queued and state.end_reason == "max_experiments"
+    assert repo.head.commit.hexsha == base and repo.active_branch.name == "ratchet/multi"
