@@ -96,18 +96,20 @@ class Scheduler:
                 found[name] = text
         return found
 
+    def _jobs(self) -> list[workers.Job]:
+        return list(self.running.values())  # a snapshot: the proposer thread reads it too
+
     def _baselines_to_start(self) -> int:
-        started = self.s.state.baseline_runs + sum(
-            1 for j in self.running.values() if j.kind == "baseline")
+        started = self.s.state.baseline_runs + sum(1 for j in self._jobs() if j.kind == "baseline")
         return max(0, self.s.config.loop.baseline_seeds - started)
 
     def _baseline_done(self) -> bool:
         return self._baselines_to_start() == 0 and not any(
-            j.kind == "baseline" for j in self.running.values())
+            j.kind == "baseline" for j in self._jobs())
 
     def _in_flight(self) -> list[str]:
         with self.lock:
-            jobs = [j.description for j in self.running.values() if j.kind == "candidate"]
+            jobs = [j.description for j in self._jobs() if j.kind == "candidate"]
             return jobs + [c.proposal.description for c in self.ready] + \
                 [r.proposal.description for r in self.raw]
 
@@ -135,6 +137,10 @@ class Scheduler:
                 failures = self._propose_one(failures)
             except ValueError:  # the log closed under a proposal: the session is ending
                 return
+            except Exception as exc:  # the agent's own bug: the session ends with it recorded
+                self.error = f"agent failed: {type(exc).__name__}: {exc}"
+                self.s.request_stop("error")
+                return
             if failures and not self.stopping:
                 if failures >= MAX_FAILED_PROPOSALS:
                     return
@@ -144,8 +150,9 @@ class Scheduler:
     def _propose_one(self, failures: int) -> int:
         """Ask the agent once; returns the count of failures in a row."""
         n = self.alloc_exp()
-        self.proposals += 1
-        self.proposing = True
+        with self.lock:  # seen together by the engine thread's end-of-work check
+            self.proposing = True
+            self.proposals += 1
         based_on, files = self.best
         self.s.emit("phase", exp=n, phase="proposing")
         context = self.s._context(files=files, based_on=based_on, in_flight=self._in_flight())
@@ -211,6 +218,9 @@ class Scheduler:
             self.wake.set()
             self.backend.kill()
             self.proposer.join(timeout=2.0)
+            deferred, self.deferred = self.deferred, []
+            for outcome in deferred:  # finished before the baseline did: recorded all the same
+                self._apply(outcome)
             self._intake()
             self._drop_unstarted()
             self.backend.close()
@@ -218,9 +228,12 @@ class Scheduler:
 
     def _finished(self) -> bool:
         limit = self.s.options.max_experiments
-        return (limit is not None and self.proposals >= limit and not self.proposing
-                and not self.raw and not self.ready and not self.running and not self.confirms
-                and not self.retries and not self.deferred and self._baseline_done())
+        with self.lock:
+            idle = not self.proposing and not self.raw and not self.ready
+            made = self.proposals
+        return (limit is not None and made >= limit and idle and not self.running
+                and not self.confirms and not self.retries and not self.deferred
+                and self._baseline_done())
 
     def _control(self) -> None:
         if self.s.kill_current.is_set():
@@ -403,6 +416,8 @@ class Scheduler:
         best, margin = self.s.state.best_bpb, self.s._margin()
         if result.status != "ok" or result.val_bpb is None:
             decision = "crash"
+        elif best is None:  # no baseline to compare with (every baseline run failed)
+            decision = "discard"
         elif result.val_bpb < best - margin:
             fresh = c.based_on == self.s.state.best_commit
             decision = "pending_confirm" if self.s.config.loop.confirm or not fresh else "keep"
