@@ -6,6 +6,7 @@ The engine alone runs git (through GitPython); agents only hand over file conten
 from __future__ import annotations
 
 import contextlib
+import difflib
 import tempfile
 from io import BytesIO
 from pathlib import Path
@@ -159,7 +160,8 @@ def rebase_commit(repo: git.Repo, sha: str, onto: str, message: str) -> tuple[st
         elif theirs == old:
             merged[name] = ours
         else:
-            merged[name] = _merge_file(repo, ours, old or "", theirs)
+            merged[name] = _merge_file(repo, ours, old or "", theirs) \
+                or merge_adjacent(old or "", ours, theirs)
             if merged[name] is None:
                 return None, f"{name} conflicts with the new best"
     files = {n: t for n, t in merged.items() if t != _text_at(target, n)}
@@ -179,6 +181,29 @@ def _merge_file(repo: git.Repo, ours: str, base: str, theirs: str) -> str | None
             "-p", "-L", "best", "-L", "base", "-L", "candidate", *paths,
             with_extended_output=True, with_exceptions=False, strip_newline_in_stdout=False)
     return out if status == 0 else None
+
+
+def merge_adjacent(base: str, ours: str, theirs: str) -> str | None:
+    """Both sides' line changes applied to `base` when they touch different lines, even
+    neighbouring ones (git's merge calls that a conflict; train.py keeps its constants on
+    neighbouring lines). None when both change the same line."""
+    old = base.splitlines(keepends=True)
+
+    def changes(new: str) -> list[tuple[int, int, list[str]]]:
+        lines = new.splitlines(keepends=True)
+        matcher = difflib.SequenceMatcher(a=old, b=lines, autojunk=False)
+        return [(i1, i2, lines[j1:j2]) for op, i1, i2, j1, j2 in matcher.get_opcodes()
+                if op != "equal"]
+
+    mine, other = changes(ours), changes(theirs)
+    for a1, a2, _ in mine:
+        for b1, b2, _ in other:
+            if max(a1, b1) < min(a2, b2) or (a1 == b1 and (a1 == a2 or b1 == b2)):
+                return None
+    merged = list(old)
+    for i1, i2, lines in sorted(mine + other, reverse=True):  # from the end: indexes hold
+        merged[i1:i2] = lines
+    return "".join(merged)
 
 
 def worktree(repo: git.Repo, path: Path, sha: str) -> git.Repo:

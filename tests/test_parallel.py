@@ -131,6 +131,14 @@ def test_rebase_reapplies_a_change_or_says_why_not(tmp_path):
                                                                   "new best")
     assert gitops.rebase_commit(repo, best, best, "again")[1] == \
         "the new best already holds this change"
+    # neighbouring lines, as train.py's constants are, merge too
+    near = gitops.commit_tree(repo, base, {"train.py": "A = 1\n\n# spacer\nC = 0\nB = 2\n"}, "c")
+    rebased, why = gitops.rebase_commit(repo, near, best, "c rebased")
+    assert repo.commit(rebased).tree["train.py"].data_stream.read().decode() == \
+        "A = 5\n\n# spacer\nC = 0\nB = 2\n"
+    assert gitops.merge_adjacent("A = 1\nB = 2\n", "A = 5\nB = 2\n", "A = 1\nB = 9\n") == \
+        "A = 5\nB = 9\n"
+    assert gitops.merge_adjacent("A = 1\nB = 2\n", "A = 5\nB = 2\n", "A = 7\nB = 2\n") is None
     assert repo.head.commit.hexsha == base and not repo.is_dirty()  # nothing else moved
 
 
