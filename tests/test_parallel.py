@@ -101,6 +101,19 @@ def test_two_workers_keep_one_line_of_improvements(make_workspace):
     check_ratchet_invariants(ws, log)
 
 
+def test_worker_settings_in_ratchet_toml():
+    loop = configmod.from_dict({"loop": {"gpus": [0, 2], "backend": "ray",
+                                         "ray_address": "10.0.0.1:6379"}}).loop
+    assert (loop.gpus, loop.backend, loop.ray_address, loop.ray_resource) == \
+        ([0, 2], "ray", "10.0.0.1:6379", "GPU")
+    assert configmod.from_dict(configmod.Config().to_dict()).loop.gpus == []
+    for bad, message in (({"gpus": ["a"]}, "list of device numbers"),
+                         ({"gpus": [1, 1]}, "lists a device twice"),
+                         ({"backend": "slurm"}, "backend must be one of local, ray")):
+        with pytest.raises(configmod.ConfigError, match=message):
+            configmod.from_dict({"loop": bad})
+
+
 @pytest.mark.parametrize("args, message", [
     (["--gpus", "a,b"], "expected device numbers"),
     (["--gpus", "0,0"], "listed twice"),
