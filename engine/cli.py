@@ -62,6 +62,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _devices(text: str) -> list[int]:
+    """--gpus 0,1,2 as device numbers."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected device numbers such as 0,1,2, got {text!r}")
+    if len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"a device is listed twice in {text!r}")
+    return [int(p) for p in parts]
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--text", nargs="+", metavar="PATH",
@@ -166,6 +176,15 @@ def cmd_run(args) -> int:
               f"by train.py, which runs unsandboxed", file=sys.stderr)
     else:
         _warn_if_unsandboxed()
+    if (args.backend or config.loop.backend) == "ray":
+        from ratchet.engine import ray_backend
+
+        try:
+            ray_backend.import_ray()
+        except ray_backend.RayUnavailable as exc:
+            raise UserError(str(exc)) from None
+    elif args.address:
+        raise UserError("--address is for --backend ray")
     tag = args.tag or _free_tag(ws, time.strftime("%b%d").lower())
     if args.resume:
         previous = [p for p in daemon.sessions(ws) if daemon.session_tag(p) == tag] \
@@ -188,7 +207,8 @@ def cmd_run(args) -> int:
     gitops.check_can_start(gitops.open_repo(ws.root), tag, args.resume,
                            tuple(config.experiment.editable))
     options = RunOptions(session=session, tag=tag, agent=agent, budget=args.budget,
-                         max_experiments=args.max_experiments, resume=args.resume)
+                         max_experiments=args.max_experiments, resume=args.resume,
+                         gpus=args.gpus, backend=args.backend, address=args.address)
     folder, pid = daemon.spawn(ws, options)
     print(f"engine started: session {session} (pid {pid}, agent {agent}, branch ratchet/{tag})",
           flush=True)
@@ -380,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(with --tag: that tag's)")
     p.add_argument("--compat", choices=[compat.KIND], help="drive an existing autoresearch "
                    "checkout (its train.py, prepare.py, program.md; val_bpb self-reported)")
+    p.add_argument("--gpus", type=_devices, metavar="0,1,...", help="one experiment at a time "
+                   "on each of these devices (default: [loop] gpus)")
+    p.add_argument("--backend", choices=configmod.BACKENDS, help="local workers, or Ray tasks "
+                   "on a Ray cluster (default: [loop] backend)")
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster address for --backend ray")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("attach", help="open the dashboard on a running session")

@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("stdlib", "text", "parquet")
 AGENTS = ("offline", "claude")
 COMPAT = ("", "autoresearch")
+BACKENDS = ("local", "ray")
 
 
 class ConfigError(Exception):
@@ -54,6 +55,10 @@ class LoopConfig:
     noise_k: float = 2.0
     confirm: bool = True
     max_tool_rounds: int = 20
+    gpus: list[int] = field(default_factory=list)  # one worker per device; [] = one worker
+    backend: str = "local"  # local (threads on this machine) or ray (tasks on a Ray cluster)
+    ray_address: str = ""  # Ray cluster to join; "" starts or finds one as ray.init() does
+    ray_resource: str = "GPU"  # the Ray resource each experiment takes one unit of
 
 
 @dataclass
@@ -102,6 +107,11 @@ def _typed(section: str, name: str, value, expected):
         _check(isinstance(value, int) and not isinstance(value, bool),
                f"{where} must be a whole number, got {value!r}")
         return value
+    if expected == "list[int]":
+        _check(isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                and v >= 0 for v in value),
+               f"{where} must be a list of device numbers, e.g. [0, 1], got {value!r}")
+        return list(value)
     if expected is str:
         _check(isinstance(value, str), f"{where} must be a string, got {value!r}")
         return value
@@ -110,7 +120,8 @@ def _typed(section: str, name: str, value, expected):
     return list(value)
 
 
-_TYPES = {"float": float, "int": int, "str": str, "list[str]": list, "bool": bool}
+_TYPES = {"float": float, "int": int, "str": str, "list[str]": list, "bool": bool,
+          "list[int]": "list[int]"}
 
 
 def from_dict(raw: dict) -> Config:
@@ -158,6 +169,10 @@ def validate(config: Config) -> None:
     _check(loop.baseline_seeds >= 1, "[loop] baseline_seeds must be at least 1")
     _check(loop.noise_k >= 0, "[loop] noise_k must not be negative")
     _check(loop.max_tool_rounds >= 1, "[loop] max_tool_rounds must be at least 1")
+    _check(len(set(loop.gpus)) == len(loop.gpus), f"[loop] gpus lists a device twice: {loop.gpus}")
+    _check(bool(loop.ray_resource), "[loop] ray_resource must not be empty")
+    _check(loop.backend in BACKENDS, f"[loop] backend must be one of {', '.join(BACKENDS)}, "
+                                     f"got {loop.backend!r}")
     _check(agent.kind in AGENTS, f"[agent] kind must be one of {', '.join(AGENTS)}, "
                                  f"got {agent.kind!r}")
     _validate_agent(agent)
@@ -253,6 +268,10 @@ def render(config: Config) -> str:
         "noise_k x seed spread)",
         f"confirm = {toml(loop.confirm)}  # re-run a winning change with another seed first",
         f"max_tool_rounds = {toml(loop.max_tool_rounds)}  # agent tool calls per proposal",
+        f"gpus = {toml(loop.gpus)}  # devices to train on at once, one experiment each; [] = one",
+        f"backend = {toml(loop.backend)}  # local, or ray for tasks on a Ray cluster",
+        f"ray_address = {toml(loop.ray_address)}  # Ray cluster address for backend = \"ray\"",
+        f"ray_resource = {toml(loop.ray_resource)}  # Ray resource one experiment takes a unit of",
         "",
     ]
     return "\n".join(rows)

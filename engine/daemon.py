@@ -36,6 +36,12 @@ def spawn(ws: Workspace, options: RunOptions) -> tuple[Path, int]:
         argv.append("--resume")
     if options.budget:
         argv += ["--budget", repr(options.budget)]
+    if options.gpus is not None:
+        argv += ["--gpus", ",".join(str(d) for d in options.gpus)]
+    if options.backend:
+        argv += ["--backend", options.backend]
+    if options.address is not None:
+        argv += ["--address", options.address]
     with open(folder / "engine.log", "ab") as log:
         proc = subprocess.Popen(argv, cwd=ws.root, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -95,11 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-experiments", type=int)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--budget", type=float)
+    parser.add_argument("--gpus", type=lambda text: [int(d) for d in text.split(",") if d])
+    parser.add_argument("--backend")
+    parser.add_argument("--address")
     args = parser.parse_args(argv)
     ws = Workspace(args.workspace)
     config = ws.config()
     options = RunOptions(session=args.session, tag=args.tag, agent=args.agent, budget=args.budget,
-                         max_experiments=args.max_experiments, resume=args.resume)
+                         max_experiments=args.max_experiments, resume=args.resume,
+                         gpus=args.gpus, backend=args.backend, address=args.address)
     agent = agents_registry.create(args.agent, config)
     session = Session(ws, config, options, agent)
     session.install_signal_handlers()

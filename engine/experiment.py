@@ -150,8 +150,13 @@ def _number(summary: dict, name: str, kind=float, default=0):
 def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None,
         budget: float | None = None, on_log: Callable[[dict], None] | None = None,
         should_kill: Callable[[], bool] | None = None,
-        on_phase: Callable[[str], None] | None = None) -> Result:
-    """Run one experiment of the workspace as it is on disk; the result is also in out_dir."""
+        on_phase: Callable[[str], None] | None = None,
+        env: dict[str, str] | None = None) -> Result:
+    """Run one experiment of the workspace as it is on disk; the result is also in out_dir.
+
+    `env` adds variables to the training and evaluation children (e.g. CUDA_VISIBLE_DEVICES for
+    a worker that owns one GPU).
+    """
     ex = config.experiment
     result = Result(seed=ex.seed if seed is None else seed,
                     budget_seconds=ex.budget_seconds if budget is None else budget,
@@ -166,7 +171,7 @@ def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None
                                     on_phase or (lambda _phase: None))
         else:
             _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill,
-                                on_phase or (lambda _phase: None))
+                                on_phase or (lambda _phase: None), env or {})
     finally:
         result.total_seconds = round(time.time() - started, 3)
         (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
@@ -175,7 +180,8 @@ def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None
     return result
 
 
-def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_phase) -> None:
+def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_phase,
+                        extra_env) -> None:
     if not ws.harness_intact():
         result.error = f"{HARNESS} differs from Ratchet's frozen harness; restore it"
         return
@@ -199,6 +205,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
         "RATCHET_OUT": str(model_dir),
         "TORCHINDUCTOR_CACHE_DIR": str(compile_cache / "inductor"),
         "TRITON_CACHE_DIR": str(compile_cache / "triton"),
+        **extra_env,
     })
     argv, result.sandboxed = sandbox.wrap(
         [sys.executable, TRAIN], cwd=ws.root,
@@ -232,7 +239,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
                  "peak_memory_mb"):
         setattr(result, name, round(_number(summary, name), 3))
     on_phase("evaluating")
-    _evaluate(config, corpus, model_dir, out_dir, result)
+    _evaluate(config, corpus, model_dir, out_dir, result, extra_env)
     if result.status == "ok" and device == "cuda":
         flops = _number(summary, "flops_per_token") * result.tokens
         result.mfu = hardware.mfu(flops, result.training_seconds, result.device_name)
@@ -286,7 +293,8 @@ def _last_error_line(tail: str) -> str:
     return ""
 
 
-def _evaluate(config: Config, corpus, model_dir: Path, out_dir: Path, result: Result) -> None:
+def _evaluate(config: Config, corpus, model_dir: Path, out_dir: Path, result: Result,
+              extra_env: dict[str, str]) -> None:
     """Run the frozen harness shipped with Ratchet (not the workspace copy) on the model."""
     data = config.data
     private = Path(tempfile.mkdtemp(prefix="ratchet-eval-"))
@@ -300,7 +308,7 @@ def _evaluate(config: Config, corpus, model_dir: Path, out_dir: Path, result: Re
                    "--out", str(private / "eval.json")]
         argv, _ = sandbox.wrap(command, cwd=private, readable=[corpus.val_path.parent],
                                writable=[private], hidden=[corpus.root.parent])
-        env = sandbox.child_env({"TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"})
+        env = sandbox.child_env({**extra_env, "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"})
         status, error, pump = _supervise(argv, private, env, out_dir / "eval.log",
                                          config.experiment.eval_timeout_seconds, None, None)
         evaluation = _read_summary(private / "eval.json")

@@ -5,9 +5,15 @@ The engine alone runs git (through GitPython); agents only hand over file conten
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import tempfile
+from io import BytesIO
 from pathlib import Path
 
 import git
+from git.index.typ import BaseIndexEntry
+from gitdb import IStream
 
 AUTHOR = git.Actor("Ratchet", "ratchet@localhost")
 
@@ -94,3 +100,131 @@ def read_file(repo: git.Repo, sha: str, name: str) -> str:
 def branch_commits(repo: git.Repo, name: str, since: str) -> list[str]:
     """Commits on the branch after `since`, oldest first."""
     return [c.hexsha for c in reversed(list(repo.iter_commits(f"{since}..{name}")))]
+
+
+# --- candidates off the branch, and worker checkouts ----------------------------------------
+
+
+def commit_tree(repo: git.Repo, parent: str, files: dict[str, str], message: str) -> str:
+    """A commit of `parent` with these files replaced; no branch, index or working tree moves.
+
+    Candidates are made this way so that several can exist at once while the branch holds
+    only kept commits.
+    """
+    base = repo.commit(parent)
+    index = git.IndexFile.from_tree(repo, base)
+    entries = []
+    for name, text in files.items():
+        data = text.encode()
+        blob = repo.odb.store(IStream("blob", len(data), BytesIO(data)))
+        try:
+            mode = base.tree[name].mode
+        except KeyError:
+            mode = 0o100644
+        entries.append(BaseIndexEntry((mode, blob.binsha, 0, name)))
+    index.add(entries, write=False)
+    commit = git.Commit.create_from_tree(repo, index.write_tree(), message,
+                                         parent_commits=[base], head=False, author=AUTHOR,
+                                         committer=AUTHOR)
+    return commit.hexsha
+
+
+def parent_of(repo: git.Repo, sha: str) -> str:
+    parents = repo.commit(sha).parents
+    return parents[0].hexsha if parents else ""
+
+
+def _text_at(commit: git.Commit, name: str) -> str | None:
+    try:
+        return commit.tree[name].data_stream.read().decode()
+    except KeyError:
+        return None
+
+
+def rebase_commit(repo: git.Repo, sha: str, onto: str, message: str) -> tuple[str | None, str]:
+    """Re-apply a commit's change (against its parent) onto `onto` with a 3-way file merge.
+
+    Returns (new commit, '') or (None, why it cannot be rebased): a conflict, or a change the
+    new base already holds.
+    """
+    commit, target = repo.commit(sha), repo.commit(onto)
+    base = commit.parents[0]
+    merged: dict[str, str] = {}
+    for change in base.diff(commit):
+        name = change.b_path or change.a_path
+        old, ours, theirs = _text_at(base, name), _text_at(target, name), _text_at(commit, name)
+        if theirs is None:
+            return None, f"the change deletes {name}"
+        if ours == old or ours is None:
+            merged[name] = theirs
+        elif theirs == old:
+            merged[name] = ours
+        else:
+            merged[name] = _merge_file(repo, ours, old or "", theirs) \
+                or merge_adjacent(old or "", ours, theirs)
+            if merged[name] is None:
+                return None, f"{name} conflicts with the new best"
+    files = {n: t for n, t in merged.items() if t != _text_at(target, n)}
+    if not files:
+        return None, "the new best already holds this change"
+    return commit_tree(repo, onto, files, message), ""
+
+
+def _merge_file(repo: git.Repo, ours: str, base: str, theirs: str) -> str | None:
+    with tempfile.TemporaryDirectory(prefix="ratchet-merge-") as tmp:
+        paths = []
+        for label, text in (("best", ours), ("base", base), ("candidate", theirs)):
+            path = Path(tmp) / label
+            path.write_text(text)
+            paths.append(str(path))
+        status, out, _err = repo.git.merge_file(
+            "-p", "-L", "best", "-L", "base", "-L", "candidate", *paths,
+            with_extended_output=True, with_exceptions=False, strip_newline_in_stdout=False)
+    return out if status == 0 else None
+
+
+def merge_adjacent(base: str, ours: str, theirs: str) -> str | None:
+    """Both sides' line changes applied to `base` when they touch different lines, even
+    neighbouring ones (git's merge calls that a conflict; train.py keeps its constants on
+    neighbouring lines). None when both change the same line."""
+    old = base.splitlines(keepends=True)
+
+    def changes(new: str) -> list[tuple[int, int, list[str]]]:
+        lines = new.splitlines(keepends=True)
+        matcher = difflib.SequenceMatcher(a=old, b=lines, autojunk=False)
+        return [(i1, i2, lines[j1:j2]) for op, i1, i2, j1, j2 in matcher.get_opcodes()
+                if op != "equal"]
+
+    mine, other = changes(ours), changes(theirs)
+    for a1, a2, _ in mine:
+        for b1, b2, _ in other:
+            if max(a1, b1) < min(a2, b2) or (a1 == b1 and (a1 == a2 or b1 == b2)):
+                return None
+    merged = list(old)
+    for i1, i2, lines in sorted(mine + other, reverse=True):  # from the end: indexes hold
+        merged[i1:i2] = lines
+    return "".join(merged)
+
+
+def worktree(repo: git.Repo, path: Path, sha: str) -> git.Repo:
+    """A detached worktree of the workspace at `path` (created, or reused after a resume)."""
+    if (path / ".git").exists():
+        with contextlib.suppress(git.GitError):
+            found = git.Repo(path)
+            checkout_detached(found, sha)
+            return found
+    repo.git.worktree("prune")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repo.git.worktree("add", "--detach", "--force", str(path), sha)
+    return git.Repo(path)
+
+
+def checkout_detached(tree: git.Repo, sha: str) -> None:
+    """Make a worktree hold exactly `sha`'s files, and nothing left from the last experiment."""
+    tree.git.checkout("--detach", "--force", sha)
+    tree.git.clean("-fdxq")
+
+
+def remove_worktree(repo: git.Repo, path: Path) -> None:
+    with contextlib.suppress(git.GitError):
+        repo.git.worktree("remove", "--force", str(path))

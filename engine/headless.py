@@ -36,7 +36,7 @@ def follow(folder: Path, out=None) -> int:
     tty = out.isatty()
     tail = events.LogTail(folder / "events.jsonl")
     state = statemod.LoopState()
-    running: dict | None = None
+    running: dict[int, dict] = {}  # exp -> exp_start; several with more than one worker
     pid = daemon.engine_pid(folder)
     quiet_since = time.monotonic()
     try:
@@ -46,18 +46,20 @@ def follow(folder: Path, out=None) -> int:
                 statemod.apply(state, event)
                 kind = event.get("type")
                 if kind == "exp_start":
-                    running = event
+                    running[event.get("exp", 0)] = event
                 elif kind == "exp_end":
-                    running = None
+                    running.pop(event.get("exp", 0), None)
                     _clear(out, tty)
                     print(experiment_line(event), file=out, flush=True)
-                elif kind == "train_log" and running and tty:
-                    budget = running.get("budget", 0)
-                    print(f"\r  #{running['exp']} {_bar(event.get('elapsed', 0), budget)} "
+                elif kind == "train_log" and event.get("exp") in running and tty:
+                    budget = running[event["exp"]].get("budget", 0)
+                    print(f"\r  #{event['exp']} {_bar(event.get('elapsed', 0), budget)} "
                           f"loss {event.get('loss', 0):.4f}", end="", file=out, flush=True)
-                elif kind in ("proposal_failed", "agent_retry", "paused", "resumed", "control"):
+                elif kind in ("proposal_failed", "agent_retry", "paused", "resumed", "control",
+                              "proposal_dropped"):
                     _clear(out, tty)
-                    print(f"      {kind}: {event.get('error') or event.get('cmd') or ''} "
+                    print(f"      {kind}: "
+                          f"{event.get('error') or event.get('reason') or event.get('cmd') or ''} "
                           f"{event.get('text', '')}".rstrip(), file=out, flush=True)
                 elif kind == "session_end":
                     _clear(out, tty)
@@ -136,9 +138,9 @@ def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -
         if why.get("paused"):
             lines.append(textwrap.fill(f"paused    by the agent: {why.get('error', '')}",
                                        width=80, subsequent_indent=" " * 10))
-    if state.in_flight:
-        started = state.in_flight
-        lines.append(f"running   #{started.get('exp')} {started.get('kind')}: "
+    for started in sorted(state.running.values(), key=lambda e: e.get("exp", 0)):
+        worker = f" [worker {started['worker']}]" if "worker" in started else ""
+        lines.append(f"running   #{started.get('exp')} {started.get('kind')}{worker}: "
                      f"{started.get('description', '')} ({time.time() - started['t']:.0f} s)")
     ends = [e for e in log if e.get("type") == "exp_end"]
     if ends:

@@ -30,8 +30,11 @@ class LoopState:
     last_exp: int = 0
     proposals: int = 0  # proposals tried (they count toward --max-experiments)
     kept: int = 0
-    in_flight: dict | None = None  # the exp_start of an experiment with no exp_end yet
-    pending: dict | None = None  # a candidate's exp_end awaiting its confirmation run
+    running: dict[int, dict] = field(default_factory=dict)  # exp -> exp_start with no exp_end
+    # candidate exp -> its exp_end (decision pending_confirm) awaiting a confirmation run
+    pending_confirms: dict[int, dict] = field(default_factory=dict)
+    queued: dict[int, dict] = field(default_factory=dict)  # exp -> proposal not started yet
+    worker_phase: dict[str, str] = field(default_factory=dict)  # worker -> its latest phase
     last_crash_tail: str = ""
     phase: str = "starting"
     paused: bool = False
@@ -46,6 +49,17 @@ class LoopState:
         """A change must beat the best by more than this: seed noise or the configured minimum."""
         spread = statistics.stdev(self.baseline) if len(self.baseline) >= 2 else 0.0
         return max(min_improvement, noise_k * spread)
+
+    @property
+    def in_flight(self) -> dict | None:
+        """The latest started experiment still running (several may run at once: `running`)."""
+        return max(self.running.values(), key=lambda e: e.get("t", 0.0), default=None)
+
+    @property
+    def pending(self) -> dict | None:
+        """The latest candidate awaiting confirmation (all of them: `pending_confirms`)."""
+        return self.pending_confirms[max(self.pending_confirms)] if self.pending_confirms \
+            else None
 
     @property
     def baseline_bpb(self) -> float | None:
@@ -77,13 +91,25 @@ def apply(state: LoopState, event: dict) -> None:
     elif kind == "proposal" or kind == "proposal_failed":
         state.proposals += 1
         state.last_exp = max(state.last_exp, event.get("exp", 0))
+        if kind == "proposal":
+            state.queued[event.get("exp", 0)] = event
+    elif kind == "proposal_rebased" and event.get("exp") in state.queued:
+        state.queued[event["exp"]] = {**state.queued[event["exp"]], **{
+            k: event[k] for k in ("commit", "based_on", "diff") if k in event}}
+    elif kind == "proposal_dropped":
+        state.queued.pop(event.get("exp", 0), None)
+        if state.pending_confirms.pop(event.get("exp", 0), None) is not None:
+            _append_history(state, event, "discard", None, None)
     elif kind == "exp_start":
-        state.in_flight = event
+        state.running[event.get("exp", 0)] = event
+        state.queued.pop(event.get("exp", 0), None)
         state.last_exp = max(state.last_exp, event.get("exp", 0))
     elif kind == "exp_end":
         _apply_end(state, event)
     elif kind == "phase":
         state.phase = event.get("phase", state.phase)
+        if event.get("worker") is not None:
+            state.worker_phase[str(event["worker"])] = state.phase
     elif kind == "paused":
         state.paused, state.phase = True, "paused"
     elif kind == "resumed":
@@ -92,7 +118,7 @@ def apply(state: LoopState, event: dict) -> None:
         _apply_usage(state, event)
     elif kind == "session_end":
         state.ended, state.end_reason, state.phase = True, event.get("reason", ""), "ended"
-        state.in_flight = None
+        state.running.clear()
         state.paused = False  # a stopped session is over, not paused
 
 
@@ -111,10 +137,12 @@ def _apply_usage(state: LoopState, event: dict) -> None:
 
 
 def _apply_end(state: LoopState, event: dict) -> None:
-    state.in_flight = None
+    state.running.pop(event.get("exp", 0), None)
     state.last_exp = max(state.last_exp, event.get("exp", 0))
     decision = event.get("decision", "")
     val = event.get("val_bpb")
+    if decision == "retry":  # a lost worker: the same job runs again under a new number
+        return
     if event.get("status") not in ("ok", None):
         state.last_crash_tail = (event.get("result") or {}).get("tail", "")
     if event.get("kind") == "baseline":
@@ -125,16 +153,23 @@ def _apply_end(state: LoopState, event: dict) -> None:
             state.best_bpb = statistics.mean(state.baseline)
         return
     if decision == "pending_confirm":
-        state.pending = event
+        state.pending_confirms[event.get("exp", 0)] = event
+        return
+    if decision == "confirm_again":  # the best moved during the confirmation: rebased, rerun
         return
     if event.get("kind") == "confirm":
-        state.pending = None
+        state.pending_confirms.pop(event.get("confirms", 0), None)
     if decision == "keep":
         state.kept += 1
         state.best_commit = event.get("commit", state.best_commit)
         state.best_bpb = event.get("new_best", val)
     if event.get("kind") in ("candidate", "confirm"):
-        state.history.append(HistoryEntry(
-            n=event.get("exp", 0), description=event.get("description", ""),
-            status=event.get("status", ""), decision=decision, val_bpb=val,
-            delta=event.get("delta"), changes=event.get("changes") or {}))
+        _append_history(state, event, decision, val, event.get("delta"))
+
+
+def _append_history(state: LoopState, event: dict, decision: str, val: float | None,
+                    delta: float | None) -> None:
+    state.history.append(HistoryEntry(
+        n=event.get("exp", 0), description=event.get("description", ""),
+        status=event.get("status", "ok"), decision=decision, val_bpb=val, delta=delta,
+        changes=event.get("changes") or {}))

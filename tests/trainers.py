@@ -157,3 +157,42 @@ prepare.save_model(model, {{"steps": 1, "tokens": len(data), "params": 65536}})
 
 def loop_bigram(hold: float = 0.0) -> str:
     return LOOP_BIGRAM.format(hold=hold)
+
+
+# For scheduling tests and the throughput bench: every run takes WALL_SECONDS of wall time,
+# whatever the machine, and reports which device it was given. The constants sit apart so that
+# changes to different ones merge cleanly when a candidate is rebased.
+FIXED_DURATION = '''
+import os
+import time
+
+START = time.time()
+
+import numpy as np
+import torch
+
+import prepare
+
+SMOOTHING = {smoothing}  # added to every bigram count
+
+# changes to the constants above and below merge without conflict
+
+UNUSED_WIDTH = 64  # changes nothing: a change to it is pure noise
+
+# the run lasts this long in all, like a training budget
+
+WALL_SECONDS = {wall}
+
+print(f"device={{os.environ.get('CUDA_VISIBLE_DEVICES', '')}}", flush=True)
+data = np.asarray(prepare.load_train_data()[:150_000])
+counts = np.bincount(data[:-1].astype(np.int64) * 256 + data[1:], minlength=65536)
+table = torch.tensor(np.log(counts.reshape(256, 256) + SMOOTHING), dtype=torch.float32)
+model = torch.nn.Embedding.from_pretrained(table, freeze=False)
+prepare.log_step(step=1, loss=1.0, lr=0.0, tok_s=1.0, elapsed=time.time() - START)
+time.sleep(max(0.0, WALL_SECONDS - (time.time() - START)))
+prepare.save_model(model, {{"steps": 1, "tokens": len(data), "params": 65536}})
+'''
+
+
+def fixed_duration(wall: float, smoothing: float = 1.0) -> str:
+    return FIXED_DURATION.format(wall=wall, smoothing=smoothing)

@@ -1,0 +1,154 @@
+"""Workers run experiments; the engine hands each a job and collects the results.
+
+A backend owns a fixed set of workers (one per GPU here, or slots on a Ray cluster). The engine
+thread calls `start`, `kill` and `wait`; everything that writes git or the event log stays on
+the engine's side, the workers only train and evaluate.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import git
+
+from ratchet.engine import experiment, gitops
+from ratchet.engine.config import Config
+from ratchet.engine.workspace import Workspace
+
+
+@dataclass
+class Job:
+    """One experiment to run: a commit, a seed, and why the engine wants it."""
+
+    exp: int
+    kind: str  # baseline | candidate | confirm
+    commit: str
+    seed: int
+    description: str
+    worker: str = ""  # set when a worker takes it
+    candidate: Any = None  # the scheduler's candidate, for candidate and confirm runs
+    retry_of: int | None = None  # the experiment whose worker was lost
+
+
+@dataclass
+class Outcome:
+    job: Job
+    result: experiment.Result
+    lost: bool = False  # the worker died under the job (process or node lost): may run again
+
+
+@dataclass
+class Hooks:
+    """How workers report progress; called on worker threads (the event log is thread-safe)."""
+
+    on_log: Callable[[Job, dict], None]
+    on_phase: Callable[[Job, str], None]
+
+
+class Backend(ABC):
+    workers: list[str]  # labels, as events name them in their `worker` field
+
+    @abstractmethod
+    def start(self, job: Job, worker: str) -> None:
+        """Begin running the job on a free worker; returns at once."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop every running experiment; each still comes back from `wait`, as killed."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> list[Outcome]:
+        """Finished jobs, waiting up to `timeout` seconds for the first."""
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing
+        """Release what the backend holds; no job is running any more."""
+
+
+class LocalBackend(Backend):
+    """One thread per device on this machine, each training in its own git worktree.
+
+    With devices, the children see only their own GPU (CUDA_VISIBLE_DEVICES); without, one
+    worker trains on the configured device.
+    """
+
+    def __init__(self, ws: Workspace, config: Config, repo: git.Repo, session_dir: Path,
+                 devices: list[int], hooks: Hooks):
+        self.ws, self.config, self.repo, self.dir, self.hooks = ws, config, repo, session_dir, hooks
+        self.devices = [str(d) for d in devices]
+        self.workers = self.devices or ["0"]
+        self.trees: dict[str, git.Repo] = {}
+        self.kills: dict[int, threading.Event] = {}
+        self.done: queue.Queue[Outcome] = queue.Queue()
+        self.threads: list[threading.Thread] = []
+
+    def tree_path(self, worker: str) -> Path:
+        return self.dir / "worktrees" / worker
+
+    def start(self, job: Job, worker: str) -> None:
+        job.worker = worker
+        if worker in self.trees:  # git on the engine thread only
+            gitops.checkout_detached(self.trees[worker], job.commit)
+        else:
+            self.trees[worker] = gitops.worktree(self.repo, self.tree_path(worker), job.commit)
+        kill = self.kills[job.exp] = threading.Event()
+        env = {"CUDA_VISIBLE_DEVICES": worker} if self.devices else {}
+        thread = threading.Thread(target=self._run, args=(job, env, kill), daemon=True,
+                                  name=f"worker-{worker}")
+        self.threads = [t for t in self.threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _run(self, job: Job, env: dict[str, str], kill: threading.Event) -> None:
+        try:
+            result = experiment.run(
+                Workspace(self.tree_path(job.worker)), self.config,
+                self.dir / f"exp-{job.exp:04d}", seed=job.seed,
+                on_log=lambda record: self.hooks.on_log(job, record), should_kill=kill.is_set,
+                on_phase=lambda name: self.hooks.on_phase(job, name), env=env)
+        except Exception as exc:  # the runner's own failure is this experiment's crash
+            result = experiment.Result(status="crash", seed=job.seed,
+                                       error=f"worker failed: {type(exc).__name__}: {exc}")
+        self.done.put(Outcome(job, result))
+
+    def kill(self) -> None:
+        for event in self.kills.values():
+            event.set()
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        try:
+            found = [self.done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                found.append(self.done.get_nowait())
+            except queue.Empty:
+                break
+        for outcome in found:
+            self.kills.pop(outcome.job.exp, None)
+        return found
+
+    def close(self) -> None:
+        self.kill()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        for worker in self.trees:
+            gitops.remove_worktree(self.repo, self.tree_path(worker))
+        self.trees.clear()
+
+
+def create(ws: Workspace, config: Config, repo: git.Repo, session_dir: Path,
+           hooks: Hooks) -> Backend:
+    """The backend the config asks for ([loop] backend, gpus, ray_address)."""
+    loop = config.loop
+    if loop.backend == "ray":
+        from ratchet.engine import ray_backend
+
+        return ray_backend.RayBackend(ws, config, repo, hooks, address=loop.ray_address,
+                                      resource=loop.ray_resource)
+    return LocalBackend(ws, config, repo, session_dir, loop.gpus, hooks)
