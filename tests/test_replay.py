@@ -25,7 +25,7 @@ def visible(state: DashboardState) -> tuple:
     """Everything a pane draws from the state (curves only of the experiments a chart shows)."""
     latest = next((r for r in reversed(state.experiments.values()) if len(r.curve)), None)
     curves = [(r.n, list(r.curve.steps), list(r.curve.values)) if r else None
-              for r in (state.running_experiment(), state.best_experiment(), latest)]
+              for r in (*state.running_experiments(), state.best_experiment(), latest)]
     loop = {k: v for k, v in vars(state.loop).items() if k != "history"}
     rows = [(r.n, r.kind, r.commit, r.description, r.started, r.ended, r.status, r.decision,
              r.val_bpb, r.delta, r.diff, r.reasoning, r.rationale, r.error, r.confirms,

@@ -162,17 +162,19 @@ class RatchetDashboard(App[str]):
         self.push_screen(SteerScreen(), sent)
 
     def action_kill(self) -> None:
-        running = self.state.running_experiment()
-        if running is None:
+        runs = self.state.running_experiments()
+        if not runs:
             self.notify("no experiment is running", severity="warning")
             return
+        running = runs[-1]
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self.send("kill")
 
-        self.push_screen(ConfirmScreen(f"Kill experiment #{running.n} ({running.description})?"),
-                         answered)
+        question = f"Kill experiment #{running.n} ({running.description})?" if len(runs) == 1 \
+            else f"Kill the {len(runs)} running experiments ({', '.join(f'#{r.n}' for r in runs)})?"
+        self.push_screen(ConfirmScreen(question), answered)
 
     def action_stop(self) -> None:
         def answered(yes: bool | None) -> None:

@@ -71,6 +71,7 @@ class Experiment:
     rationale: str = ""
     error: str = ""
     confirms: int | None = None
+    worker: str = ""  # the worker (device) that runs or ran it
     curve: Curve = field(default_factory=Curve)
 
     @property
@@ -111,7 +112,10 @@ class DashboardState:
         self.loop = loopstate.LoopState()
         self.events = 0
         self.experiments: dict[int, Experiment] = {}
-        self.running: int | None = None  # the experiment in flight
+        # experiments in flight, in the order they started -> their worker (several workers
+        # run experiments at once)
+        self.in_flight: dict[int, str] = {}
+        self.workers: set[str] = set()  # every worker seen
         self.best_exp: int | None = None  # whose curve is the best one
         self.current_diff = ""  # the latest proposal's diff
         self.current_exp: int | None = None  # the experiment the agent works on now
@@ -198,7 +202,11 @@ class DashboardState:
         record.curve = Curve()
         if record.kind == "confirm" and not record.diff:
             record.diff = self.current_diff
-        self.running = n
+        record.worker = str(event.get("worker", ""))
+        if record.worker:
+            self.workers.add(record.worker)
+        self.in_flight.pop(n, None)
+        self.in_flight[n] = record.worker
 
     def _on_train_log(self, event: dict) -> None:
         n = event.get("exp")
@@ -233,8 +241,7 @@ class DashboardState:
                 if candidate.decision == "pending_confirm":
                     candidate.decision = "confirmed" if record.decision == "keep" \
                         else "unconfirmed"
-        if self.running == n:
-            self.running = None
+        self.in_flight.pop(n, None)
         if record.val_bpb is not None and record.status == "ok":
             self.val_points.append((n, record.val_bpb))
         best = self.loop.best_bpb
@@ -275,11 +282,11 @@ class DashboardState:
         self.pause_requested = False
 
     def _on_session_end(self, event: dict) -> None:
-        if self.running is not None and self.running in self.experiments:
-            record = self.experiments[self.running]
-            if record.status == "running":
+        for n in self.in_flight:
+            record = self.experiments.get(n)
+            if record is not None and record.status == "running":
                 record.status = "interrupted"
-        self.running = None
+        self.in_flight.clear()
         error = f": {event['error']}" if event.get("error") else ""
         self._agent_text(f"session ended ({event.get('reason', '')}{error})\n", None)
 
@@ -298,15 +305,29 @@ class DashboardState:
         """Experiments with a result (baseline runs included)."""
         return sum(1 for r in self.experiments.values() if r.ended is not None)
 
+    @property
+    def running(self) -> int | None:
+        """The experiment in flight that started last (None when none is)."""
+        return next(reversed(self.in_flight), None)
+
     def running_experiment(self) -> Experiment | None:
         return self.experiments.get(self.running) if self.running is not None else None
+
+    def running_experiments(self) -> list[Experiment]:
+        """Every experiment in flight, oldest first (one per busy worker)."""
+        return [self.experiments[n] for n in self.in_flight if n in self.experiments]
+
+    @property
+    def several_workers(self) -> bool:
+        return len(self.workers) > 1
 
     def best_experiment(self) -> Experiment | None:
         return self.experiments.get(self.best_exp) if self.best_exp is not None else None
 
-    def progress(self) -> tuple[float, float]:
-        """(seconds into the running experiment's budget, the budget), from event times."""
-        record = self.running_experiment()
+    def progress(self, record: Experiment | None = None) -> tuple[float, float]:
+        """(seconds into an experiment's budget, the budget), from event times; by default the
+        experiment that started last."""
+        record = record or self.running_experiment()
         if record is None or record.started is None:
             return 0.0, 0.0
         elapsed = max(record.elapsed, (self.loop.updated or record.started) - record.started)

@@ -238,12 +238,14 @@ class ReplayLog:
         chosen.update(found[-HISTORY:])
 
     def _curve_experiments(self, moments: list[Moment], offset: int) -> set[int]:
-        """Experiments whose loss curve a pane may draw at this point: the one running, the best
+        """Experiments whose loss curve a pane may draw at this point: those running, the best
         one, and the latest ones that logged training (shown between runs)."""
         probe = DashboardState()
         for moment in moments:
             probe.apply(moment.event)
-        wanted = {n for n in (probe.running, probe.best_exp) if n is not None}
+        wanted = set(probe.in_flight)
+        if probe.best_exp is not None:
+            wanted.add(probe.best_exp)
         started = [m.event["exp"] for m in moments
                    if m.event.get("type") == "exp_start" and isinstance(m.event.get("exp"), int)]
         for n in reversed(started):

@@ -14,15 +14,17 @@ COLUMNS = (("#", "n", 3), ("commit", "commit", 7), ("val_bpb", "val", 7), ("Δ b
            ("status", "status", 11), ("time", "time", 6), ("description", "desc", None))
 
 
-def _cells(record: Experiment) -> tuple:
+def _cells(record: Experiment, workers: bool = False) -> tuple:
     label = record.label
+    shown = f"{label} w{record.worker}" if workers and record.worker and label == "running" \
+        else label
     return (
         str(record.n),
         record.commit[:7],
         fmt.bpb(record.val_bpb),
         Text(fmt.delta(record.delta),
              style="green" if (record.delta or 0) < 0 else "yellow" if record.delta else ""),
-        Text(label, style=fmt.STATUS_STYLES.get(label, "")),
+        Text(shown, style=fmt.STATUS_STYLES.get(label, "")),
         fmt.duration(record.duration),
         record.description,
     )
@@ -62,7 +64,7 @@ class ExperimentsPane(DataTable):
             if self._keys.get(n) == key:
                 continue  # unchanged since the last redraw: most rows, most of the time
             self._keys[n] = key
-            cells = _cells(record)
+            cells = _cells(record, state.several_workers)
             old = self._rows.get(n)
             if old is None:
                 self.add_row(*cells, key=str(n))

@@ -12,11 +12,11 @@ def _num(value: object, fmt: str, unit: str) -> str:
     return f"{value:{fmt}}{unit}" if isinstance(value, (int, float)) else "-"
 
 
-def _gpu_line(gpu: dict) -> str:
+def _gpu_line(gpu: dict, running: str = "") -> str:
     used, total = gpu.get("mem_used_mb"), gpu.get("mem_total_mb")
     mem = (f"{used / 1024:.1f}/{total / 1024:.0f} GiB" if isinstance(used, (int, float))
            and isinstance(total, (int, float)) else "-")
-    return (f"GPU{gpu.get('index', 0)} {gpu.get('name', '')}\n"
+    return (f"GPU{gpu.get('index', 0)} {gpu.get('name', '')}{running}\n"
             f" util {_num(gpu.get('util'), '.0f', '%')}  mem {mem}  "
             f"{_num(gpu.get('temp_c'), '.0f', '°C')}  {_num(gpu.get('power_w'), '.0f', ' W')}")
 
@@ -30,24 +30,31 @@ class GpuPane(VerticalScroll):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._keys: list[str] = []
-        self._samples: tuple[int, int] = (0, -1)
+        self._samples: tuple = (0, -1, {})
 
     def show(self, state: DashboardState) -> None:
         res = state.resources
-        if (id(state), res.samples) == self._samples:
+        # what each worker runs: on its GPU's line, or beside CPU without a GPU
+        busy = {r.worker: r.n for r in state.running_experiments() if r.worker}
+        if (id(state), res.samples, busy) == self._samples:
             return
-        self._samples = (id(state), res.samples)
+        self._samples = (id(state), res.samples, busy)
         series: list[tuple[str, str, list[float]]] = []
         if res.gpus:
             self.border_title = "3 GPU"
             for gpu in res.gpus:
                 index = gpu.get("index", 0)
-                series.append((f"gpu{index}", _gpu_line(gpu), list(res.gpu_util.get(index, ()))))
+                running = f" · #{busy[str(index)]}" if str(index) in busy else ""
+                series.append((f"gpu{index}", _gpu_line(gpu, running),
+                               list(res.gpu_util.get(index, ()))))
         else:
             self.border_title = "3 CPU (no GPU)"
             cpu = res.cpu[-1] if res.cpu else None
             ram = res.ram[-1] if res.ram else None
-            series.append(("cpu", f"CPU {_num(cpu, '.0f', '%')}\n (psutil)", list(res.cpu)))
+            workers = "  " + " ".join(f"w{w} #{n}" for w, n in sorted(busy.items())) \
+                if state.several_workers and busy else ""
+            series.append(("cpu", f"CPU {_num(cpu, '.0f', '%')}\n (psutil){workers}",
+                           list(res.cpu)))
             series.append(("ram", f"RAM {_num(ram, '.0f', '%')}\n "
                                   f"{_num(res.ram_used_gb, '.1f', ' GiB')} used", list(res.ram)))
         keys = [key for key, _, _ in series]

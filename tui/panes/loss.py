@@ -1,4 +1,5 @@
-"""Training loss of the running experiment beside the best one's, or val_bpb across experiments.
+"""Training loss of the running experiments beside the best one's, or val_bpb across the
+experiments.
 
 `v` switches the view. The chart is redrawn only when its data changed.
 """
@@ -12,6 +13,7 @@ from textual_plotext import PlotextPlot
 from ratchet.tui.model import DashboardState
 
 VIEWS = ("loss", "val_bpb")
+RUN_COLORS = ("cyan", "magenta", "yellow", "blue", "red", "white")
 
 
 class LossPane(Vertical):
@@ -36,12 +38,13 @@ class LossPane(Vertical):
 
     def show(self, state: DashboardState) -> None:
         self._state = state
-        running, best = state.running_experiment(), state.best_experiment()
-        if running is None:  # between runs, show the latest one that has a curve
-            running = next((r for r in reversed(state.experiments.values()) if len(r.curve)),
-                           None)
-        key = (self.view, id(state), running and running.n, running and len(running.curve),
-               running and running.curve.stride, best and best.n, len(state.val_points))
+        runs, best = state.running_experiments(), state.best_experiment()
+        if not runs:  # between runs, show the latest one that has a curve
+            latest = next((r for r in reversed(state.experiments.values()) if len(r.curve)),
+                          None)
+            runs = [latest] if latest is not None else []
+        key = (self.view, id(state), tuple((r.n, len(r.curve), r.curve.stride) for r in runs),
+               best and best.n, len(state.val_points))
         if key == self._key:
             return
         self._key = key
@@ -52,12 +55,15 @@ class LossPane(Vertical):
         if self.view == "loss":
             self.border_title = "4 Loss · v: val_bpb"
             plt.xlabel("step")
-            if best is not None and len(best.curve) and (running is None or best.n != running.n):
+            if best is not None and len(best.curve) and all(best.n != r.n for r in runs):
                 plt.plot(list(best.curve.steps), list(best.curve.values), color="green",
                          label=f"best #{best.n}", marker="braille")
-            if running is not None and len(running.curve):
-                plt.plot(list(running.curve.steps), list(running.curve.values), color="cyan",
-                         label=f"#{running.n}", marker="braille")
+            for i, run in enumerate(runs):  # one curve per busy worker
+                color = RUN_COLORS[i % len(RUN_COLORS)]
+                if len(run.curve):
+                    worker = f" w{run.worker}" if state.several_workers else ""
+                    plt.plot(list(run.curve.steps), list(run.curve.values), color=color,
+                             label=f"#{run.n}{worker}", marker="braille")
         else:
             self.border_title = "4 val_bpb · v: loss"
             plt.xlabel("experiment")

@@ -28,6 +28,9 @@ class StatusLine(Static):
             "total": loop.proposals,
             "cost": loop.cost_usd,
             "read_only": read_only,
+            # with several workers: (experiment, worker, seconds done, budget) for each one busy
+            "runs": [(r.n, r.worker, *state.progress(r)) for r in state.running_experiments()]
+            if state.several_workers else [],
         }
         if facts != self._facts:
             self._facts = facts
@@ -45,7 +48,12 @@ class StatusLine(Static):
             text.append(f"{f['session']}  ", style="bold")
         text.append(f" {f['phase']} ", style=f"reverse {phase_style}")
         text.append(f"  exp {f['exp']}  ")
-        if f["budget"]:
+        if len(f["runs"]) > 1:  # one short bar per busy worker
+            for n, worker, done, budget in f["runs"]:
+                text.append(f"w{worker} #{n} " if wide else f"#{n}")
+                text.append(fmt.bar(done, budget, 8 if wide else 4), style="cyan")
+                text.append(f" {done:.0f}/{budget:.0f}s  " if wide else " ")
+        elif f["budget"]:
             width = 20 if wide else 10
             text.append(fmt.bar(f["done"], f["budget"], width), style="cyan")
             text.append(f" {f['done']:.0f}/{f['budget']:.0f}s  ")
