@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +79,7 @@ class EventLog:
         if exp is not None:
             event["exp"] = exp
         event.update(fields)
-        event = _clean(event)
-        line = _encode(event)
-        with self._lock:
-            if self._file.closed:
-                raise ValueError(f"event log {self.path} is closed")
-            self._file.write(line)
-            self._file.flush()
-        return event
+        return self.record(event)
 
     def record(self, event: dict) -> dict:
         """Write an event that carries its own `t` (an import of a run from before Ratchet)."""
@@ -217,15 +211,17 @@ def _well_typed(event: dict) -> bool:
     return True
 
 
-def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int, int]:
-    """Read the whole lines from byte `offset` on: (events, offset after them, bad lines skipped).
+def read_events(path: Path, offset: int = 0,
+                limit: int | None = None) -> tuple[list[dict], int, int]:
+    """Read the whole lines from byte `offset` on: (events, offset after them, bad lines skipped);
+    at most `limit` lines when given, so a long backlog can be read a slice at a time.
 
     A partial last line (being written right now, or torn) is held back: the returned offset
     stays before it, so the next call reads it once it is complete.
     """
     events: list[dict] = []
     bad = 0
-    for event, end in _scan(Path(path), offset):
+    for event, end in islice(_scan(Path(path), offset), limit):
         offset = end
         if event is None:
             bad += 1
@@ -286,11 +282,12 @@ class LogTail:
         self.on_warning = on_warning
         self._warned = False
 
-    def poll(self) -> list[dict]:
+    def poll(self, limit: int | None = None) -> list[dict]:
+        """The events appended since the last poll (at most `limit` of them)."""
         try:
             if self.path.stat().st_size < self.offset:
                 self.offset = 0
-            events, self.offset, bad = read_events(self.path, self.offset)
+            events, self.offset, bad = read_events(self.path, self.offset, limit)
         except FileNotFoundError:
             return []
         if bad:

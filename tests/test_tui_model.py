@@ -7,9 +7,10 @@ import json
 from dashboard_helpers import RECORDED
 
 from ratchet.engine import events
+from ratchet.engine.events import LogTail
 from ratchet.tui import model
 from ratchet.tui.model import DashboardState, fold
-from ratchet.tui.sources import BoundedTail, LiveSource
+from ratchet.tui.sources import LiveSource
 
 
 def recorded() -> list[dict]:
@@ -84,10 +85,10 @@ def test_live_source_reads_in_slices_and_holds_back_a_partial_line(tmp_path):
     assert not source.live  # no engine pid file: nothing to control
 
 
-def test_bounded_tail_restarts_on_a_replaced_file(tmp_path):
+def test_a_sliced_tail_restarts_on_a_replaced_file(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text('{"t": 1, "type": "a"}\n{"t": 2, "type": "b"}\n')
-    tail = BoundedTail(path)
+    tail = LogTail(path)
     assert [e["type"] for e in tail.poll(5)] == ["a", "b"]
     path.write_text('{"t": 3, "type": "c"}\n')
     assert [e["type"] for e in tail.poll(5)] == ["c"]

@@ -8,7 +8,6 @@ over a finished log) plugs in beside `LiveSource` without touching the panes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -29,38 +28,6 @@ class EventSource(Protocol):
         ...
 
 
-class BoundedTail(events.LogTail):
-    """`LogTail` that returns at most `limit` events per poll.
-
-    It keeps only a byte offset, never text: each poll seeks there and parses whole lines up to
-    the limit, so attaching to a log of millions of events costs one slice at a time.
-    """
-
-    def poll(self, limit: int | None = None) -> list[dict]:  # type: ignore[override]
-        if limit is None:
-            return super().poll()
-        try:
-            if self.path.stat().st_size < self.offset:
-                self.offset = 0
-            found: list[dict] = []
-            bad = 0
-            for event, end in islice(events._scan(self.path, self.offset), limit):
-                self.offset = end
-                if event is None:
-                    bad += 1
-                else:
-                    found.append(event)
-        except FileNotFoundError:
-            return []
-        if bad:
-            self.bad_lines += bad
-            if not self._warned:
-                self._warned = True
-                if self.on_warning is not None:
-                    self.on_warning(f"{self.path}: skipped a line that is not a valid event")
-        return found
-
-
 class LiveSource:
     """Follows a session's `events.jsonl` from the start (or a given offset) as it grows."""
 
@@ -69,7 +36,7 @@ class LiveSource:
         self.folder = Path(folder)
         self.path = self.folder / "events.jsonl"
         self.batch = batch
-        self.tail = BoundedTail(self.path, on_warning=on_warning or (lambda _message: None))
+        self.tail = events.LogTail(self.path, on_warning=on_warning or (lambda _message: None))
 
     def poll(self) -> list[dict]:
         return self.tail.poll(self.batch)
@@ -90,7 +57,7 @@ class LogFileSource:
         self.path = Path(path)
         self.folder = None
         self.batch = batch
-        self.tail = BoundedTail(self.path, on_warning=lambda _message: None)
+        self.tail = events.LogTail(self.path, on_warning=lambda _message: None)
 
     def poll(self) -> list[dict]:
         return self.tail.poll(self.batch)
