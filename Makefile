@@ -15,9 +15,11 @@ $(VENV)/.ratchet-installed: pyproject.toml
 
 setup: $(VENV)/.ratchet-installed
 
+# A second `make run` while the engine runs reopens its dashboard instead of refusing.
 run: setup
 	@if [ ! -f $(WORKSPACE)/ratchet.toml ]; then $(VENV)/bin/ratchet init $(WORKSPACE); fi
-	$(VENV)/bin/ratchet run -C $(WORKSPACE)
+	@if $(VENV)/bin/ratchet status -C $(WORKSPACE) 2>/dev/null | grep -q '^session .*\[running'; \
+	then $(VENV)/bin/ratchet attach -C $(WORKSPACE); else $(VENV)/bin/ratchet run -C $(WORKSPACE); fi
 
 lint: setup
 	$(VENV)/bin/ruff check .
