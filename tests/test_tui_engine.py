@@ -95,10 +95,15 @@ async def test_every_control_key_reaches_the_engine(make_workspace):
             await pilot.press("p")
             await until(pilot, lambda: any(e["type"] == "resumed" for e in log_of(folder)),
                         what="the engine to resume")
+            # the note reaches the next proposal the agent makes (one it prepared while the
+            # last experiment trained may run first)
+            await until(pilot, lambda: any(e["type"] == "proposal" and e.get("steer")
+                                           for e in log_of(folder)), what="the steered proposal")
+            steered = next(e for e in log_of(folder) if e["type"] == "proposal" and e.get("steer"))
+            assert steered["steer"] == ["SMOOTHING=2.0"] and "SMOOTHING" in steered["description"]
             await until(pilot, lambda: state.running is not None and state.experiments[
                 state.running].kind == "candidate", what="a candidate to start")
             candidate = state.experiments[state.running]
-            assert "SMOOTHING" in candidate.description
             # x, y: the engine stops and records the run in flight as interrupted
             await pilot.press("x")
             assert isinstance(app.screen, ConfirmScreen)
@@ -124,7 +129,8 @@ async def test_q_closes_the_dashboard_and_leaves_the_engine_running(make_workspa
         assert app.return_value == "detached"
         assert daemon.pid_alive(pid)
         reply = control.send(folder / "control.sock", "ping")
-        assert reply["ok"] and reply["phase"] in ("training", "starting")
+        # training the first experiment, and maybe proposing the next one meanwhile
+        assert reply["ok"] and reply["phase"] in ("training", "starting", "proposing")
         assert not any(e["type"] in ("control", "session_end") for e in log_of(folder))
     finally:
         end_engine(folder, pid)

@@ -294,11 +294,19 @@ class DashboardState:
 
     @property
     def phase(self) -> str:
+        """What the loop does now. The agent proposes the next change while an experiment
+        trains, so a running experiment's phase (training, evaluating) wins over the agent's."""
         if self.loop.ended:
             return "ended"
+        phase = self.loop.phase
+        for record in reversed(self.running_experiments()):
+            worker = self.loop.worker_phase.get(record.worker)
+            if worker in ("training", "evaluating") and phase != "paused":
+                phase = worker
+                break
         if self.pause_requested and not self.loop.paused:
-            return f"{self.loop.phase} (pausing)"
-        return self.loop.phase
+            return f"{phase} (pausing)"
+        return phase
 
     @property
     def finished(self) -> int:
