@@ -364,8 +364,11 @@ def test_headless_run_with_claude_commits_trains_records_and_pauses(make_workspa
             folder = found[-1] if found else None
             time.sleep(0.2)
         assert folder is not None, "no session started"
+        # the next proposal is asked for while the first one trains (pipelining): the 401 may
+        # pause the session before that experiment ends, which it still does
         log = wait_for(folder / "events.jsonl", lambda log: any(
-            e["type"] == "proposal_failed" and e.get("paused") for e in log))
+            e["type"] == "proposal_failed" and e.get("paused") for e in log) and any(
+            e["type"] == "exp_end" and e["kind"] == "candidate" for e in log))
         status = ratchet("status", cwd=ws.root, env=env)
         assert status.returncode == 0, status.stderr
         stopped = ratchet("stop", cwd=ws.root, env=env)
