@@ -25,7 +25,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist load
 
 clean:
 	rm -rf $(VENV) $(WORKSPACE)

@@ -11,6 +11,12 @@ import pytest
 from ratchet.engine import config as configmod
 from ratchet.engine import sandbox, workspace
 
+# `make test` runs two pytest workers on the two cores. One thread per torch process (inherited
+# by every training and evaluation child) keeps real training from thrashing: two OpenMP pools
+# of two threads each on two cores train twenty times slower, not two.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):

@@ -77,7 +77,7 @@ def check_ratchet_invariants(ws: workspace.Workspace, log: list[dict]) -> None:
 
 @pytest.mark.slow
 def test_headless_run_with_real_training(make_workspace):
-    ws = make_workspace("real")
+    ws = make_workspace("real", eval_tokens=65536)  # a short evaluation: the loop is under test
     config = ws.config()
     config.loop.baseline_seeds = 2  # two seeds measure the noise; more only cost CI time
     configmod.save(ws.root, config)
