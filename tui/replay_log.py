@@ -129,11 +129,6 @@ class ReplayLog:
     def experiment_numbers(self) -> list[int]:
         return sorted(self.experiments)
 
-    def moment_before(self, offset: int) -> Moment | None:
-        """The last of the loop's events that ends at or before `offset`."""
-        i = bisect_right(self._ends, offset)
-        return self.moments[i - 1] if i else None
-
     def moment_after(self, offset: int) -> Moment | None:
         """The first of the loop's events that ends after `offset`."""
         i = bisect_right(self._ends, offset)
