@@ -74,16 +74,6 @@ def head_sha(repo: git.Repo) -> str:
     return repo.head.commit.hexsha
 
 
-def commit_files(repo: git.Repo, files: dict[str, str], message: str) -> str:
-    """Write the files, commit them, and return the new commit's sha."""
-    root = Path(repo.working_tree_dir)
-    for name, text in files.items():
-        (root / name).write_text(text)
-    repo.index.add(list(files))
-    repo.index.commit(message, author=AUTHOR, committer=AUTHOR)
-    return head_sha(repo)
-
-
 def reset_to(repo: git.Repo, sha: str) -> None:
     """Move the branch back to `sha` and make the working tree match it exactly."""
     repo.git.reset("--hard", sha)
