@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ratchet.engine import daemon, events
+from ratchet.engine import daemon, events, sessions
 from ratchet.engine import state as statemod
 
 
@@ -112,8 +112,7 @@ def _count(n: int) -> str:
 
 
 def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -> str:
-    log = events.read_log(folder / "events.jsonl", on_warning,
-                          partial_ok=daemon.is_running(folder))
+    log = sessions.load(folder, on_warning)
     state = statemod.fold(log)
     running = daemon.is_running(folder) and not state.ended
     where = "running" if running else ("finished" if state.ended else "not running (crashed?)")
