@@ -186,9 +186,7 @@ def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: exper
     status, error, pump = experiment._supervise(
         [_python(ws.root), TRAIN], ws.root, env, out_dir / "train.log", deadline, on_log,
         should_kill, pump_class=_ProgressPump)
-    result.train_log = pump.records
-    result.output_bytes = pump.total
-    result.tail = pump.tail_text()
+    pump.record_into(result)
     if before is not None and (not harness.is_file() or harness.read_bytes() != before):
         harness.write_bytes(before)  # the next experiment gets the checkout's own prepare.py
         result.status, result.error = "crash", f"train.py modified {HARNESS}; restored it"

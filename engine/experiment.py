@@ -117,6 +117,12 @@ class _OutputPump(threading.Thread):
                 if self.on_line:
                     self.on_line(record)
 
+    def record_into(self, result: Result) -> None:
+        """Hand the training run's log records, output size and output tail to its result."""
+        result.train_log = self.records
+        result.output_bytes = self.total
+        result.tail = self.tail_text()
+
     def tail_text(self) -> str:
         text = b"".join(self.tail)[-TAIL_BYTES:].decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[-60:])
@@ -217,9 +223,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     on_phase("training")
     status, error, pump = _supervise(argv, ws.root, env, out_dir / "train.log", deadline,
                                      on_log, should_kill)
-    result.train_log = pump.records
-    result.output_bytes = pump.total
-    result.tail = pump.tail_text()
+    pump.record_into(result)
     if not ws.harness_intact():  # whatever happened, the next experiment gets a clean harness
         ws.restore_harness()
         result.status, result.error = "crash", f"train.py modified {HARNESS}; restored it"
