@@ -28,13 +28,14 @@ class EventSource(Protocol):
         ...
 
 
-class LiveSource:
-    """Follows a session's `events.jsonl` from the start (or a given offset) as it grows."""
+class LogFileSource:
+    """A finished (or recorded) log, with no engine behind it: always read-only."""
 
-    def __init__(self, folder: Path, batch: int = BATCH,
+    folder: Path | None = None
+
+    def __init__(self, path: Path, batch: int = BATCH,
                  on_warning: Callable[[str], None] | None = None) -> None:
-        self.folder = Path(folder)
-        self.path = self.folder / "events.jsonl"
+        self.path = Path(path)
         self.batch = batch
         self.tail = events.LogTail(self.path, on_warning=on_warning or (lambda _message: None))
 
@@ -47,21 +48,17 @@ class LiveSource:
 
     @property
     def live(self) -> bool:
-        return daemon.is_running(self.folder)
+        return False
 
 
-class LogFileSource:
-    """A finished (or recorded) log read at once, with no engine behind it: always read-only."""
+class LiveSource(LogFileSource):
+    """Follows a session's `events.jsonl` from the start (or a given offset) as it grows."""
 
-    def __init__(self, path: Path, batch: int = BATCH) -> None:
-        self.path = Path(path)
-        self.folder = None
-        self.batch = batch
-        self.tail = events.LogTail(self.path, on_warning=lambda _message: None)
-
-    def poll(self) -> list[dict]:
-        return self.tail.poll(self.batch)
+    def __init__(self, folder: Path, batch: int = BATCH,
+                 on_warning: Callable[[str], None] | None = None) -> None:
+        super().__init__(Path(folder) / "events.jsonl", batch, on_warning)
+        self.folder = Path(folder)
 
     @property
     def live(self) -> bool:
-        return False
+        return daemon.is_running(self.folder)
