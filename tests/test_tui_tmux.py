@@ -70,10 +70,11 @@ def test_run_and_attach_in_tmux_show_panes_and_results_and_q_detaches(make_works
         assert f"the engine keeps running (session {folder.name})" in screen
         # then `ratchet attach` opens it again, and the baseline's result is on screen
         tmux(server, "send-keys", "-t", "dash", "Enter")
-        screen = wait_screen(server, lambda s: "RUN-EXIT" not in s and f"{val:.4f}" in s)
-        for title in ("1 Agent", "2 Diff", "3 CPU", "4 Loss", "5 Experiments"):
-            assert title in screen
-        assert re.search(rf"\b1\s+\w{{7}}\s+{val:.4f}\s+baseline", screen), screen
+        # (waiting for the whole screen: a capture may land between two frames of the redraw)
+        titles = ("1 Agent", "2 Diff", "3 CPU", "4 Loss", "5 Experiments")
+        row = re.compile(rf"\b1\s+\w{{7}}\s+{val:.4f}\s+baseline")
+        wait_screen(server, lambda s: "RUN-EXIT" not in s and all(t in s for t in titles)
+                    and row.search(s) is not None)
         tmux(server, "send-keys", "-t", "dash", "q")
         screen = wait_screen(server, lambda s: "ATTACH-EXIT=" in s, timeout=30)
         assert "RUN-EXIT=0" in screen and "ATTACH-EXIT=0" in screen

@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
+from textual.css.query import NoMatches
 from textual.events import Resize
 from textual.screen import Screen
 from textual.widget import Widget
@@ -86,12 +87,18 @@ class DashboardScreen(Screen):
     # --- drawing ---------------------------------------------------------------------------
 
     def show(self, state: DashboardState, read_only: bool) -> None:
-        self.query_one(StatusLine).show(state, read_only)
-        self.query_one(AgentPane).show(state)
-        self.query_one(DiffPane).show(state, self.selected)
-        self.query_one(GpuPane).show(state)
-        self.query_one(LossPane).show(state)
-        self.query_one(ExperimentsPane).show(state)
+        if not self.is_mounted:
+            return
+        try:
+            self.query_one(StatusLine).show(state, read_only)
+            self.query_one(AgentPane).show(state)
+            self.query_one(DiffPane).show(state, self.selected)
+            self.query_one(GpuPane).show(state)
+            self.query_one(LossPane).show(state)
+            self.query_one(ExperimentsPane).show(state)
+        except NoMatches:
+            # the app's redraw timer outlives the panes while the app shuts down
+            return
 
     # --- keys ------------------------------------------------------------------------------
 
