@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
+import subprocess
+import sys
 import time
 
+import psutil
 import pytest
 import trainers
 from conftest import requires_sandbox
 
 from ratchet.engine import config as configmod
 from ratchet.engine import experiment, workspace
-from ratchet.engine.experiment import LOG_CAP_BYTES
+from ratchet.engine.supervise import LOG_CAP_BYTES, TAIL_BYTES
 
 FAST = {"budget_seconds": 1.0, "grace_seconds": 15.0, "eval_tokens": 65536}
 
@@ -93,7 +97,7 @@ def test_flooding_stdout_is_bounded_and_never_blocks(make_workspace, source):
     assert result.output_bytes > LOG_CAP_BYTES
     log_size = (ws.root / "runs" / "exp" / "train.log").stat().st_size
     assert LOG_CAP_BYTES <= log_size < LOG_CAP_BYTES + 200
-    assert 0 < len(result.tail) <= experiment.TAIL_BYTES
+    assert 0 < len(result.tail) <= TAIL_BYTES
 
 
 def test_train_py_that_saves_no_model_is_a_crash(make_workspace):
@@ -117,6 +121,42 @@ def test_result_json_is_written_for_every_outcome(make_workspace):
     run_with(ws, trainers.RAISES, "a")
     written = (ws.root / "runs" / "a" / "result.json").read_text()
     assert '"status": "crash"' in written
+
+
+# --- the evaluator gets ready while training runs -------------------------------------------
+
+
+def waiting_evaluators() -> list[psutil.Process]:
+    """This process's children that are frozen-harness evaluations waiting for a model."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "evaluate" in child.cmdline() and "--wait" in child.cmdline():
+                found.append(child)
+    return found
+
+
+def test_evaluator_waits_during_training_and_is_gone_after_a_crash(make_workspace):
+    ws = make_workspace(**FAST)
+    (ws.root / "train.py").write_text(trainers.RAISES)
+    during = []
+    result = experiment.run(ws, ws.config(), ws.root / "runs" / "e",
+                            on_log=lambda _record: during.extend(waiting_evaluators()))
+    assert result.status == "crash" and "boom from train.py" in result.error
+    assert during, "no evaluator was started while train.py ran"
+    assert waiting_evaluators() == []
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in during)
+
+
+def test_waiting_harness_exits_without_a_result_when_no_model_comes(tmp_path):
+    out = tmp_path / "eval.json"
+    done = subprocess.run(
+        [sys.executable, "-I", str(workspace.harness_path()), "evaluate", "--wait",
+         "--model", str(tmp_path / "model.pt2"), "--val", str(tmp_path / "val.bin"),
+         "--tokens", "1024", "--shape", "8,256", "--out", str(out)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not out.exists()
 
 
 # --- the metric cannot be gamed --------------------------------------------------------------

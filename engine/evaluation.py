@@ -1,0 +1,89 @@
+"""The frozen evaluation: Ratchet's own prepare.py measures val_bpb of an exported model.
+
+The evaluator starts while train.py trains, in its own sandbox that shows only the validation
+split. It imports torch and warms up its loader, then waits; once training hands over a model,
+the model is copied in and the evaluator told to go. An experiment's evaluation then costs the
+measurement alone, not another interpreter start-up (seconds per experiment, on every one).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ratchet.engine import sandbox, supervise
+from ratchet.engine.config import Config
+from ratchet.engine.workspace import HARNESS, harness_path
+
+if TYPE_CHECKING:
+    from ratchet.engine.experiment import Result
+
+class Evaluator:
+    """One evaluation, started ahead of need; `evaluate` or `close` ends it."""
+
+    def __init__(self, config: Config, corpus, device: str, log_path: Path,
+                 extra_env: dict[str, str]):
+        data = config.data
+        self.timeout = config.experiment.eval_timeout_seconds
+        self.private = Path(tempfile.mkdtemp(prefix="ratchet-eval-"))
+        self.model = self.private / "model.pt2"
+        self.out = self.private / "eval.json"
+        shutil.copy(harness_path(), self.private / HARNESS)
+        command = [sys.executable, "-I", str(self.private / HARNESS), "evaluate", "--wait",
+                   "--model", str(self.model), "--val", str(corpus.val_path),
+                   "--tokens", str(data.eval_tokens), "--device", device,
+                   "--shape", f"{data.eval_batch},{data.eval_seq}", "--out", str(self.out)]
+        argv, _ = sandbox.wrap(command, cwd=self.private, readable=[corpus.val_path.parent],
+                               writable=[self.private], hidden=[corpus.root.parent])
+        env = sandbox.child_env({**extra_env, "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"})
+        self.child = supervise.Child(argv, self.private, env, log_path, stdin=True)
+
+    def evaluate(self, model_dir: Path, result: Result) -> None:
+        """Measure the model train.py saved in `model_dir`; the outcome goes into `result`."""
+        try:
+            shutil.copy(model_dir / "model.pt2", self.model)
+            if not self.child.send("go") and self.child.proc is not None:
+                self.child.stop()  # it died while waiting: its output says why
+                error = supervise.last_error_line(self.child.pump.tail_text()) or \
+                    "the evaluator ended before the model was handed over"
+            else:
+                error = self.child.watch(self.timeout, name="the evaluation",
+                                         limit="eval_timeout_seconds")[1]
+            self._read(result, error)
+        finally:
+            self.close()
+
+    def _read(self, result: Result, error: str) -> None:
+        evaluation = supervise.read_json(self.out)
+        if evaluation is None:
+            detail = error or supervise.last_error_line(self.child.pump.tail_text()) or \
+                "no result"
+            result.status, result.error = "crash", f"evaluation failed: {detail}"
+            result.tail = (result.tail + "\n--- evaluation ---\n" +
+                           self.child.pump.tail_text()).strip()
+            return
+        if "error" in evaluation:
+            result.status, result.error = "crash", f"model rejected: {evaluation['error']}"
+            return
+        val_bpb = _finite(evaluation.get("val_bpb"))
+        result.eval_seconds = round(_finite(evaluation.get("eval_seconds")) or 0.0, 3)
+        result.device_name = str(evaluation.get("device_name", ""))[:100]
+        if val_bpb is None:
+            result.status, result.error = "crash", "val_bpb is not finite (the model diverged)"
+            return
+        result.status, result.val_bpb = "ok", val_bpb
+
+    def close(self) -> None:
+        """Stop the evaluator (a cancelled one exits on its closed stdin) and remove its files."""
+        self.child.stop()
+        shutil.rmtree(self.private, ignore_errors=True)
+
+
+def _finite(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)

@@ -1,0 +1,208 @@
+"""Child processes under supervision: own process group, output drained and capped, deadline.
+
+Nothing a child does can block or fail the engine: its output is always read (a flood is counted,
+not stored), a deadline or a kill request stops its whole process group, and a failure to start
+is a status like any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ratchet.engine.experiment import Result
+
+LOG_CAP_BYTES = 8 * 2**20  # stdout kept on disk per child; the rest is counted, not stored
+TAIL_BYTES = 16 * 2**10  # output tail kept in the result
+MAX_LOG_LINE = 4096  # longer lines are never parsed as training logs
+KILL_WAIT_S = 3.0  # between SIGTERM and SIGKILL
+
+
+class OutputPump(threading.Thread):
+    """Drains the child's output so it can never block: log file (capped), tail, log lines."""
+
+    def __init__(self, stream, log_path: Path, on_line: Callable[[dict], None] | None):
+        super().__init__(daemon=True)
+        self.stream, self.log_path, self.on_line = stream, log_path, on_line
+        self.tail: deque[bytes] = deque()
+        self.tail_size = 0
+        self.total = 0
+        self.records: list[dict] = []
+        self._partial = b""
+
+    def run(self) -> None:
+        with open(self.log_path, "wb") as log:
+            while chunk := self.stream.read1(65536):
+                self.total += len(chunk)
+                room = LOG_CAP_BYTES - log.tell()
+                if room > 0:
+                    log.write(chunk[:room])
+                    if len(chunk) > room:
+                        log.write(b"\n[ratchet: output beyond this point not stored]\n")
+                self._keep_tail(chunk)
+                self._parse(chunk)
+
+    def _keep_tail(self, chunk: bytes) -> None:
+        self.tail.append(chunk[-TAIL_BYTES:])
+        self.tail_size += len(self.tail[-1])
+        while self.tail_size - len(self.tail[0]) >= TAIL_BYTES:
+            self.tail_size -= len(self.tail.popleft())
+
+    def _parse(self, chunk: bytes) -> None:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > MAX_LOG_LINE:
+            self._partial = b""
+        for line in lines:
+            if not line.startswith(b"{") or len(line) > MAX_LOG_LINE:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                record = {k: v for k, v in record.items() if k in
+                          ("step", "loss", "lr", "tok_s", "elapsed")
+                          and isinstance(v, (int, float))}
+                self.records.append(record)
+                if self.on_line:
+                    self.on_line(record)
+
+    def record_into(self, result: Result) -> None:
+        """Hand the training run's log records, output size and output tail to its result."""
+        result.train_log = self.records
+        result.output_bytes = self.total
+        result.tail = self.tail_text()
+
+    def tail_text(self) -> str:
+        text = b"".join(self.tail)[-TAIL_BYTES:].decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-60:])
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the child's process group, then SIGKILL whatever is left."""
+    for sig, wait in ((signal.SIGTERM, KILL_WAIT_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            if sig == signal.SIGKILL:
+                return
+        except subprocess.TimeoutExpired:
+            continue
+    # the group may outlive its leader (a grandchild): make sure it is gone
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Child:
+    """A started child process and the pump that drains its output.
+
+    With `stdin=True` the child gets a pipe it can wait on, so it can be started ahead of need
+    (imports done) and told to go later with `send`.
+    """
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], log_path: Path,
+                 on_line: Callable[[dict], None] | None = None, *, stdin: bool = False,
+                 pump_class: type[OutputPump] = OutputPump):
+        self.start_error = ""
+        try:
+            self.proc: subprocess.Popen | None = subprocess.Popen(
+                argv, cwd=cwd, env=env,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            self.proc, self.start_error = None, str(exc)
+            self.pump = pump_class(None, log_path, None)
+            return
+        self.pump = pump_class(self.proc.stdout, log_path, on_line)
+        self.pump.start()
+
+    def send(self, line: str) -> bool:
+        """Write one line to the child's stdin and close it; False if the child is gone."""
+        if self.proc is None or self.proc.stdin is None:
+            return False
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.close()
+        except (BrokenPipeError, ValueError, OSError):
+            return False
+        return True
+
+    def watch(self, deadline: float, should_kill: Callable[[], bool] | None = None,
+              name: str = "train.py", limit: str = "budget + grace") -> tuple[str, str]:
+        """Wait for the child to end (at most `deadline` s from now); returns (status, error).
+
+        `name` and `limit` word the errors: "train.py exited with 1", "... exceeded budget".
+        """
+        if self.proc is None:
+            return "crash", f"cannot start {name}: {self.start_error}"
+        end = time.monotonic() + deadline
+        status, error = "ok", ""
+        while self.proc.poll() is None:
+            if time.monotonic() > end:
+                status, error = "timeout", f"{name} exceeded {limit} ({deadline:g} s); killed"
+                break
+            if should_kill and should_kill():
+                status, error = "killed", "killed on request"
+                break
+            time.sleep(0.05)
+        self.stop()
+        if status == "ok" and self.proc.returncode != 0:
+            status = "crash"
+            error = last_error_line(self.pump.tail_text()) or \
+                f"{name} exited with {self.proc.returncode}"
+        return status, error
+
+    def stop(self) -> None:
+        """Stop the child's process group (if still running) and finish reading its output."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        stop_group(self.proc)  # also reaps anything the child left behind in its group
+        self.pump.join(timeout=5.0)
+        self.proc.stdout.close()
+
+
+def supervise(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path, deadline: float,
+              on_line: Callable[[dict], None] | None,
+              should_kill: Callable[[], bool] | None, *,
+              pump_class: type[OutputPump] = OutputPump, name: str = "train.py",
+              limit: str = "budget + grace") -> tuple[str, str, OutputPump]:
+    """Run a child to its end or its deadline; returns (status, error, pump)."""
+    child = Child(argv, cwd, env, log_path, on_line, pump_class=pump_class)
+    status, error = child.watch(deadline, should_kill, name, limit)
+    return status, error, child.pump
+
+
+def read_json(path: Path, limit: int = 65536) -> dict | None:
+    """A small JSON object a child handed back, or None if missing, too large or not an object."""
+    try:
+        if path.stat().st_size > limit:
+            return None
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def last_error_line(tail: str) -> str:
+    for line in reversed(tail.splitlines()):
+        line = line.strip()
+        if line and not line.startswith("{"):
+            return line[:300]
+    return ""
