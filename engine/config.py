@@ -34,6 +34,7 @@ class ExperimentConfig:
     seed: int = 1337
     editable: list[str] = field(default_factory=lambda: ["train.py"])
     min_improvement: float = 0.001
+    warm_start: bool = True  # start the next train.py process while the current one trains
     compat: str = ""  # "autoresearch": drive that checkout's own train.py, metric self-reported
 
 
@@ -234,6 +235,8 @@ def render(config: Config) -> str:
         f"seed = {toml(ex.seed)}",
         f"editable = {toml(ex.editable)}  # files the agent may change",
         f"min_improvement = {toml(ex.min_improvement)}  # val_bpb gain a change needs to be kept",
+        f"warm_start = {toml(ex.warm_start)}  # start the next training process (torch imported) "
+        "while one trains",
         *([f"compat = {toml(ex.compat)}  # drive this checkout's own train.py; val_bpb is "
            "self-reported"] if ex.compat else []),
         "",

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ratchet.engine import hardware, sandbox, supervise
+from ratchet.engine import hardware, sandbox, supervise, warm_start
 from ratchet.engine.config import Config
 from ratchet.engine.evaluation import Evaluator
+from ratchet.engine.warm_start import WarmTrainer
 from ratchet.engine.workspace import HARNESS, TRAIN, Workspace, resolve_device
 
 STATUSES = ("ok", "crash", "timeout", "killed")
@@ -67,11 +68,12 @@ def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None
         budget: float | None = None, on_log: Callable[[dict], None] | None = None,
         should_kill: Callable[[], bool] | None = None,
         on_phase: Callable[[str], None] | None = None,
-        env: dict[str, str] | None = None) -> Result:
+        env: dict[str, str] | None = None, warm: WarmTrainer | None = None) -> Result:
     """Run one experiment of the workspace as it is on disk; the result is also in out_dir.
 
     `env` adds variables to the training and evaluation children (e.g. CUDA_VISIBLE_DEVICES for
-    a worker that owns one GPU).
+    a worker that owns one GPU). `warm`, from `prestart` on the same tree, is used (where
+    train.py suits it) and closed either way.
     """
     ex = config.experiment
     result = Result(seed=ex.seed if seed is None else seed,
@@ -87,8 +89,10 @@ def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None
                                     on_phase or (lambda _phase: None))
         else:
             _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill,
-                                on_phase or (lambda _phase: None), env or {})
+                                on_phase or (lambda _phase: None), env or {}, warm)
     finally:
+        if warm is not None:
+            warm.close()
         result.total_seconds = round(time.time() - started, 3)
         (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
         with open(out_dir / "train_log.jsonl", "w") as f:
@@ -97,7 +101,7 @@ def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None
 
 
 def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_phase,
-                        extra_env) -> None:
+                        extra_env, warm) -> None:
     if not ws.harness_intact():
         result.error = f"{HARNESS} differs from Ratchet's frozen harness; restore it"
         return
@@ -110,33 +114,34 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     model_dir = out_dir / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     model_dir.mkdir()
-    compile_cache = corpus.root.parent.parent / "compile-cache"
-    compile_cache.mkdir(parents=True, exist_ok=True)
-    env = sandbox.child_env({
+    cache = _compile_cache(corpus)
+    job_env = {
         "RATCHET_BUDGET_S": repr(result.budget_seconds),
         "RATCHET_DEVICE": device,
         "RATCHET_SEED": str(result.seed),
         "RATCHET_EVAL_SHAPE": f"{data.eval_batch},{data.eval_seq}",
         "RATCHET_TRAIN_DATA": str(corpus.train_path),
         "RATCHET_OUT": str(model_dir),
-        "TORCHINDUCTOR_CACHE_DIR": str(compile_cache / "inductor"),
-        "TRITON_CACHE_DIR": str(compile_cache / "triton"),
-        **extra_env,
-    })
-    argv, result.sandboxed = sandbox.wrap(
-        [sys.executable, TRAIN], cwd=ws.root,
-        readable=[ws.root, corpus.train_path.parent],
-        writable=[model_dir, compile_cache],
-        hidden=[corpus.root.parent],
-    )
+    }
     deadline = result.budget_seconds + config.experiment.grace_seconds
     # the evaluator gets ready (imports, warm-up) while training runs
     evaluator = Evaluator(config, corpus, device, out_dir / "eval.log", extra_env)
     summary = None
     try:
         on_phase("training")
-        status, error, pump = supervise.supervise(argv, ws.root, env, out_dir / "train.log",
-                                                  deadline, on_log, should_kill)
+        ran = None
+        if warm is not None and warm_start.suits(ws):
+            ran = warm.run(job_env, out_dir, deadline, on_log, should_kill)
+            result.sandboxed = warm.sandboxed
+        if ran is None:
+            argv, result.sandboxed = sandbox.wrap(
+                [sys.executable, TRAIN], cwd=ws.root,
+                readable=[ws.root, corpus.train_path.parent], writable=[model_dir, cache],
+                hidden=[corpus.root.parent])
+            env = sandbox.child_env({**_cache_env(cache), **extra_env, **job_env})
+            ran = supervise.supervise(argv, ws.root, env, out_dir / "train.log", deadline,
+                                      on_log, should_kill)
+        status, error, pump = ran
         pump.record_into(result)
         summary = _handed_over(ws, model_dir, result, status, error)
         if summary is not None:
@@ -147,6 +152,32 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     if summary is not None and result.status == "ok" and device == "cuda":
         flops = _number(summary, "flops_per_token") * result.tokens
         result.mfu = hardware.mfu(flops, result.training_seconds, result.device_name)
+
+
+def prestart(ws: Workspace, config: Config, stage: Path,
+             env: dict[str, str] | None = None) -> WarmTrainer | None:
+    """Start the training process for the tree's next experiment ahead of time (see
+    warm_start); None where warm starts are off. `env` as for `run`."""
+    ex = config.experiment
+    if not ex.warm_start or ex.compat:
+        return None
+    corpus = ws.corpus(config)
+    cache = _compile_cache(corpus)
+    return WarmTrainer(ws, stage, readable=[corpus.train_path.parent],
+                       hidden=[corpus.root.parent], cache=cache,
+                       env={**_cache_env(cache), **(env or {})})
+
+
+def _compile_cache(corpus) -> Path:
+    """torch.compile's caches, kept across experiments (and shared by a workspace's trees)."""
+    cache = corpus.root.parent.parent / "compile-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
+def _cache_env(cache: Path) -> dict[str, str]:
+    return {"TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+            "TRITON_CACHE_DIR": str(cache / "triton")}
 
 
 def _handed_over(ws: Workspace, model_dir: Path, result: Result, status: str,

@@ -8,6 +8,7 @@ the engine's side, the workers only train and evaluate.
 from __future__ import annotations
 
 import queue
+import shutil
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import git
 
 from ratchet.engine import experiment, gitops
 from ratchet.engine.config import Config
+from ratchet.engine.warm_start import WarmTrainer
 from ratchet.engine.workspace import Workspace
 
 
@@ -86,6 +88,8 @@ class LocalBackend(Backend):
         self.kills: dict[int, threading.Event] = {}
         self.done: queue.Queue[Outcome] = queue.Queue()
         self.threads: list[threading.Thread] = []
+        self.warm: dict[str, WarmTrainer] = {}  # each worker's next training process, started
+        self.prestarted = 0
 
     def tree_path(self, worker: str) -> Path:
         return self.dir / "worktrees" / worker
@@ -98,18 +102,36 @@ class LocalBackend(Backend):
             self.trees[worker] = gitops.worktree(self.repo, self.tree_path(worker), job.commit)
         kill = self.kills[job.exp] = threading.Event()
         env = {"CUDA_VISIBLE_DEVICES": worker} if self.devices else {}
-        thread = threading.Thread(target=self._run, args=(job, env, kill), daemon=True,
+        warm = self.warm.pop(worker, None)
+        thread = threading.Thread(target=self._run, args=(job, env, kill, warm), daemon=True,
                                   name=f"worker-{worker}")
         self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         thread.start()
+        self._prestart(worker, env)
 
-    def _run(self, job: Job, env: dict[str, str], kill: threading.Event) -> None:
+    def _prestart(self, worker: str, env: dict[str, str]) -> None:
+        """Start this worker's next training process now, while the current one trains.
+
+        On the engine thread: the sandbox ties a child's life to the thread that started it,
+        and a job's thread ends with its job.
+        """
+        self.prestarted += 1
+        stage = self.dir / "warm" / f"{worker}-{self.prestarted}"
+        try:
+            warm = experiment.prestart(Workspace(self.tree_path(worker)), self.config, stage, env)
+        except OSError:
+            return  # the next experiment simply starts cold
+        if warm is not None:
+            self.warm[worker] = warm
+
+    def _run(self, job: Job, env: dict[str, str], kill: threading.Event,
+             warm: WarmTrainer | None) -> None:
         try:
             result = experiment.run(
                 Workspace(self.tree_path(job.worker)), self.config,
                 self.dir / f"exp-{job.exp:04d}", seed=job.seed,
                 on_log=lambda record: self.hooks.on_log(job, record), should_kill=kill.is_set,
-                on_phase=lambda name: self.hooks.on_phase(job, name), env=env)
+                on_phase=lambda name: self.hooks.on_phase(job, name), env=env, warm=warm)
         except Exception as exc:  # the runner's own failure is this experiment's crash
             result = experiment.Result(status="crash", seed=job.seed,
                                        error=f"worker failed: {type(exc).__name__}: {exc}")
@@ -135,8 +157,12 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self.kill()
+        for warm in self.warm.values():
+            warm.close()
+        self.warm.clear()
         for thread in self.threads:
             thread.join(timeout=30)
+        shutil.rmtree(self.dir / "warm", ignore_errors=True)
         for worker in self.trees:
             gitops.remove_worktree(self.repo, self.tree_path(worker))
         self.trees.clear()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ratchet.engine import config as configmod
@@ -73,3 +75,18 @@ requires_sandbox = pytest.mark.skipif(
     sandbox.bwrap_path() is None,
     reason=f"no sandbox here: {sandbox.unavailable_reason()}",
 )
+
+
+def waiting_children(settle: float = 10.0) -> list[psutil.Process]:
+    """This process's children that are evaluators or training processes started ahead of need
+    and still running after `settle` seconds (a sandboxed child goes a moment after its bwrap
+    parent)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            line = child.cmdline()
+            if child.status() != psutil.STATUS_ZOMBIE and (
+                    ("evaluate" in line and "--wait" in line)
+                    or any("runpy.run_path" in arg for arg in line)):
+                found.append(child)
+    return psutil.wait_procs(found, timeout=settle)[1] if found else []

@@ -23,7 +23,7 @@ def _changed_config() -> configmod.Config:
     ex.budget_seconds, ex.grace_seconds, ex.eval_timeout_seconds = 123.5, 0.0, 7.25
     ex.device, ex.seed, ex.min_improvement = "cuda", 42, 0.0005
     ex.editable = ["train.py", "model/extra.py"]
-    ex.compat = "autoresearch"
+    ex.compat, ex.warm_start = "autoresearch", False
     data.source, data.column, data.val_percent = "parquet", "body \"quoted\"", 12.5
     data.paths = ["/data/shard 1.parquet", "C:\\data\\shard2.parquet"]
     data.key, data.eval_batch, data.eval_seq, data.eval_tokens = "abc123", 4, 512, 4096

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ import time
 import psutil
 import pytest
 import trainers
-from conftest import requires_sandbox
+from conftest import requires_sandbox, waiting_children
 
 from ratchet.engine import config as configmod
 from ratchet.engine import experiment, workspace
@@ -126,26 +125,17 @@ def test_result_json_is_written_for_every_outcome(make_workspace):
 # --- the evaluator gets ready while training runs -------------------------------------------
 
 
-def waiting_evaluators() -> list[psutil.Process]:
-    """This process's children that are frozen-harness evaluations waiting for a model."""
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if "evaluate" in child.cmdline() and "--wait" in child.cmdline():
-                found.append(child)
-    return found
-
-
 def test_evaluator_waits_during_training_and_is_gone_after_a_crash(make_workspace):
     ws = make_workspace(**FAST)
     (ws.root / "train.py").write_text(trainers.RAISES)
     during = []
     result = experiment.run(ws, ws.config(), ws.root / "runs" / "e",
-                            on_log=lambda _record: during.extend(waiting_evaluators()))
+                            on_log=lambda _record: during.extend(waiting_children(settle=0)))
     assert result.status == "crash" and "boom from train.py" in result.error
     assert during, "no evaluator was started while train.py ran"
-    assert waiting_evaluators() == []
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in during)
+    # the sandboxed python goes with its bwrap parent, a moment later
+    _, alive = psutil.wait_procs(during, timeout=10)
+    assert alive == [] and waiting_children() == []
 
 
 def test_waiting_harness_exits_without_a_result_when_no_model_comes(tmp_path):

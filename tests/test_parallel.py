@@ -6,6 +6,7 @@ from __future__ import annotations
 import git
 import pytest
 import trainers
+from conftest import waiting_children
 from paced_agent import PacedAgent
 from test_loop import FAST, check_ratchet_invariants, commit_workspace, read_log
 
@@ -64,6 +65,12 @@ def test_one_worker_proposes_while_the_experiment_trains(make_workspace):
             assert event["worker"] == "0", event
     assert all(e["based_on"] for e in log if e["type"] == "proposal")
     check_ratchet_invariants(ws, log)
+    # the candidate's process was started while the baseline trained, torch already imported
+    folder = ws.runs_dir() / "s-pipe"
+    assert "torch preloaded: False" in (folder / "exp-0001" / "train.log").read_text()
+    assert "torch preloaded: True" in (folder / "exp-0002" / "train.log").read_text()
+    assert not (folder / "warm").exists()
+    assert waiting_children() == []
 
 
 def test_two_workers_keep_one_line_of_improvements(make_workspace):

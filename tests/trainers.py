@@ -164,9 +164,11 @@ def loop_bigram(hold: float = 0.0) -> str:
 # changes to different ones merge cleanly when a candidate is rebased.
 FIXED_DURATION = '''
 import os
+import sys
 import time
 
 START = time.time()
+print(f"torch preloaded: {{'torch' in sys.modules}}", flush=True)  # a warm start or a cold one
 
 import numpy as np
 import torch
