@@ -8,7 +8,6 @@ measurement alone, not another interpreter start-up (seconds per experiment, on 
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 import tempfile
@@ -69,8 +68,8 @@ class Evaluator:
         if "error" in evaluation:
             result.status, result.error = "crash", f"model rejected: {evaluation['error']}"
             return
-        val_bpb = _finite(evaluation.get("val_bpb"))
-        result.eval_seconds = round(_finite(evaluation.get("eval_seconds")) or 0.0, 3)
+        val_bpb = supervise.number(evaluation, "val_bpb", float, None)
+        result.eval_seconds = round(supervise.number(evaluation, "eval_seconds"), 3)
         result.device_name = str(evaluation.get("device_name", ""))[:100]
         if val_bpb is None:
             result.status, result.error = "crash", "val_bpb is not finite (the model diverged)"
@@ -81,9 +80,3 @@ class Evaluator:
         """Stop the evaluator (a cancelled one exits on its closed stdin) and remove its files."""
         self.child.stop()
         shutil.rmtree(self.private, ignore_errors=True)
-
-
-def _finite(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)

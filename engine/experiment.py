@@ -7,7 +7,6 @@ harness or rejected model is a recorded status with the tail of the output.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 import time
@@ -55,13 +54,6 @@ class Result:
         data = asdict(self)
         del data["train_log"]  # kept in train_log.jsonl beside result.json
         return data
-
-
-def _number(summary: dict, name: str, kind=float, default=0):
-    value = summary.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return default
-    return kind(value)
 
 
 def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None,
@@ -150,7 +142,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     finally:
         evaluator.close()
     if summary is not None and result.status == "ok" and device == "cuda":
-        flops = _number(summary, "flops_per_token") * result.tokens
+        flops = supervise.number(summary, "flops_per_token") * result.tokens
         result.mfu = hardware.mfu(flops, result.training_seconds, result.device_name)
 
 
@@ -196,12 +188,12 @@ def _handed_over(ws: Workspace, model_dir: Path, result: Result, status: str,
         result.error = "train.py finished without handing a model to the harness " \
                        "(prepare.save_model was not called)"
         return None
-    result.steps = _number(summary, "steps", int)
-    result.tokens = _number(summary, "tokens", int)
-    result.params = _number(summary, "params", int)
+    result.steps = supervise.number(summary, "steps", int)
+    result.tokens = supervise.number(summary, "tokens", int)
+    result.params = supervise.number(summary, "params", int)
     for name in ("training_seconds", "startup_seconds", "compile_seconds", "export_seconds",
                  "peak_memory_mb"):
-        setattr(result, name, round(_number(summary, name), 3))
+        setattr(result, name, round(supervise.number(summary, name), 3))
     return summary
 
 

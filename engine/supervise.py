@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -198,6 +199,14 @@ def read_json(path: Path, limit: int = 65536) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def number(data: dict, name: str, kind=float, default=0):
+    """A finite number from a child's JSON, as `kind`; `default` for anything else."""
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return default
+    return kind(value)
 
 
 def last_error_line(tail: str) -> str:
