@@ -21,6 +21,7 @@ from ratchet.engine.workspace import HARNESS, harness_path
 if TYPE_CHECKING:
     from ratchet.engine.experiment import Result
 
+
 class Evaluator:
     """One evaluation, started ahead of need; `evaluate` or `close` ends it."""
 
@@ -45,13 +46,9 @@ class Evaluator:
         """Measure the model train.py saved in `model_dir`; the outcome goes into `result`."""
         try:
             shutil.copy(model_dir / "model.pt2", self.model)
-            if not self.child.send("go") and self.child.proc is not None:
-                self.child.stop()  # it died while waiting: its output says why
-                error = supervise.last_error_line(self.child.pump.tail_text()) or \
-                    "the evaluator ended before the model was handed over"
-            else:
-                error = self.child.watch(self.timeout, name="the evaluation",
-                                         limit="eval_timeout_seconds")[1]
+            self.child.send("go")  # one that died while waiting is reported by watch
+            error = self.child.watch(self.timeout, name="the evaluation",
+                                     limit="eval_timeout_seconds")[1]
             self._read(result, error)
         finally:
             self.close()
