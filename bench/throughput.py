@@ -24,9 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from paced_agent import PacedAgent  # noqa: E402
 from trainers import fixed_duration  # noqa: E402
 
-from ratchet.engine import config as configmod  # noqa: E402
-from ratchet.engine import events, workspace  # noqa: E402
-from ratchet.engine.session import RunOptions, Session  # noqa: E402
+from ratchet.engine import workspace  # noqa: E402
+from ratchet.engine.loop.session import RunOptions, Session  # noqa: E402
+from ratchet.engine.protocol import events
+from ratchet.engine.workspace import config as configmod  # noqa: E402
 
 
 def run(root: Path, workers: int, budget: float, think: float, experiments: int) -> None:

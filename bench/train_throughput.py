@@ -13,7 +13,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from ratchet.engine import experiment, workspace
+from ratchet.engine.runner import experiment
+from ratchet.engine.workspace import layout
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ratchet-bench-") as tmp:
-        ws = workspace.init(Path(tmp) / "ws", device=args.device, budget=args.budget,
+        ws = layout.init(Path(tmp) / "ws", device=args.device, budget=args.budget,
                             echo=lambda *_: None)
         config = ws.config()
         results = []

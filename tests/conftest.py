@@ -10,8 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ratchet.engine import config as configmod
-from ratchet.engine import sandbox, workspace
+from ratchet.engine.runner import sandbox
+from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace import layout
 
 # `make test` runs two pytest workers on the two cores. One thread per torch process (inherited
 # by every training and evaluation child) keeps real training from thrashing: two OpenMP pools
@@ -37,7 +38,7 @@ def _private_cache(tmp_path_factory):
 def template_workspace(tmp_path_factory) -> Path:
     """One CPU workspace on the stdlib corpus, initialised once; copy it with `make_workspace`."""
     root = tmp_path_factory.mktemp("template") / "ws"
-    workspace.init(root, device="cpu", echo=lambda *_: None)
+    layout.init(root, device="cpu", echo=lambda *_: None)
     return root
 
 
@@ -45,11 +46,11 @@ def template_workspace(tmp_path_factory) -> Path:
 def make_workspace(template_workspace, tmp_path):
     """A fresh copy of the template workspace, optionally with settings changed."""
 
-    def make(name: str = "ws", **settings) -> workspace.Workspace:
+    def make(name: str = "ws", **settings) -> layout.Workspace:
         """Settings name keys of [experiment] or [data], e.g. budget_seconds=3."""
         root = tmp_path / name
         shutil.copytree(template_workspace, root, symlinks=True)
-        ws = workspace.Workspace(root)
+        ws = layout.Workspace(root)
         if settings:
             config = ws.config()
             for key, value in settings.items():

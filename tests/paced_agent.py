@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ratchet.engine.agents.base import Agent, AgentError, Context, Emit, Proposal
-from ratchet.engine.workspace import with_constants
+from ratchet.engine.workspace.layout import with_constants
 
 
 class PacedAgent(Agent):

@@ -12,14 +12,16 @@ import pytest
 import trainers
 from fake_messages_api import FakeMessagesAPI, cut, error, error_midway, stream
 
-from ratchet.engine import config as configmod
-from ratchet.engine import daemon, events, headless, results_tsv
-from ratchet.engine import state as statemod
+from ratchet.cli import headless
 from ratchet.engine.agents.base import AgentError, AgentPaused, Context, HistoryEntry
-from ratchet.engine.agents.claude import INTERRUPTED, ClaudeAgent
-from ratchet.engine.agents.claude_prompt import results_table
-from ratchet.engine.agents.claude_tools import TOOLS
-from ratchet.engine.session import RunOptions, Session
+from ratchet.engine.agents.claude.agent import INTERRUPTED, ClaudeAgent
+from ratchet.engine.agents.claude.prompt import results_table
+from ratchet.engine.agents.claude.tools import TOOLS
+from ratchet.engine.loop import results_tsv
+from ratchet.engine.loop.session import RunOptions, Session
+from ratchet.engine.protocol import events, paths
+from ratchet.engine.protocol import state as statemod
+from ratchet.engine.workspace import config as configmod
 
 FAKE_KEY = "sk-ant-fake-4f9c2e7d1b"
 OLD = "SMOOTHING = 1.0  # added to every bigram count"
@@ -321,7 +323,7 @@ def test_cost_is_the_sum_of_proposals_across_engine_restarts():
 
 
 def ratchet(*args: str, cwd, env, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ratchet.engine.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "ratchet.cli.main", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -352,7 +354,7 @@ def test_headless_run_with_claude_commits_trains_records_and_pauses(make_workspa
             stream(finish("lower SMOOTHING from 1.0 to 0.25")),
             error(401, "authentication_error", "invalid x-api-key"))
     env = {**os.environ, "ANTHROPIC_API_KEY": FAKE_KEY, "ANTHROPIC_BASE_URL": api.url}
-    run = subprocess.Popen([sys.executable, "-m", "ratchet.engine.cli", "run", "--headless",
+    run = subprocess.Popen([sys.executable, "-m", "ratchet.cli.main", "run", "--headless",
                             "--agent", "claude", "--max-experiments", "3", "--tag", "claude"],
                            cwd=ws.root, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
@@ -360,7 +362,7 @@ def test_headless_run_with_claude_commits_trains_records_and_pauses(make_workspa
         folder = None
         deadline = time.monotonic() + 60
         while folder is None and time.monotonic() < deadline:
-            found = daemon.sessions(ws)
+            found = paths.sessions(ws.runs_dir())
             folder = found[-1] if found else None
             time.sleep(0.2)
         assert folder is not None, "no session started"

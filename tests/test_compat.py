@@ -9,7 +9,10 @@ from pathlib import Path
 import git
 import pytest
 
-from ratchet.engine import compat, daemon, events, experiment, results_tsv, workspace
+from ratchet.engine.loop import results_tsv
+from ratchet.engine.protocol import events, paths
+from ratchet.engine.runner import compat, experiment
+from ratchet.engine.workspace import layout
 
 # Shaped like autoresearch's: constants at the top, imports its own prepare.py, `\r` progress
 # lines, and the summary block after `---`. The metric is a plain function of the constants.
@@ -73,7 +76,7 @@ def checkout(tmp_path) -> Path:
 
 
 def ratchet(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ratchet.engine.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "ratchet.cli.main", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -84,11 +87,11 @@ def test_compat_run_end_to_end(checkout):
     assert "val_bpb is self-reported" in done.stderr
     repo = git.Repo(checkout)
     assert not repo.is_dirty(untracked_files=True)  # ratchet.toml and runs/ are excluded
-    config = workspace.Workspace(checkout).config()
+    config = layout.Workspace(checkout).config()
     assert config.experiment.compat == "autoresearch"
     assert config.experiment.budget_seconds == 2.0  # prepare.py's TIME_BUDGET
 
-    (folder,) = daemon.sessions(workspace.Workspace(checkout))
+    (folder,) = paths.sessions(layout.Workspace(checkout).runs_dir())
     log = list(events.iter_events(folder / "events.jsonl"))
     start = log[0]
     assert start["type"] == "session_start" and start["compat"] == "autoresearch"

@@ -7,8 +7,8 @@ from dataclasses import fields
 
 import pytest
 
-from ratchet.engine import config as configmod
-from ratchet.engine.config import ConfigError
+from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace.config import ConfigError
 
 
 def _write(tmp_path, text: str):

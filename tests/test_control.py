@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ratchet.engine import control
-from ratchet.engine.control import COMMANDS, ControlError, ControlServer, send
+from ratchet.engine.protocol import control
+from ratchet.engine.protocol.control import COMMANDS, ControlError, ControlServer, send
 
 
 @pytest.fixture

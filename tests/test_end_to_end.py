@@ -8,7 +8,9 @@ import shutil
 
 import pytest
 
-from ratchet.engine import cli, experiment, workspace
+from ratchet.cli import main
+from ratchet.engine.runner import experiment
+from ratchet.engine.workspace import layout
 from ratchet.model import prepare
 
 pytestmark = pytest.mark.slow
@@ -18,8 +20,8 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path_factory):
     """Init a workspace through the CLI and run the default 20 s experiment once."""
     root = tmp_path_factory.mktemp("e2e") / "ws"
-    assert cli.main(["init", str(root), "--device", "cpu"]) == 0
-    assert cli.main(["experiment", "-C", str(root), "-q"]) == 0
+    assert main.main(["init", str(root), "--device", "cpu"]) == 0
+    assert main.main(["experiment", "-C", str(root), "-q"]) == 0
     runs = sorted((root / "runs" / "experiments").iterdir())
     result = json.loads((runs[-1] / "result.json").read_text())
     return root, runs[-1], result
@@ -38,7 +40,7 @@ def test_default_cpu_experiment_learns_far_below_uniform(trained):
 
 def test_summary_block_is_printed(trained, capsys):
     root, _, _ = trained
-    cli.main(["experiment", "-C", str(root), "-q", "--budget", "2"])
+    main.main(["experiment", "-C", str(root), "-q", "--budget", "2"])
     out = capsys.readouterr().out
     assert "\nval_bpb:" in out and "status:           ok" in out
     assert "training_seconds:" in out and "num_params_M:" in out
@@ -54,7 +56,7 @@ def test_training_log_lines_reach_the_result(trained):
 
 def test_evaluating_one_saved_model_twice_gives_the_same_val_bpb(trained, tmp_path):
     root, run_dir, result = trained
-    ws = workspace.Workspace(root)
+    ws = layout.Workspace(root)
     config = ws.config()
     corpus = ws.corpus(config)
     shape = (config.data.eval_batch, config.data.eval_seq)

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from ratchet.engine import events
-from ratchet.engine.events import EventLog, LogTail, TextBatcher, iter_events, read_events
+from ratchet.engine.protocol import events
+from ratchet.engine.protocol.events import EventLog, LogTail, TextBatcher, iter_events, read_events
 
 
 @pytest.fixture

@@ -13,14 +13,15 @@ import pytest
 import trainers
 from conftest import requires_sandbox, waiting_children
 
-from ratchet.engine import config as configmod
-from ratchet.engine import experiment, workspace
-from ratchet.engine.supervise import LOG_CAP_BYTES, TAIL_BYTES
+from ratchet.engine.runner import experiment
+from ratchet.engine.runner.supervision import LOG_CAP_BYTES, TAIL_BYTES
+from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace import layout
 
 FAST = {"budget_seconds": 1.0, "grace_seconds": 15.0, "eval_tokens": 65536}
 
 
-def run_with(ws: workspace.Workspace, source: str, tmp_name: str = "exp"):
+def run_with(ws: layout.Workspace, source: str, tmp_name: str = "exp"):
     (ws.root / "train.py").write_text(source)
     return experiment.run(ws, ws.config(), ws.root / "runs" / tmp_name)
 
@@ -31,7 +32,7 @@ def honest_bpb(template_workspace, tmp_path_factory) -> float:
     (measured once: the model is deterministic)."""
     root = tmp_path_factory.mktemp("honest") / "ws"
     shutil.copytree(template_workspace, root, symlinks=True)
-    ws = workspace.Workspace(root)
+    ws = layout.Workspace(root)
     config = ws.config()
     for key, value in FAST.items():
         section = config.experiment if hasattr(config.experiment, key) else config.data
@@ -43,7 +44,7 @@ def honest_bpb(template_workspace, tmp_path_factory) -> float:
     return result.val_bpb
 
 
-def harness_hash(ws: workspace.Workspace) -> str:
+def harness_hash(ws: layout.Workspace) -> str:
     return hashlib.sha256((ws.root / "prepare.py").read_bytes()).hexdigest()
 
 
@@ -141,7 +142,7 @@ def test_evaluator_waits_during_training_and_is_gone_after_a_crash(make_workspac
 def test_waiting_harness_exits_without_a_result_when_no_model_comes(tmp_path):
     out = tmp_path / "eval.json"
     done = subprocess.run(
-        [sys.executable, "-I", str(workspace.harness_path()), "evaluate", "--wait",
+        [sys.executable, "-I", str(layout.harness_path()), "evaluate", "--wait",
          "--model", str(tmp_path / "model.pt2"), "--val", str(tmp_path / "val.bin"),
          "--tokens", "1024", "--shape", "8,256", "--out", str(out)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""`ratchet import`: autoresearch runs (results.tsv + git history) become sessions."""
+"""`ratchet import`: autoresearch runs (results.tsv + git history) become catalog."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 import git
 import pytest
 
-from ratchet.engine import cli, events, report, sessions
-from ratchet.engine import config as configmod
+from ratchet.cli import main, report
+from ratchet.engine.protocol import events
+from ratchet.engine.workspace import catalog
+from ratchet.engine.workspace import config as configmod
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PUBLISHED = SHARED / "data" / "autoresearch-results"
@@ -65,7 +67,7 @@ def session_log(runs: Path) -> list[dict]:
 
 def test_import_of_an_autoresearch_checkout(autoresearch_run, tmp_path, capsys):
     ws = make_ws(tmp_path / "ws")
-    assert cli.main(["import", str(autoresearch_run), "-C", str(ws)]) == 0
+    assert main.main(["import", str(autoresearch_run), "-C", str(ws)]) == 0
     assert "imported 5 experiments" in capsys.readouterr().out
     log = session_log(ws / "runs")
     start, end = log[0], log[-1]
@@ -101,14 +103,14 @@ def test_import_of_an_autoresearch_checkout(autoresearch_run, tmp_path, capsys):
     assert fig.timed_by == "experiments" and fig.seconds["experiments"] == 2000
 
     # importing twice is refused in one line; --force replaces the session, never duplicates
-    assert cli.main(["import", str(autoresearch_run), "-C", str(ws)]) == 2
+    assert main.main(["import", str(autoresearch_run), "-C", str(ws)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ratchet: error:") and "already imported" in err
     assert err.count("\n") == 1
-    assert cli.main(["import", str(autoresearch_run), "-C", str(ws), "--force"]) == 0
+    assert main.main(["import", str(autoresearch_run), "-C", str(ws), "--force"]) == 0
     assert len(session_log(ws / "runs")) == len(log)
 
-    assert cli.main(["ls", "-C", str(ws)]) == 0
+    assert main.main(["ls", "-C", str(ws)]) == 0
     row = capsys.readouterr().out.splitlines()[-1].split()
     assert row[3:7] == ["finished", "5", "2", "1.040000"] and row[-1] == "-"
 
@@ -116,12 +118,12 @@ def test_import_of_an_autoresearch_checkout(autoresearch_run, tmp_path, capsys):
 def test_import_into_the_checkout_keeps_git_status_clean(autoresearch_run, monkeypatch,
                                                          capsys):
     monkeypatch.chdir(autoresearch_run.parent)  # not a workspace: the session goes to PATH/runs
-    assert cli.main(["import", str(autoresearch_run)]) == 0
+    assert main.main(["import", str(autoresearch_run)]) == 0
     assert (autoresearch_run / "runs").is_dir()
     repo = git.Repo(autoresearch_run)
     assert "runs/" in (Path(repo.git_dir) / "info" / "exclude").read_text()
     assert "runs" not in repo.git.status("--porcelain")
-    assert cli.main(["report", "-C", str(autoresearch_run), "--no-chart"]) == 0
+    assert main.main(["report", "-C", str(autoresearch_run), "--no-chart"]) == 0
     assert "baseline  1.100000" in capsys.readouterr().out
 
 
@@ -130,7 +132,7 @@ def test_import_refuses_what_it_cannot_read(tmp_path, capsys):
     bad = tmp_path / "bad.tsv"
     bad.write_text("commit\tscore\nabc1234\t1.0\n")
     for path in (tmp_path / "nowhere", bad):
-        assert cli.main(["import", str(path), "-C", str(ws)]) == 2
+        assert main.main(["import", str(path), "-C", str(ws)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("ratchet: error:") and err.count("\n") == 1
     assert not (ws / "runs").exists() or not any((ws / "runs").iterdir())
@@ -143,13 +145,13 @@ def test_import_of_the_published_results(tmp_path, capsys):
     files = sorted(PUBLISHED.glob("*.tsv"))
     assert files
     for path in files:
-        assert cli.main(["import", str(path), "-C", str(ws)]) == 0, path
+        assert main.main(["import", str(path), "-C", str(ws)]) == 0, path
     capsys.readouterr()
-    summaries = sessions.summarise_all(sessions.locate(ws))
+    summaries = catalog.summarise_all(catalog.locate(ws))
     assert len(summaries) == len(files)
     by_source = {}
     for summary in summaries:
-        log = sessions.load(summary.folder)
+        log = catalog.load(summary.folder)
         by_source[Path(log[0]["source"]).name] = (summary, log)
     mlx, log = by_source.get("mlx-macmini.tsv", (None, None))
     if mlx is not None:  # 29 rows, 5 columns, every commit missing from git here
@@ -160,7 +162,7 @@ def test_import_of_the_published_results(tmp_path, capsys):
         assert fig.candidates == 28 and fig.discarded == 17 and fig.crashed == 0
         assert fig.kept[0].description == "halve total batch size to 2^16"
     for summary, _ in by_source.values():
-        assert cli.main(["report", summary.id, "-C", str(ws), "--md"]) == 0
+        assert main.main(["report", summary.id, "-C", str(ws), "--md"]) == 0
         assert capsys.readouterr().out.startswith("# Ratchet report:")
 
 
@@ -168,7 +170,7 @@ def test_a_torn_last_row_is_left_out_with_one_warning(autoresearch_run, tmp_path
     ws = make_ws(tmp_path / "ws")
     tsv = autoresearch_run / "results.tsv"
     tsv.write_text(tsv.read_text(encoding="utf-8") + "abc1234\t1.0", encoding="utf-8")
-    assert cli.main(["import", str(tsv), "-C", str(ws)]) == 0
+    assert main.main(["import", str(tsv), "-C", str(ws)]) == 0
     captured = capsys.readouterr()
     assert "imported 5 experiments" in captured.out
     assert captured.err.count("ratchet: warning:") == 1 and "partial last line" in captured.err

@@ -9,15 +9,15 @@ from pathlib import Path
 import git
 import pytest
 
-from ratchet.engine import cli
-from ratchet.engine import config as configmod
+from ratchet.cli import main
+from ratchet.engine.workspace import config as configmod
 from ratchet.model import corpus, profiles
 
 WORKSPACE_FILES = {"train.py", "prepare.py", "program.md", "ratchet.toml", ".gitignore"}
 
 
 def _run(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
+    code = main.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -216,7 +216,7 @@ def test_bad_init_options_are_argparse_errors(tmp_path, capsys, argv):
     """Bad option values stop before anything is created, with argparse's usage error."""
     argv = [str(tmp_path / "ws") if a == "X" else a for a in argv]
     with pytest.raises(SystemExit) as info:
-        cli.main(argv)
+        main.main(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "usage: ratchet init" in err

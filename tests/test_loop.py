@@ -12,15 +12,17 @@ import git
 import pytest
 import trainers
 
-from ratchet.engine import config as configmod
-from ratchet.engine import control, daemon, events, results_tsv, workspace
-from ratchet.engine.agents.offline import OfflineAgent
-from ratchet.engine.session import RunOptions, Session, _only_seed_changes
+from ratchet.engine.agents.offline.agent import OfflineAgent
+from ratchet.engine.loop import daemon, results_tsv
+from ratchet.engine.loop.session import RunOptions, Session, _only_seed_changes
+from ratchet.engine.protocol import control, events, paths
+from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace import layout
 
 FAST = {"budget_seconds": 1.0, "grace_seconds": 10.0, "eval_tokens": 65536}
 
 
-def commit_workspace(ws: workspace.Workspace, train_source: str) -> None:
+def commit_workspace(ws: layout.Workspace, train_source: str) -> None:
     (ws.root / "train.py").write_text(train_source)
     repo = git.Repo(ws.root)
     repo.index.add(["train.py", "ratchet.toml"])
@@ -28,7 +30,7 @@ def commit_workspace(ws: workspace.Workspace, train_source: str) -> None:
 
 
 def ratchet(*args: str, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ratchet.engine.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "ratchet.cli.main", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -46,7 +48,7 @@ def wait_for(folder, predicate, timeout: float = 120.0) -> list[dict]:
     raise AssertionError(f"timed out; last events: {[e['type'] for e in log[-10:]]}")
 
 
-def check_ratchet_invariants(ws: workspace.Workspace, log: list[dict]) -> None:
+def check_ratchet_invariants(ws: layout.Workspace, log: list[dict]) -> None:
     """results.tsv matches the events; the branch holds exactly the kept commits, in order."""
     ends = [e for e in log if e["type"] == "exp_end"]
     rows = results_tsv.read(ws.root / "results.tsv")
@@ -86,7 +88,7 @@ def test_headless_run_with_real_training(make_workspace):
     done = ratchet("run", "--headless", "--budget", "5", "--max-experiments", "2", "--tag",
                    "night", cwd=ws.root, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
-    folder = daemon.sessions(ws)[-1]
+    folder = paths.sessions(ws.runs_dir())[-1]
     log = read_log(folder)
     ends = [e for e in log if e["type"] == "exp_end"]
     assert [e["kind"] for e in ends[:2]] == ["baseline"] * 2
@@ -163,7 +165,7 @@ def spawn(ws, tag: str, max_experiments: int | None = None, resume: bool = False
 
 
 def stop_engine(folder, pid) -> None:
-    if daemon.pid_alive(pid):
+    if paths.pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -204,9 +206,9 @@ def test_control_socket_pause_steer_kill_stop(make_workspace):
         log = wait_for(folder, lambda log: log[-1]["type"] == "session_end", timeout=60)
         assert log[-1]["reason"] == "stopped"
         deadline = time.monotonic() + 20
-        while daemon.pid_alive(pid) and time.monotonic() < deadline:
+        while paths.pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not daemon.pid_alive(pid)
+        assert not paths.pid_alive(pid)
         assert not sock.exists()
         check_ratchet_invariants(ws, log)
     finally:
@@ -226,7 +228,7 @@ def test_kill_9_then_resume_loses_nothing(make_workspace):
         finished = [e for e in log if e["type"] == "exp_end"]
         in_flight = [e for e in log if e["type"] == "exp_start"][-1]
         os.kill(pid, signal.SIGKILL)
-        while daemon.pid_alive(pid):
+        while paths.pid_alive(pid):
             time.sleep(0.05)
     finally:
         stop_engine(folder, pid)
@@ -255,7 +257,7 @@ def test_sighup_does_not_stop_the_engine(make_workspace):
         wait_for(folder, lambda log: any(e["type"] == "exp_start" for e in log))
         os.kill(pid, signal.SIGHUP)
         time.sleep(1.0)
-        assert daemon.pid_alive(pid)
+        assert paths.pid_alive(pid)
         os.kill(pid, signal.SIGTERM)
         log = wait_for(folder, lambda log: log[-1]["type"] == "session_end", timeout=60)
         assert log[-1]["reason"] == "signal"

@@ -10,15 +10,15 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from ratchet.engine import workspace
 from ratchet.engine.agents.base import AgentError, Context, HistoryEntry, Proposal
-from ratchet.engine.agents.offline import (
+from ratchet.engine.agents.offline.agent import (
     CRASH_PENALTY,
     NO_RESULT_PENALTY,
     OfflineAgent,
     parse_constants,
     search_range,
 )
+from ratchet.engine.workspace import layout
 from ratchet.model import profiles
 
 SEARCHED = ["N_LAYER", "N_EMBD", "N_HEAD", "MLP_RATIO", "SEQ_LEN", "BATCH_SIZE", "GRAD_ACCUM",
@@ -30,7 +30,7 @@ SMALL = ("N_LAYER = 2  # blocks\nLEARNING_RATE = 0.01  # peak\nWARMUP_FRAC = 0.0
 
 @pytest.fixture(scope="module")
 def source() -> str:
-    return workspace.with_constants(workspace.template_text("train.py"), profiles.CPU)
+    return layout.with_constants(layout.template_text("train.py"), profiles.CPU)
 
 
 def context(files: str, best: float | None = 2.7, **kw) -> Context:

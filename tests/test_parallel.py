@@ -10,10 +10,11 @@ from conftest import waiting_children
 from paced_agent import PacedAgent
 from test_loop import FAST, check_ratchet_invariants, commit_workspace, read_log
 
-from ratchet.engine import config as configmod
-from ratchet.engine import events, gitops
-from ratchet.engine import state as statemod
-from ratchet.engine.session import RunOptions, Session
+from ratchet.engine.loop import gitops
+from ratchet.engine.loop.session import RunOptions, Session
+from ratchet.engine.protocol import events
+from ratchet.engine.protocol import state as statemod
+from ratchet.engine.workspace import config as configmod
 
 # two trainings at once on a small, shared CI machine need more than FAST's grace
 SETTINGS = {**FAST, "grace_seconds": 40.0}

@@ -14,7 +14,7 @@ from paced_agent import PacedAgent
 from test_loop import check_ratchet_invariants, commit_workspace, read_log, wait_for
 from test_parallel import SETTINGS, configure
 
-from ratchet.engine.session import RunOptions, Session
+from ratchet.engine.loop.session import RunOptions, Session
 
 ray = pytest.importorskip("ray")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dashboard_helpers import RECORDED, caught_up
 
-from ratchet.engine import events
+from ratchet.engine.protocol import events
 from ratchet.tui.app import RatchetDashboard
 from ratchet.tui.model import AGENT_CHUNKS, HISTORY, DashboardState, fold
 from ratchet.tui.replay_app import ReplayDashboard
@@ -202,10 +202,10 @@ async def test_panes_at_experiment_n_match_the_live_dashboard(tmp_path):
 
 
 def test_replay_command_needs_a_terminal_and_a_session(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "ratchet.engine.cli", "replay", str(RECORDED)],
+    done = subprocess.run([sys.executable, "-m", "ratchet.cli.main", "replay", str(RECORDED)],
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert done.returncode == 2 and "needs a terminal" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "ratchet.engine.cli", "replay", "nope", "-C",
+    done = subprocess.run([sys.executable, "-m", "ratchet.cli.main", "replay", "nope", "-C",
                            str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("ratchet: error:")
 

@@ -8,11 +8,13 @@ import git
 import pytest
 import trainers
 
-from ratchet.engine import cli, events, report, sessions
-from ratchet.engine import config as configmod
-from ratchet.engine import state as statemod
-from ratchet.engine.agents.offline import OfflineAgent
-from ratchet.engine.session import RunOptions, Session
+from ratchet.cli import main, report
+from ratchet.engine.agents.offline.agent import OfflineAgent
+from ratchet.engine.loop.session import RunOptions, Session
+from ratchet.engine.protocol import events
+from ratchet.engine.protocol import state as statemod
+from ratchet.engine.workspace import catalog
+from ratchet.engine.workspace import config as configmod
 
 T0 = 1_700_000_000.0
 
@@ -97,7 +99,7 @@ def test_ls_and_report_commands(folder_ws, capsys, tmp_path):
     write_session(folder_ws / "runs", "s-night", night())
     running = night()[:12]  # no session_end and no engine: it crashed
     write_session(folder_ws / "runs", "s-crashed", running)
-    assert cli.main(["ls", "-C", str(folder_ws)]) == 0
+    assert main.main(["ls", "-C", str(folder_ws)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["session", "start", "state", "exps"]
     rows = {line.split()[0]: line.split() for line in out[1:]}
@@ -106,7 +108,7 @@ def test_ls_and_report_commands(folder_ws, capsys, tmp_path):
     assert rows["s-night"][-1] == "$0.25"
     assert rows["s-crashed"][3:6] == ["crashed", "2", "0"]
 
-    assert cli.main(["report", "s-night", "-C", str(folder_ws)]) == 0
+    assert main.main(["report", "s-night", "-C", str(folder_ws)]) == 0
     text = capsys.readouterr().out
     assert "baseline  1.500000" in text
     assert "kept 1 (33%), discarded 1 (33%), crashed 1 (33%)" in text
@@ -116,7 +118,7 @@ def test_ls_and_report_commands(folder_ws, capsys, tmp_path):
     assert "val_bpb per experiment" in text and "\x1b[" not in text  # the chart, no colour codes
 
     png = tmp_path / "chart.png"
-    assert cli.main(["report", "s-night", "-C", str(folder_ws), "--md", "--png", str(png)]) == 0
+    assert main.main(["report", "s-night", "-C", str(folder_ws), "--md", "--png", str(png)]) == 0
     md = capsys.readouterr().out
     assert md.startswith("# Ratchet report: s-night")
     assert "| #3 | 1.410000 | -0.090000 | change 3 |" in md
@@ -125,12 +127,12 @@ def test_ls_and_report_commands(folder_ws, capsys, tmp_path):
 
 
 def test_report_errors_are_one_line(folder_ws, capsys, tmp_path):
-    assert cli.main(["report", "-C", str(folder_ws)]) == 2
+    assert main.main(["report", "-C", str(folder_ws)]) == 2
     assert capsys.readouterr().err.startswith("ratchet: error: no sessions")
-    assert cli.main(["ls", "-C", str(folder_ws)]) == 0
+    assert main.main(["ls", "-C", str(folder_ws)]) == 0
     assert capsys.readouterr().out.startswith("no sessions in")
     write_session(folder_ws / "runs", "s-night", night())
-    assert cli.main(["report", "-C", str(folder_ws), "--png",
+    assert main.main(["report", "-C", str(folder_ws), "--png",
                      str(tmp_path / "missing" / "x.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ratchet: error: cannot write") and err.count("\n") == 1
@@ -176,14 +178,14 @@ def test_readers_survive_a_corrupt_log(folder_ws, how):
 def test_commands_warn_once_and_go_on(folder_ws, capsys, how):
     corrupt(folder_ws, "s-bad", how)
     for argv in (["ls"], ["report", "s-bad", "--no-chart"], ["status", "s-bad"]):
-        assert cli.main([*argv, "-C", str(folder_ws)]) == 0, argv
+        assert main.main([*argv, "-C", str(folder_ws)]) == 0, argv
         captured = capsys.readouterr()
         assert captured.err.count("ratchet: warning:") == 1, (argv, captured.err)
         assert "s-bad/events.jsonl" in captured.err
         assert "1.410000" in captured.out
     # a torn last line is the engine dying mid-write: the session shows as crashed
     state = "crashed" if how == "torn" else "finished"
-    assert sessions.summarise(folder_ws / "runs" / "s-bad").state == state
+    assert catalog.summarise(folder_ws / "runs" / "s-bad").state == state
 
 
 # --- a real loop ---------------------------------------------------------------------------
@@ -211,11 +213,11 @@ def test_ls_and_report_on_a_real_loop(make_workspace, capsys, tmp_path):
     wall = log[-1]["t"] - log[0]["t"]
     assert sum(fig.seconds.values()) == pytest.approx(wall, abs=1.0)
 
-    assert cli.main(["ls", "-C", str(ws.root)]) == 0
+    assert main.main(["ls", "-C", str(ws.root)]) == 0
     line = capsys.readouterr().out.splitlines()[1].split()
     assert line[0] == "s-real" and line[3:6] == ["finished", "1", "0"]
     png = tmp_path / "real.png"
-    assert cli.main(["report", "-C", str(ws.root), "--png", str(png)]) == 0
+    assert main.main(["report", "-C", str(ws.root), "--png", str(png)]) == 0
     text = capsys.readouterr().out
     assert f"baseline  {end['val_bpb']:.6f}" in text and "metric    val_bpb, frozen harness" in text
     assert png.stat().st_size > 10_000

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from ratchet.engine import resources
+from ratchet.engine.workers import telemetry
 
 KEYS = {"cpu_percent", "memory_percent", "memory_used_gb", "gpus", "source"}
 GPU_KEYS = {"index", "name", "util", "mem_used_mb", "mem_total_mb", "temp_c", "power_w"}
@@ -18,7 +18,7 @@ GPU_KEYS = {"index", "name", "util", "mem_used_mb", "mem_total_mb", "temp_c", "p
 @pytest.fixture
 def fresh_nvml(monkeypatch):
     """A fresh NVML state, so one test's fake (or failure) does not leak into the next."""
-    monkeypatch.setattr(resources, "_NVML", resources._Nvml())
+    monkeypatch.setattr(telemetry, "_NVML", telemetry._Nvml())
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ def no_nvml(fresh_nvml, monkeypatch):
 
 
 def test_sample_on_a_cpu_only_machine(no_nvml):
-    first = resources.sample()
-    second = resources.sample()
+    first = telemetry.sample()
+    second = telemetry.sample()
     for s in (first, second):
         assert set(s) == KEYS
         assert 0.0 <= s["cpu_percent"] <= 100.0
@@ -38,16 +38,16 @@ def test_sample_on_a_cpu_only_machine(no_nvml):
 
 
 def test_later_samples_do_not_block(no_nvml):
-    resources.sample()
+    telemetry.sample()
     started = time.monotonic()
     for _ in range(5):
-        resources.sample()
-    assert time.monotonic() - started < resources.CPU_PRIME_SECONDS * 3
+        telemetry.sample()
+    assert time.monotonic() - started < telemetry.CPU_PRIME_SECONDS * 3
 
 
 def test_hardware(no_nvml, monkeypatch):
-    monkeypatch.setattr(resources.shutil, "which", lambda name: None)
-    hw = resources.hardware()
+    monkeypatch.setattr(telemetry.shutil, "which", lambda name: None)
+    hw = telemetry.hardware()
     assert hw["cpu_count"] >= 1 and hw["memory_gb"] > 0 and hw["gpus"] == []
 
 
@@ -95,7 +95,7 @@ def fake_pynvml(*, fail_init=False, power=True):
 
 def test_sample_with_nvml(fresh_nvml, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(power=False))
-    s = resources.sample()
+    s = telemetry.sample()
     assert s["source"] == "nvml" and len(s["gpus"]) == 2
     gpu = s["gpus"][0]
     assert set(gpu) == GPU_KEYS
@@ -109,39 +109,39 @@ def test_sample_with_nvml(fresh_nvml, monkeypatch):
         "power_w": None,  # not supported by this card: a missing field, not a failure
     }
     assert s["gpus"][1]["name"] == "NVIDIA H100"
-    assert resources.hardware()["gpus"] == ["NVIDIA H100 80GB HBM3", "NVIDIA H100"]
+    assert telemetry.hardware()["gpus"] == ["NVIDIA H100 80GB HBM3", "NVIDIA H100"]
 
 
 def test_power_in_watts(fresh_nvml, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml())
-    assert resources.sample()["gpus"][0]["power_w"] == 312.3
+    assert telemetry.sample()["gpus"][0]["power_w"] == 312.3
 
 
 def test_nvml_init_failure_falls_back_to_psutil(fresh_nvml, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(fail_init=True))
-    s = resources.sample()
+    s = telemetry.sample()
     assert s["source"] == "psutil" and s["gpus"] == [] and s["cpu_percent"] is not None
 
 
 def test_nvml_failure_later_switches_it_off_for_good(fresh_nvml, monkeypatch):
     nv = fake_pynvml()
     monkeypatch.setitem(sys.modules, "pynvml", nv)
-    assert resources.sample()["source"] == "nvml"
+    assert telemetry.sample()["source"] == "nvml"
     nv.lost = True
-    assert resources.sample()["source"] == "psutil"
+    assert telemetry.sample()["source"] == "psutil"
     nv.lost = False  # no retrying every sample once NVML has failed
-    assert resources.sample()["source"] == "psutil"
+    assert telemetry.sample()["source"] == "psutil"
 
 
 def test_hardware_asks_nvidia_smi_without_nvml(no_nvml, monkeypatch):
-    monkeypatch.setattr(resources.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(telemetry.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
 
     def run(cmd, **kwargs):
         assert cmd[0] == "/usr/bin/nvidia-smi"
         return types.SimpleNamespace(stdout="NVIDIA A100-SXM4-80GB\nNVIDIA A100-SXM4-80GB\n")
 
-    monkeypatch.setattr(resources.subprocess, "run", run)
-    assert resources.hardware()["gpus"] == ["NVIDIA A100-SXM4-80GB"] * 2
+    monkeypatch.setattr(telemetry.subprocess, "run", run)
+    assert telemetry.hardware()["gpus"] == ["NVIDIA A100-SXM4-80GB"] * 2
 
 
 def test_sampler_calls_back_repeatedly_and_stops(no_nvml):
@@ -153,7 +153,7 @@ def test_sampler_calls_back_repeatedly_and_stops(no_nvml):
         if len(got) >= 3:
             three.set()
 
-    sampler = resources.ResourceSampler(callback, interval=0.01)
+    sampler = telemetry.ResourceSampler(callback, interval=0.01)
     assert sampler.daemon
     sampler.start()
     assert three.wait(5)
@@ -174,7 +174,7 @@ def test_a_raising_callback_does_not_stop_the_sampler(no_nvml):
             three.set()
         raise OSError("log is closed")
 
-    sampler = resources.ResourceSampler(callback, interval=0.01)
+    sampler = telemetry.ResourceSampler(callback, interval=0.01)
     sampler.start()
     assert three.wait(5)
     assert sampler.is_alive()
@@ -183,4 +183,4 @@ def test_a_raising_callback_does_not_stop_the_sampler(no_nvml):
 
 
 def test_stop_before_start_is_harmless():
-    resources.ResourceSampler(lambda s: None).stop()
+    telemetry.ResourceSampler(lambda s: None).stop()

@@ -38,7 +38,7 @@ def test_attach_web_serves_on_localhost_only(make_workspace):
     session.mkdir(parents=True)
     shutil.copy(RECORDED, session / "events.jsonl")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ratchet.engine.cli", "attach", session.name,
+    proc = subprocess.Popen([sys.executable, "-m", "ratchet.cli.main", "attach", session.name,
                              "--web", "--port", str(port)], cwd=ws.root,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -12,9 +12,10 @@ import pytest
 import trainers
 from dashboard_helpers import live_app, until
 
-from ratchet.engine import config as configmod
-from ratchet.engine import control, daemon, events
-from ratchet.engine.session import RunOptions
+from ratchet.engine.loop import daemon
+from ratchet.engine.loop.session import RunOptions
+from ratchet.engine.protocol import control, events, paths
+from ratchet.engine.workspace import config as configmod
 from ratchet.tui.screens.confirm import ConfirmScreen
 from ratchet.tui.screens.dashboard import DashboardScreen
 from ratchet.tui.screens.steer import SteerScreen
@@ -49,13 +50,13 @@ def log_of(folder) -> list[dict]:
 
 
 def end_engine(folder, pid) -> None:
-    if daemon.pid_alive(pid):
+    if paths.pid_alive(pid):
         with contextlib.suppress(control.ControlError):
             control.send(folder / "control.sock", "stop")
         deadline = time.monotonic() + 30
-        while daemon.pid_alive(pid) and time.monotonic() < deadline:
+        while paths.pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if daemon.pid_alive(pid):
+        if paths.pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -127,7 +128,7 @@ async def test_q_closes_the_dashboard_and_leaves_the_engine_running(make_workspa
                         what="the first experiment to start")
             await pilot.press("q")
         assert app.return_value == "detached"
-        assert daemon.pid_alive(pid)
+        assert paths.pid_alive(pid)
         reply = control.send(folder / "control.sock", "ping")
         # training the first experiment, and maybe proposing the next one meanwhile
         assert reply["ok"] and reply["phase"] in ("training", "starting", "proposing")

@@ -6,8 +6,8 @@ import json
 
 from dashboard_helpers import RECORDED
 
-from ratchet.engine import events
-from ratchet.engine.events import LogTail
+from ratchet.engine.protocol import events
+from ratchet.engine.protocol.events import LogTail
 from ratchet.tui import model
 from ratchet.tui.model import DashboardState, fold
 from ratchet.tui.sources import LiveSource

@@ -8,7 +8,7 @@ import pytest
 from dashboard_helpers import RECORDED, caught_up, live_app, recorded_app, until
 from textual.widgets import DataTable
 
-from ratchet.engine import events
+from ratchet.engine.protocol import events
 from ratchet.tui.model import fold
 from ratchet.tui.panes.diff import DiffPane
 from ratchet.tui.screens.dashboard import DashboardScreen

@@ -14,7 +14,7 @@ import time
 import pytest
 from test_tui_engine import bigram_workspace, end_engine, log_of
 
-from ratchet.engine import daemon
+from ratchet.engine.protocol import paths
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -37,7 +37,7 @@ def wait_screen(server: str, predicate, timeout: float = 120.0, target: str = "d
 
 def test_run_and_attach_in_tmux_show_panes_and_results_and_q_detaches(make_workspace):
     ws = bigram_workspace(make_workspace, "tmux", hold=0.0, baseline_seeds=1)
-    ratchet = f"{shlex.quote(sys.executable)} -m ratchet.engine.cli"
+    ratchet = f"{shlex.quote(sys.executable)} -m ratchet.cli.main"
     command = (f"cd {shlex.quote(str(ws.root))} && {ratchet} run --tag tmux; "
                f"echo RUN-EXIT=$?; read _; {ratchet} attach; echo ATTACH-EXIT=$?; sleep 120")
     server = f"ratchet-test-{os.getpid()}"
@@ -48,11 +48,11 @@ def test_run_and_attach_in_tmux_show_panes_and_results_and_q_detaches(make_works
                        env={**os.environ, "TERM": "xterm-256color"})
         # `ratchet run` spawns the engine and opens the dashboard on it
         wait_screen(server, lambda s: "5 Experiments" in s and "1 Agent" in s)
-        folder = daemon.sessions(ws)[-1]
-        pid = daemon.engine_pid(folder)
+        folder = paths.sessions(ws.runs_dir())[-1]
+        pid = paths.engine_pid(folder)
         deadline = time.monotonic() + 120
         while not any(e["type"] == "exp_end" for e in log_of(folder)):
-            assert time.monotonic() < deadline and daemon.pid_alive(pid)
+            assert time.monotonic() < deadline and paths.pid_alive(pid)
             time.sleep(0.3)
         # a second dashboard on the same engine, at 80x24, while the first stays open
         val = next(e for e in log_of(folder) if e["type"] == "exp_end")["val_bpb"]
@@ -79,7 +79,7 @@ def test_run_and_attach_in_tmux_show_panes_and_results_and_q_detaches(make_works
         screen = wait_screen(server, lambda s: "ATTACH-EXIT=" in s, timeout=30)
         assert "RUN-EXIT=0" in screen and "ATTACH-EXIT=0" in screen
         assert screen.count(f"the engine keeps running (session {folder.name})") == 2
-        assert daemon.pid_alive(pid)
+        assert paths.pid_alive(pid)
     finally:
         subprocess.run(["tmux", "-L", server, "kill-server"], capture_output=True, timeout=30)
         if folder is not None:

@@ -10,7 +10,7 @@ from dashboard_helpers import caught_up
 from test_replay import full_fold_at, visible
 from textual.widgets import DataTable
 
-from ratchet.engine import events
+from ratchet.engine.protocol import events
 from ratchet.tui.app import RatchetDashboard
 from ratchet.tui.panes.status import StatusLine
 from ratchet.tui.replay_log import ReplayLog

@@ -7,7 +7,8 @@ import trainers
 from conftest import waiting_children
 from test_experiment import FAST, run_with
 
-from ratchet.engine import experiment, warm_start, workspace
+from ratchet.engine.runner import experiment, warm_trainer
+from ratchet.engine.workspace import layout
 
 MARKER = '''
 import sys
@@ -27,7 +28,7 @@ print(f"torch preloaded: {'torch' in sys.modules}", flush=True)
 ])
 def test_only_a_train_py_that_sets_no_environment_starts_warm(tmp_path, source, suits):
     (tmp_path / "train.py").write_text(source)
-    assert warm_start.suits(workspace.Workspace(tmp_path)) is suits
+    assert warm_trainer.suits(layout.Workspace(tmp_path)) is suits
 
 
 def test_warm_started_run_measures_what_a_cold_one_does(make_workspace):

@@ -15,7 +15,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
-from ratchet.engine import control
+from ratchet.engine.protocol import control
 from ratchet.tui.messages import CommandAnswered, ExperimentSelected
 from ratchet.tui.model import DashboardState
 from ratchet.tui.screens.confirm import ConfirmScreen

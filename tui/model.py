@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ratchet.engine import state as loopstate
+from ratchet.engine.protocol import state as loopstate
 
 AGENT_CHUNKS = 400  # agent text chunks kept for the reasoning pane (a chunk is <= 2,000 chars)
 REASONING_CHARS = 16_000  # reasoning kept per experiment (the end, where the decision is)
@@ -106,7 +106,7 @@ class Resources:
 
 
 class DashboardState:
-    """The loop's facts (`ratchet.engine.state.LoopState`) plus what the panes draw."""
+    """The loop's facts (`ratchet.engine.protocol.state.LoopState`) plus what the panes draw."""
 
     def __init__(self) -> None:
         self.loop = loopstate.LoopState()
@@ -309,11 +309,6 @@ class DashboardState:
         return phase
 
     @property
-    def finished(self) -> int:
-        """Experiments with a result (baseline runs included)."""
-        return sum(1 for r in self.experiments.values() if r.ended is not None)
-
-    @property
     def running(self) -> int | None:
         """The experiment in flight that started last (None when none is)."""
         return next(reversed(self.in_flight), None)
@@ -340,10 +335,6 @@ class DashboardState:
             return 0.0, 0.0
         elapsed = max(record.elapsed, (self.loop.updated or record.started) - record.started)
         return elapsed, record.budget
-
-    def elapsed(self) -> float:
-        """Seconds from the session's first event to its latest one."""
-        return max(0.0, self.loop.updated - self.loop.started) if self.loop.started else 0.0
 
 
 def _push(history: deque, value: object) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ratchet.engine import events as eventlog
+from ratchet.engine.protocol import events as eventlog
 from ratchet.tui.model import AGENT_CHUNKS, HISTORY, DashboardState
 
 # A line the engine wrote starts `{"t":<number>,"type":"<type>"`; the three streams in that shape

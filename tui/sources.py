@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from ratchet.engine import daemon, events
+from ratchet.engine.protocol import events, paths
 
 BATCH = 500  # events per poll at most: a backlog is read in slices small enough to keep keys live
 
@@ -61,4 +61,4 @@ class LiveSource(LogFileSource):
 
     @property
     def live(self) -> bool:
-        return daemon.is_running(self.folder)
+        return paths.is_running(self.folder)

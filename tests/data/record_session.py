@@ -17,10 +17,11 @@ from pathlib import Path
 
 import git
 
-from ratchet.engine import config as configmod
-from ratchet.engine import events, workspace
-from ratchet.engine.agents.offline import OfflineAgent
-from ratchet.engine.session import RunOptions, Session
+from ratchet.engine.agents.offline.agent import OfflineAgent
+from ratchet.engine.loop.session import RunOptions, Session
+from ratchet.engine.protocol import events
+from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace import layout
 
 TRAINER = '''
 import time
@@ -65,8 +66,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ratchet-record-"))
     try:
         root = tmp / "ws"
-        workspace.init(root, device="cpu", echo=lambda *_: None)
-        ws = workspace.Workspace(root)
+        layout.init(root, device="cpu", echo=lambda *_: None)
+        ws = layout.Workspace(root)
         config = ws.config()
         config.experiment.budget_seconds = 2.0
         config.experiment.grace_seconds = 90.0

@@ -25,12 +25,14 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from ratchet.engine import events, experiment, gitops, workers
 from ratchet.engine.agents.base import AgentError, AgentPaused, HistoryEntry, Proposal
+from ratchet.engine.loop import gitops
+from ratchet.engine.protocol import events
+from ratchet.engine.runner import experiment
+from ratchet.engine.workers import pool
 
 MAX_FAILED_PROPOSALS = 10
 MAX_CONFIRM_ROUNDS = 3  # confirmations of one candidate before a moving best drops it
-MAX_RETRIES = 1  # runs again of a job whose worker was lost
 POLL_S = 0.1
 
 
@@ -56,20 +58,20 @@ class _Raw:
 
 
 class Scheduler:
-    def __init__(self, session, backend: workers.Backend):
+    def __init__(self, session, backend: pool.Backend):
         self.s = session
         self.backend = backend
         self.lock = threading.Lock()
         self.next_exp = session.state.last_exp + 1
         self.free = list(backend.workers)
-        self.running: dict[int, workers.Job] = {}
+        self.running: dict[int, pool.Job] = {}
         self.ready: deque[Candidate] = deque()
         self.raw: deque[_Raw] = deque()
         self.proposing = False
         self.proposals = session.state.proposals  # made, counted toward --max-experiments
         self.confirms: deque[Candidate] = deque()
-        self.retries: deque[workers.Job] = deque()
-        self.deferred: list[workers.Outcome] = []  # candidate results waiting for the baseline
+        self.retries: deque[pool.Job] = deque()
+        self.deferred: list[pool.Outcome] = []  # candidate results waiting for the baseline
         self.observations: deque[tuple[Proposal, HistoryEntry]] = deque()
         self.stopping = False
         self.paused_recorded = False
@@ -96,7 +98,7 @@ class Scheduler:
                 found[name] = text
         return found
 
-    def _jobs(self) -> list[workers.Job]:
+    def _jobs(self) -> list[pool.Job]:
         return list(self.running.values())  # a snapshot: the proposer thread reads it too
 
     def _baselines_to_start(self) -> int:
@@ -321,7 +323,7 @@ class Scheduler:
             self.s.log.sync()
             self.backend.start(job, worker)
 
-    def _next_job(self) -> workers.Job | None:
+    def _next_job(self) -> pool.Job | None:
         if self.retries:
             return self.retries.popleft()
         while self.confirms:
@@ -333,7 +335,7 @@ class Scheduler:
                 1 for j in self.running.values() if j.kind == "baseline")
             label = "baseline" if seed == self.s.config.experiment.seed \
                 else f"baseline (seed {seed})"
-            return workers.Job(self.alloc_exp(), "baseline", self.s.state.best_commit, seed,
+            return pool.Job(self.alloc_exp(), "baseline", self.s.state.best_commit, seed,
                                label)
         while True:
             with self.lock:
@@ -342,7 +344,7 @@ class Scheduler:
                 c = self.ready.popleft()
             self.wake.set()  # room for the proposer to prepare the next one
             if self._onto_best(c, "queued"):
-                return workers.Job(c.exp, "candidate", c.commit, self.s.config.experiment.seed,
+                return pool.Job(c.exp, "candidate", c.commit, self.s.config.experiment.seed,
                                    c.proposal.description, candidate=c)
 
     def _onto_best(self, c: Candidate, stage: str) -> bool:
@@ -364,17 +366,17 @@ class Scheduler:
         c.commit, c.based_on = commit, best
         return True
 
-    def _confirm_job(self, c: Candidate) -> workers.Job | None:
+    def _confirm_job(self, c: Candidate) -> pool.Job | None:
         if not self._onto_best(c, "confirm"):
             return None
         c.confirm_rounds += 1
         seed = self.s.config.experiment.seed + 1000 + c.exp + (c.confirm_rounds - 1) * 100
-        return workers.Job(self.alloc_exp(), "confirm", c.commit, seed,
+        return pool.Job(self.alloc_exp(), "confirm", c.commit, seed,
                            f"confirm exp {c.exp}: {c.proposal.description}", candidate=c)
 
     # --- applying results, one at a time -----------------------------------------------------
 
-    def _apply(self, outcome: workers.Outcome) -> None:
+    def _apply(self, outcome: pool.Outcome) -> None:
         job, result = outcome.job, outcome.result
         if job.kind == "candidate" and not self._baseline_done() and not self.s.stop_reason:
             self.deferred.append(outcome)  # judged once the baseline's noise is known
@@ -395,23 +397,23 @@ class Scheduler:
         else:
             self._apply_confirm(job, result)
 
-    def _release(self, job: workers.Job) -> None:
+    def _release(self, job: pool.Job) -> None:
         if self.running.pop(job.exp, None) is not None:
             self.free.append(job.worker)
             self.free.sort(key=self.backend.workers.index)
 
-    def _retry(self, job: workers.Job, result: experiment.Result) -> bool:
+    def _retry(self, job: pool.Job, result: experiment.Result) -> bool:
         """Record a lost worker's job and run it again under a new number (once)."""
         if job.retry_of is not None:  # lost twice: recorded as it is
             return False
-        again = workers.Job(self.alloc_exp(), job.kind, job.commit, job.seed, job.description,
+        again = pool.Job(self.alloc_exp(), job.kind, job.commit, job.seed, job.description,
                             candidate=job.candidate, retry_of=job.exp)
         self.s._record_end(job.exp, job.kind, job.commit, result, job.description, "retry",
                            changes=_changes(job), worker=job.worker, retried_as=again.exp)
         self.retries.append(again)
         return True
 
-    def _apply_candidate(self, job: workers.Job, result: experiment.Result) -> None:
+    def _apply_candidate(self, job: pool.Job, result: experiment.Result) -> None:
         c: Candidate = job.candidate
         best, margin = self.s.state.best_bpb, self.s._margin()
         if result.status != "ok" or result.val_bpb is None:
@@ -439,7 +441,7 @@ class Scheduler:
             self._advance(job.commit)
         self._observe(c)
 
-    def _apply_confirm(self, job: workers.Job, result: experiment.Result) -> None:
+    def _apply_confirm(self, job: pool.Job, result: experiment.Result) -> None:
         c: Candidate = job.candidate
         best, margin = self.s.state.best_bpb, self.s._margin()
         moved = gitops.parent_of(self.s.repo, job.commit) != self.s.state.best_commit
@@ -486,5 +488,5 @@ class Scheduler:
             self.observations.append((c.proposal, entry))
 
 
-def _changes(job: workers.Job) -> dict:
+def _changes(job: pool.Job) -> dict:
     return job.candidate.proposal.changes if job.candidate is not None else {}

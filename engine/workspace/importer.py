@@ -17,8 +17,10 @@ from pathlib import Path
 
 import git
 
-from ratchet.engine import daemon, events, results_tsv, workspace
-from ratchet.engine.events import EventLog
+from ratchet.engine.loop import results_tsv
+from ratchet.engine.protocol import events, paths
+from ratchet.engine.protocol.events import EventLog
+from ratchet.engine.workspace import layout
 
 RESULTS = "results.tsv"
 MAX_DIFF_CHARS = 200_000  # a diff beyond this is cut: the log is read whole by every view
@@ -115,10 +117,10 @@ def _float(text: str) -> float | None:
 def destination(path: Path, workspace_dir: Path | None) -> Path:
     """The runs folder to import into: -C's workspace, the current one, or PATH/runs/."""
     if workspace_dir is not None:
-        return workspace.find(workspace_dir).runs_dir()
+        return layout.find(workspace_dir).runs_dir()
     try:
-        return workspace.find().runs_dir()
-    except workspace.WorkspaceError:
+        return layout.find().runs_dir()
+    except layout.WorkspaceError:
         source = path.expanduser().resolve()
         if source.is_dir():
             return source / "runs"
@@ -130,9 +132,9 @@ def destination(path: Path, workspace_dir: Path | None) -> Path:
 
 
 def _previous_imports(runs: Path, source: Path) -> list[Path]:
-    ws = workspace.Workspace(runs.parent)
+    ws = layout.Workspace(runs.parent)
     found = []
-    for folder in daemon.sessions(ws):
+    for folder in paths.sessions(ws.runs_dir()):
         first = next(events.iter_events(folder / "events.jsonl"), {})
         if first.get("imported") and first.get("source") == str(source):
             found.append(folder)
@@ -140,7 +142,7 @@ def _previous_imports(runs: Path, source: Path) -> list[Path]:
 
 
 def _exclude_runs(folder: Path) -> None:
-    """Keep `runs/` out of `git status` in a checkout that is not a Ratchet workspace."""
+    """Keep `runs/` out of `git status` in a checkout that is not a Ratchet layout."""
     repo = _open_repo(folder)
     if repo is None or Path(repo.working_tree_dir).resolve() != folder.resolve():
         return

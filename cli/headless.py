@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ratchet.engine import daemon, events, sessions
-from ratchet.engine import state as statemod
+from ratchet.engine.protocol import events, paths
+from ratchet.engine.protocol import state as statemod
+from ratchet.engine.workspace import catalog
 
 
 def experiment_line(event: dict) -> str:
@@ -37,7 +38,7 @@ def follow(folder: Path, out=None) -> int:
     tail = events.LogTail(folder / "events.jsonl")
     state = statemod.LoopState()
     running: dict[int, dict] = {}  # exp -> exp_start; several with more than one worker
-    pid = daemon.engine_pid(folder)
+    pid = paths.engine_pid(folder)
     quiet_since = time.monotonic()
     try:
         while True:
@@ -67,7 +68,7 @@ def follow(folder: Path, out=None) -> int:
                     return 0 if event.get("reason") != "error" else 1
             if batch:
                 quiet_since = time.monotonic()
-            elif not daemon.pid_alive(pid) and time.monotonic() - quiet_since > 1.0:
+            elif not paths.pid_alive(pid) and time.monotonic() - quiet_since > 1.0:
                 print(f"ratchet: error: the engine exited without ending the session; see "
                       f"{folder / 'engine.log'}", file=sys.stderr)
                 return 1
@@ -112,9 +113,9 @@ def _count(n: int) -> str:
 
 
 def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -> str:
-    log = sessions.load(folder, on_warning)
+    log = catalog.load(folder, on_warning)
     state = statemod.fold(log)
-    running = daemon.is_running(folder) and not state.ended
+    running = paths.is_running(folder) and not state.ended
     where = "running" if running else ("finished" if state.ended else "not running (crashed?)")
     best = f"{state.best_bpb:.6f}" if state.best_bpb is not None else "-"
     base = state.baseline_bpb

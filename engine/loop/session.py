@@ -15,24 +15,18 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ratchet.engine import (
-    control,
-    events,
-    experiment,
-    gitops,
-    resources,
-    results_tsv,
-    scheduler,
-    workers,
-)
-from ratchet.engine import state as statemod
 from ratchet.engine.agents.base import (
     Agent,
     Context,
     Proposal,
 )
-from ratchet.engine.config import Config
-from ratchet.engine.workspace import PROGRAM, Workspace
+from ratchet.engine.loop import gitops, results_tsv, scheduler
+from ratchet.engine.protocol import control, events
+from ratchet.engine.protocol import state as statemod
+from ratchet.engine.runner import experiment
+from ratchet.engine.workers import pool, telemetry
+from ratchet.engine.workspace.config import Config
+from ratchet.engine.workspace.layout import PROGRAM, Workspace
 
 
 @dataclass
@@ -78,7 +72,7 @@ class Session:
         self.stop_reason = ""
         self._lock = threading.RLock()  # the event log and the state change together
         self.server: control.ControlServer | None = None
-        self.sampler: resources.ResourceSampler | None = None
+        self.sampler: telemetry.ResourceSampler | None = None
 
     # --- recording -----------------------------------------------------------------------
 
@@ -132,16 +126,16 @@ class Session:
         (self.dir / "engine.pid").write_text(str(os.getpid()))
         self.emit("session_start", session=self.options.session, tag=self.options.tag,
                   branch=branch, base_commit=base, config=self.config.to_dict(),
-                  hardware=resources.hardware(), agent=self.agent.name,
+                  hardware=telemetry.hardware(), agent=self.agent.name,
                   resumed=self.options.resume, pid=os.getpid(),
                   **({"compat": ex.compat} if ex.compat else {}))
-        self.sampler = resources.ResourceSampler(lambda s: self.log.append("resources", **s))
+        self.sampler = telemetry.ResourceSampler(lambda s: self.log.append("resources", **s))
         self.sampler.start()
         try:
             self._recover()
             for entry in self.state.history:  # a resumed agent relearns what the log knows
                 self.agent.observe(Proposal(entry.description, {}, changes=entry.changes), entry)
-            backend = workers.create(self.ws, self.config, self.repo, self.dir, workers.Hooks(
+            backend = pool.create(self.ws, self.config, self.repo, self.dir, pool.Hooks(
                 on_log=lambda job, record: self.log.append(
                     "train_log", exp=job.exp, worker=job.worker, **record),
                 on_phase=lambda job, name: self.emit(

@@ -8,7 +8,7 @@ come after it in the user message.
 from __future__ import annotations
 
 from ratchet.engine.agents.base import Context, HistoryEntry
-from ratchet.engine.workspace import template_text
+from ratchet.engine.workspace.layout import template_text
 
 CACHE = {"type": "ephemeral"}
 RECENT_DISCARDS = 15  # non-kept results shown besides every kept one

@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ratchet.engine import sandbox, supervise
-from ratchet.engine.config import Config
-from ratchet.engine.workspace import HARNESS, harness_path
+from ratchet.engine.runner import sandbox, supervision
+from ratchet.engine.workspace.config import Config
+from ratchet.engine.workspace.layout import HARNESS, harness_path
 
 if TYPE_CHECKING:
-    from ratchet.engine.experiment import Result
+    from ratchet.engine.runner.experiment import Result
 
 
 class Evaluator:
@@ -40,7 +40,7 @@ class Evaluator:
         argv, _ = sandbox.wrap(command, cwd=self.private, readable=[corpus.val_path.parent],
                                writable=[self.private], hidden=[corpus.root.parent])
         env = sandbox.child_env({**extra_env, "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"})
-        self.child = supervise.Child(argv, self.private, env, log_path, stdin=True)
+        self.child = supervision.Child(argv, self.private, env, log_path, stdin=True)
 
     def evaluate(self, model_dir: Path, result: Result) -> None:
         """Measure the model train.py saved in `model_dir`; the outcome goes into `result`."""
@@ -54,9 +54,9 @@ class Evaluator:
             self.close()
 
     def _read(self, result: Result, error: str) -> None:
-        evaluation = supervise.read_json(self.out)
+        evaluation = supervision.read_json(self.out)
         if evaluation is None:
-            detail = error or supervise.last_error_line(self.child.pump.tail_text()) or \
+            detail = error or supervision.last_error_line(self.child.pump.tail_text()) or \
                 "no result"
             result.status, result.error = "crash", f"evaluation failed: {detail}"
             result.tail = (result.tail + "\n--- evaluation ---\n" +
@@ -65,8 +65,8 @@ class Evaluator:
         if "error" in evaluation:
             result.status, result.error = "crash", f"model rejected: {evaluation['error']}"
             return
-        val_bpb = supervise.number(evaluation, "val_bpb", float, None)
-        result.eval_seconds = round(supervise.number(evaluation, "eval_seconds"), 3)
+        val_bpb = supervision.number(evaluation, "val_bpb", float, None)
+        result.eval_seconds = round(supervision.number(evaluation, "eval_seconds"), 3)
         result.device_name = str(evaluation.get("device_name", ""))[:100]
         if val_bpb is None:
             result.status, result.error = "crash", "val_bpb is not finite (the model diverged)"

@@ -18,10 +18,11 @@ from typing import Any
 
 import git
 
-from ratchet.engine import experiment, gitops
-from ratchet.engine.config import Config
-from ratchet.engine.warm_start import WarmTrainer
-from ratchet.engine.workspace import Workspace
+from ratchet.engine.loop import gitops
+from ratchet.engine.runner import experiment
+from ratchet.engine.runner.warm_trainer import WarmTrainer
+from ratchet.engine.workspace.config import Config
+from ratchet.engine.workspace.layout import Workspace
 
 
 @dataclass
@@ -173,7 +174,7 @@ def create(ws: Workspace, config: Config, repo: git.Repo, session_dir: Path,
     """The backend the config asks for ([loop] backend, gpus, ray_address)."""
     loop = config.loop
     if loop.backend == "ray":
-        from ratchet.engine import ray_backend
+        from ratchet.engine.workers import ray_backend
 
         return ray_backend.RayBackend(ws, config, repo, hooks, address=loop.ray_address,
                                       resource=loop.ray_resource)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import git
 
-from ratchet.engine import config as configmod
-from ratchet.engine import gitops, hardware
+from ratchet.engine.loop import gitops
+from ratchet.engine.runner import devices
+from ratchet.engine.workspace import config as configmod
 from ratchet.model import corpus, profiles
 
 HARNESS = "prepare.py"
@@ -62,7 +63,7 @@ def with_constants(source: str, values: dict) -> str:
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
-    return "cuda" if hardware.cuda_available() else "cpu"
+    return "cuda" if devices.cuda_available() else "cpu"
 
 
 @dataclass

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import git
 
-from ratchet.engine import config as configmod
-from ratchet.engine import experiment, supervise
-from ratchet.engine.config import Config
-from ratchet.engine.workspace import HARNESS, PROGRAM, TRAIN, Workspace
+from ratchet.engine.runner import experiment, supervision
+from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace.config import Config
+from ratchet.engine.workspace.layout import HARNESS, PROGRAM, TRAIN, Workspace
 
 KIND = "autoresearch"
 DEFAULT_BUDGET_S = 300.0  # autoresearch's TIME_BUDGET, when prepare.py does not say plainly
@@ -115,7 +115,7 @@ def _exclude(repo: git.Repo, patterns: tuple[str, ...]) -> None:
             f.write(("\n" if lines and lines[-1] else "") + "\n".join(new) + "\n")
 
 
-class _ProgressPump(supervise.OutputPump):
+class _ProgressPump(supervision.OutputPump):
     """Reads autoresearch's `\\rstep 00042 (12.3%) | loss: 3.21 | ... | tok/sec: 1,234` lines."""
 
     def __init__(self, stream, log_path: Path, on_line):
@@ -126,9 +126,9 @@ class _ProgressPump(supervise.OutputPump):
 
     def _parse(self, chunk: bytes) -> None:
         lines = (self._line + chunk.replace(b"\r", b"\n")).split(b"\n")
-        self._line = lines.pop()[-supervise.MAX_LOG_LINE:]
+        self._line = lines.pop()[-supervision.MAX_LOG_LINE:]
         for line in lines:
-            match = _STEP.search(line[:supervise.MAX_LOG_LINE])
+            match = _STEP.search(line[:supervision.MAX_LOG_LINE])
             now = time.monotonic()
             if match is None or now - self._last < STEP_EVERY_S:
                 continue
@@ -183,7 +183,7 @@ def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: exper
                RATCHET_BUDGET_S=repr(result.budget_seconds))
     deadline = result.budget_seconds + config.experiment.grace_seconds
     on_phase("training")
-    status, error, pump = supervise.supervise(
+    status, error, pump = supervision.supervise(
         [_python(ws.root), TRAIN], ws.root, env, out_dir / "train.log", deadline, on_log,
         should_kill, pump_class=_ProgressPump)
     pump.record_into(result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ratchet.engine.config import AgentConfig
+from ratchet.engine.workspace.config import AgentConfig
 
 
 @dataclass

@@ -106,10 +106,6 @@ class EventLog:
                 os.fsync(self._file.fileno())
                 self._file.close()
 
-    @property
-    def closed(self) -> bool:
-        return self._file.closed
-
     def __enter__(self) -> EventLog:
         return self
 

@@ -18,10 +18,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ratchet.engine import sandbox, supervise
-from ratchet.engine.workspace import TRAIN, Workspace
+from ratchet.engine.runner import sandbox, supervision
+from ratchet.engine.workspace.layout import TRAIN, Workspace
 
-LAUNCHER = Path(__file__).with_name("warm_launcher.py")
+LAUNCHER = Path(__file__).with_name("warm_child.py")
 _CHANGES = ("update", "setdefault", "pop", "popitem", "clear", "__setitem__", "__delitem__")
 
 
@@ -69,7 +69,7 @@ class WarmTrainer:
         argv, self.sandboxed = sandbox.wrap(
             [sys.executable, "-c", LAUNCHER.read_text()], cwd=ws.root,
             readable=[ws.root, *readable], writable=[stage, cache], hidden=hidden)
-        self.child = supervise.Child(argv, ws.root, sandbox.child_env(env), stage / "train.log",
+        self.child = supervision.Child(argv, ws.root, sandbox.child_env(env), stage / "train.log",
                                      self._log, stdin=True)
 
     def _log(self, record: dict) -> None:
@@ -78,8 +78,9 @@ class WarmTrainer:
 
     def run(self, env: dict[str, str], out_dir: Path, deadline: float,
             on_log: Callable[[dict], None] | None,
-            should_kill: Callable[[], bool] | None) -> tuple[str, str, supervise.OutputPump] | None:
-        """Run train.py with the experiment's environment, as `supervise.supervise` would;
+            should_kill: Callable[[], bool] | None,
+            ) -> tuple[str, str, supervision.OutputPump] | None:
+        """Run train.py with the experiment's environment, as `supervision.supervise` would;
         None if the process is gone (the caller then starts one cold)."""
         self.on_log = on_log
         if not self.child.send(json.dumps({**env, "RATCHET_OUT": str(self.stage / "model")})):

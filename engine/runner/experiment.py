@@ -14,13 +14,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ratchet.engine import hardware, sandbox, supervise, warm_start
-from ratchet.engine.config import Config
-from ratchet.engine.evaluation import Evaluator
-from ratchet.engine.warm_start import WarmTrainer
-from ratchet.engine.workspace import HARNESS, TRAIN, Workspace, resolve_device
-
-STATUSES = ("ok", "crash", "timeout", "killed")
+from ratchet.engine.runner import devices, sandbox, supervision, warm_trainer
+from ratchet.engine.runner.evaluation import Evaluator
+from ratchet.engine.runner.warm_trainer import WarmTrainer
+from ratchet.engine.workspace.config import Config
+from ratchet.engine.workspace.layout import HARNESS, TRAIN, Workspace, resolve_device
 
 
 @dataclass
@@ -75,7 +73,7 @@ def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None
     started = time.time()
     try:
         if ex.compat:  # an existing autoresearch checkout, its metric self-reported
-            from ratchet.engine import compat
+            from ratchet.engine.runner import compat
 
             compat.train_and_report(ws, config, out_dir, result, on_log, should_kill,
                                     on_phase or (lambda _phase: None))
@@ -122,7 +120,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     try:
         on_phase("training")
         ran = None
-        if warm is not None and warm_start.suits(ws):
+        if warm is not None and warm_trainer.suits(ws):
             ran = warm.run(job_env, out_dir, deadline, on_log, should_kill)
             result.sandboxed = warm.sandboxed
         if ran is None:
@@ -131,7 +129,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
                 readable=[ws.root, corpus.train_path.parent], writable=[model_dir, cache],
                 hidden=[corpus.root.parent])
             env = sandbox.child_env({**_cache_env(cache), **extra_env, **job_env})
-            ran = supervise.supervise(argv, ws.root, env, out_dir / "train.log", deadline,
+            ran = supervision.supervise(argv, ws.root, env, out_dir / "train.log", deadline,
                                       on_log, should_kill)
         status, error, pump = ran
         pump.record_into(result)
@@ -142,8 +140,8 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     finally:
         evaluator.close()
     if summary is not None and result.status == "ok" and device == "cuda":
-        flops = supervise.number(summary, "flops_per_token") * result.tokens
-        result.mfu = hardware.mfu(flops, result.training_seconds, result.device_name)
+        flops = supervision.number(summary, "flops_per_token") * result.tokens
+        result.mfu = devices.mfu(flops, result.training_seconds, result.device_name)
 
 
 def prestart(ws: Workspace, config: Config, stage: Path,
@@ -183,17 +181,17 @@ def _handed_over(ws: Workspace, model_dir: Path, result: Result, status: str,
     if status != "ok":
         result.status, result.error = status, error
         return None
-    summary = supervise.read_json(model_dir / "summary.json")
+    summary = supervision.read_json(model_dir / "summary.json")
     if not (model_dir / "model.pt2").is_file() or summary is None:
         result.error = "train.py finished without handing a model to the harness " \
                        "(prepare.save_model was not called)"
         return None
-    result.steps = supervise.number(summary, "steps", int)
-    result.tokens = supervise.number(summary, "tokens", int)
-    result.params = supervise.number(summary, "params", int)
+    result.steps = supervision.number(summary, "steps", int)
+    result.tokens = supervision.number(summary, "tokens", int)
+    result.params = supervision.number(summary, "params", int)
     for name in ("training_seconds", "startup_seconds", "compile_seconds", "export_seconds",
                  "peak_memory_mb"):
-        setattr(result, name, round(supervise.number(summary, name), 3))
+        setattr(result, name, round(supervision.number(summary, name), 3))
     return summary
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ratchet.engine import state as statemod
+from ratchet.engine.protocol import state as statemod
 
 PHASES = ("proposing", "training", "evaluating")
 

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ratchet.engine import daemon, events, workspace
-from ratchet.engine import state as statemod
+from ratchet.engine.protocol import events, paths
+from ratchet.engine.protocol import state as statemod
+from ratchet.engine.workspace import layout
 
 Warn = Callable[[str], None]
 
@@ -18,18 +19,18 @@ def warn_stderr(message: str) -> None:
     print(f"ratchet: warning: {message}", file=sys.stderr)
 
 
-def locate(start: Path | None = None) -> workspace.Workspace:
+def locate(start: Path | None = None) -> layout.Workspace:
     """The workspace holding `start`, or a folder with a `runs/` of imported sessions.
 
     `ratchet import` writes into an autoresearch checkout's `runs/` when it is not a workspace;
     ls, report and replay read those sessions the same way.
     """
     try:
-        return workspace.find(start)
-    except workspace.WorkspaceError:
+        return layout.find(start)
+    except layout.WorkspaceError:
         here = (start or Path.cwd()).resolve()
         if (here / "runs").is_dir():
-            return workspace.Workspace(here)
+            return layout.Workspace(here)
         raise
 
 
@@ -61,14 +62,14 @@ class Summary:
 def run_state(folder: Path, state: statemod.LoopState) -> str:
     if state.ended:
         return "finished"
-    return "running" if daemon.is_running(folder) else "crashed"
+    return "running" if paths.is_running(folder) else "crashed"
 
 
 def load(folder: Path, on_warning: Warn | None = None) -> list[dict]:
     """A session's events; bad lines (and a torn last line, unless the engine is still writing)
     are skipped and reported once."""
     return events.read_log(folder / "events.jsonl", on_warning,
-                           partial_ok=daemon.is_running(folder))
+                           partial_ok=paths.is_running(folder))
 
 
 def summarise(folder: Path, on_warning: Warn | None = None) -> Summary:
@@ -92,8 +93,8 @@ def summarise(folder: Path, on_warning: Warn | None = None) -> Summary:
                    end_reason=state.end_reason, imported=imported, compat=compat, timed=timed)
 
 
-def summarise_all(ws: workspace.Workspace, on_warning: Warn | None = None) -> list[Summary]:
-    return [summarise(folder, on_warning) for folder in daemon.sessions(ws)]
+def summarise_all(ws: layout.Workspace, on_warning: Warn | None = None) -> list[Summary]:
+    return [summarise(folder, on_warning) for folder in paths.sessions(ws.runs_dir())]
 
 
 def _num(value: float | None, spec: str = ".6f") -> str:

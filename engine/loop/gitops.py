@@ -83,15 +83,6 @@ def diff(repo: git.Repo, old: str, new: str) -> str:
     return repo.git.diff(old, new)
 
 
-def read_file(repo: git.Repo, sha: str, name: str) -> str:
-    return repo.git.show(f"{sha}:{name}")
-
-
-def branch_commits(repo: git.Repo, name: str, since: str) -> list[str]:
-    """Commits on the branch after `since`, oldest first."""
-    return [c.hexsha for c in reversed(list(repo.iter_commits(f"{since}..{name}")))]
-
-
 # --- candidates off the branch, and worker checkouts ----------------------------------------
 
 

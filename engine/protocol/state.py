@@ -51,17 +51,6 @@ class LoopState:
         return max(min_improvement, noise_k * spread)
 
     @property
-    def in_flight(self) -> dict | None:
-        """The latest started experiment still running (several may run at once: `running`)."""
-        return max(self.running.values(), key=lambda e: e.get("t", 0.0), default=None)
-
-    @property
-    def pending(self) -> dict | None:
-        """The latest candidate awaiting confirmation (all of them: `pending_confirms`)."""
-        return self.pending_confirms[max(self.pending_confirms)] if self.pending_confirms \
-            else None
-
-    @property
     def baseline_bpb(self) -> float | None:
         return statistics.mean(self.baseline) if self.baseline else None
 

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import git
 
-from ratchet.engine import experiment, workers
-from ratchet.engine.config import Config
-from ratchet.engine.workspace import Workspace
+from ratchet.engine.runner import experiment
+from ratchet.engine.workers import pool
+from ratchet.engine.workspace.config import Config
+from ratchet.engine.workspace.layout import Workspace
 
 INSTALL_HINT = "install the ray extra: pip install 'ratchet[ray]'"
 
@@ -45,8 +46,8 @@ def run_task(files: dict[str, str], config: dict, exp: int, seed: int, updates) 
     """Runs on a Ray worker: train and evaluate the files in a private checkout."""
     import ray
 
-    from ratchet.engine import config as configmod
-    from ratchet.engine import workspace
+    from ratchet.engine.workspace import config as configmod
+    from ratchet.engine.workspace import layout
     from ratchet.model import corpus
 
     cfg = configmod.from_dict(config)
@@ -55,10 +56,10 @@ def run_task(files: dict[str, str], config: dict, exp: int, seed: int, updates) 
         for name, text in files.items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_text(text)
-        ws = workspace.Workspace(root)
+        ws = layout.Workspace(root)
         try:
             ws.corpus(cfg)
-        except workspace.WorkspaceError:  # a node that has not prepared this corpus yet
+        except layout.WorkspaceError:  # a node that has not prepared this corpus yet
             data = cfg.data
             corpus.build(data.source, [Path(p) for p in data.paths], column=data.column,
                          val_percent=data.val_percent)
@@ -83,10 +84,10 @@ def _result(data: dict) -> experiment.Result:
     return experiment.Result(**{k: v for k, v in data.items() if k in known})
 
 
-class RayBackend(workers.Backend):
+class RayBackend(pool.Backend):
     """One slot per unit of `resource` in the cluster (GPUs, or a custom resource)."""
 
-    def __init__(self, ws: Workspace, config: Config, repo: git.Repo, hooks: workers.Hooks,
+    def __init__(self, ws: Workspace, config: Config, repo: git.Repo, hooks: pool.Hooks,
                  address: str = "", resource: str = "GPU"):
         self.ray = ray = import_ray()
         self.config, self.repo, self.hooks = config, repo, hooks
@@ -118,7 +119,7 @@ class RayBackend(workers.Backend):
         return {blob.path: blob.data_stream.read().decode()
                 for blob in tree.traverse() if blob.type == "blob"}
 
-    def start(self, job: workers.Job, worker: str) -> None:
+    def start(self, job: pool.Job, worker: str) -> None:
         job.worker = worker
         ref = self.remote.remote(self._files(job.commit), self.config.to_dict(), job.exp,
                                  job.seed, self.updates)
@@ -147,7 +148,7 @@ class RayBackend(workers.Backend):
                 elif kind == "phase":
                     self.hooks.on_phase(job, payload)
 
-    def wait(self, timeout: float) -> list[workers.Outcome]:
+    def wait(self, timeout: float) -> list[pool.Outcome]:
         self._drain()
         if not self.refs:
             time.sleep(timeout)
@@ -158,7 +159,7 @@ class RayBackend(workers.Backend):
         self._drain()  # the last logs before the results
         return [self._outcome(ref) for ref in done]
 
-    def _outcome(self, ref) -> workers.Outcome:
+    def _outcome(self, ref) -> pool.Outcome:
         ex = self.ray.exceptions
         job = self.refs.pop(ref)
         killed = job.exp in self.killed
@@ -166,19 +167,19 @@ class RayBackend(workers.Backend):
         try:
             data = self.ray.get(ref)
         except ex.TaskCancelledError:
-            return workers.Outcome(job, experiment.Result(status="killed", seed=job.seed,
+            return pool.Outcome(job, experiment.Result(status="killed", seed=job.seed,
                                                           error="killed on request"))
         except ex.RayTaskError as exc:  # the task itself raised: this experiment's crash
-            return workers.Outcome(job, experiment.Result(
+            return pool.Outcome(job, experiment.Result(
                 status="crash", seed=job.seed, error=_first_line(exc), tail=str(exc)[-4000:]))
         except ex.RayError as exc:  # worker process or node gone
             if killed:
-                return workers.Outcome(job, experiment.Result(status="killed", seed=job.seed,
+                return pool.Outcome(job, experiment.Result(status="killed", seed=job.seed,
                                                               error="killed on request"))
-            return workers.Outcome(job, experiment.Result(
+            return pool.Outcome(job, experiment.Result(
                 status="lost", seed=job.seed,
                 error=f"Ray worker lost: {type(exc).__name__}: {_first_line(exc)}"), lost=True)
-        return workers.Outcome(job, _result(data))
+        return pool.Outcome(job, _result(data))
 
     def close(self) -> None:
         if self.refs:

@@ -9,23 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from ratchet.engine import (
-    agents_registry,
-    compat,
-    control,
-    daemon,
-    experiment,
-    gitops,
-    headless,
-    importer,
-    report,
-    sandbox,
-    sessions,
-    workspace,
-)
-from ratchet.engine import config as configmod
-from ratchet.engine.gitops import GitError
-from ratchet.engine.session import RunOptions
+from ratchet.cli import headless, report
+from ratchet.engine.agents import registry
+from ratchet.engine.loop import daemon, gitops
+from ratchet.engine.loop.gitops import GitError
+from ratchet.engine.loop.session import RunOptions
+from ratchet.engine.protocol import control, paths
+from ratchet.engine.runner import compat, experiment, sandbox
+from ratchet.engine.workspace import catalog, importer, layout
+from ratchet.engine.workspace import config as configmod
 
 
 class UserError(Exception):
@@ -91,23 +83,23 @@ def _data_source(args) -> tuple[str | None, list[str] | None]:
 
 def cmd_init(args) -> int:
     source, paths = _data_source(args)
-    workspace.init(Path(args.dir), device=args.device, budget=args.budget,
+    layout.init(Path(args.dir), device=args.device, budget=args.budget,
                    source=source or "stdlib", paths=paths, column=args.column or "text")
     _warn_if_unsandboxed()
     return 0
 
 
 def cmd_prepare(args) -> int:
-    ws = workspace.find(args.workspace)
+    ws = layout.find(args.workspace)
     source, paths = _data_source(args)
     if args.stdlib:
         source, paths = "stdlib", []
-    workspace.prepare_data(ws, source, paths, column=args.column, val_percent=args.val_percent)
+    layout.prepare_data(ws, source, paths, column=args.column, val_percent=args.val_percent)
     return 0
 
 
 def cmd_experiment(args) -> int:
-    ws = workspace.find(args.workspace)
+    ws = layout.find(args.workspace)
     config = ws.config()
     _warn_if_unsandboxed()
     budget = args.budget or config.experiment.budget_seconds
@@ -135,8 +127,8 @@ def _tag(text: str) -> str:
     return text
 
 
-def _find_session(ws: workspace.Workspace, name: str | None, running_only: bool = False):
-    found = daemon.sessions(ws)
+def _find_session(ws: layout.Workspace, name: str | None, running_only: bool = False):
+    found = paths.sessions(ws.runs_dir())
     if name:
         match = [p for p in found if p.name == name] or [p for p in found
                                                           if p.name.startswith(name)]
@@ -144,14 +136,14 @@ def _find_session(ws: workspace.Workspace, name: str | None, running_only: bool 
             raise UserError(f"no session {name!r} in {ws.runs_dir()}")
         return match[-1]
     if running_only:
-        found = [p for p in found if daemon.is_running(p)]
+        found = [p for p in found if paths.is_running(p)]
     if not found:
         raise UserError("no running session in this workspace" if running_only
                         else "no sessions in this workspace yet; start one with `ratchet run`")
     return found[-1]
 
 
-def _free_tag(ws: workspace.Workspace, base: str) -> str:
+def _free_tag(ws: layout.Workspace, base: str) -> str:
     """Today's date as the tag, with -2, -3, ... when that branch is taken already."""
     heads = {h.name for h in gitops.open_repo(ws.root).heads}
     tag, n = base, 1
@@ -165,19 +157,19 @@ def cmd_run(args) -> int:
     if args.compat:
         ws = compat.prepare_checkout(args.workspace or Path.cwd())
     else:
-        ws = workspace.find(args.workspace)
+        ws = layout.find(args.workspace)
     config = ws.config()
-    agent = args.agent or agents_registry.default_kind(config)
+    agent = args.agent or registry.default_kind(config)
     if agent == "claude" and not os.environ.get("ANTHROPIC_API_KEY"):
         raise UserError("--agent claude needs ANTHROPIC_API_KEY; without it use --agent offline")
-    agents_registry.create(agent, config)  # fail here, not in the detached engine
+    registry.create(agent, config)  # fail here, not in the detached engine
     if config.experiment.compat:
         print(f"ratchet: note: {config.experiment.compat} compat mode: val_bpb is self-reported "
               f"by train.py, which runs unsandboxed", file=sys.stderr)
     else:
         _warn_if_unsandboxed()
     if (args.backend or config.loop.backend) == "ray":
-        from ratchet.engine import ray_backend
+        from ratchet.engine.workers import ray_backend
 
         try:
             ray_backend.import_ray()
@@ -187,18 +179,18 @@ def cmd_run(args) -> int:
         raise UserError("--address is for --backend ray")
     tag = args.tag or _free_tag(ws, time.strftime("%b%d").lower())
     if args.resume:
-        previous = [p for p in daemon.sessions(ws) if daemon.session_tag(p) == tag] \
-            if args.tag else daemon.sessions(ws)
+        previous = [p for p in paths.sessions(ws.runs_dir()) if paths.session_tag(p) == tag] \
+            if args.tag else paths.sessions(ws.runs_dir())
         if not previous:
             raise UserError("nothing to resume: no earlier session" +
                             (f" with tag {tag!r}" if args.tag else ""))
         folder = previous[-1]
-        if daemon.is_running(folder):
+        if paths.is_running(folder):
             raise UserError(f"session {folder.name} is still running (pid "
-                            f"{daemon.engine_pid(folder)})")
-        session, tag = folder.name, daemon.session_tag(folder) or tag
+                            f"{paths.engine_pid(folder)})")
+        session, tag = folder.name, paths.session_tag(folder) or tag
     else:
-        running = [p for p in daemon.sessions(ws) if daemon.is_running(p)]
+        running = [p for p in paths.sessions(ws.runs_dir()) if paths.is_running(p)]
         if running:
             raise UserError(f"session {running[-1].name} is already running in this workspace; "
                             f"attach to it, or `ratchet stop` it first")
@@ -224,7 +216,7 @@ def _dashboard(folder: Path) -> int:
     from ratchet.tui import launch  # the engine itself never imports the dashboard
 
     launch.run_dashboard(folder)
-    if daemon.is_running(folder):
+    if paths.is_running(folder):
         print(f"dashboard closed; the engine keeps running (session {folder.name}): "
               f"`ratchet attach` to reattach, `ratchet stop` to stop it")
     else:
@@ -234,7 +226,7 @@ def _dashboard(folder: Path) -> int:
 
 
 def cmd_attach(args) -> int:
-    ws = workspace.find(args.workspace)
+    ws = layout.find(args.workspace)
     folder = _find_session(ws, args.session, running_only=args.session is None)
     if args.web:
         from ratchet.tui import launch
@@ -256,7 +248,7 @@ def cmd_replay(args) -> int:
     if target and target.endswith(".jsonl") and Path(target).is_file():
         log_path = Path(target)  # a log file on its own, e.g. one copied from another machine
     else:
-        ws = sessions.locate(args.workspace)
+        ws = catalog.locate(args.workspace)
         log_path = _find_session(ws, target) / "events.jsonl"
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UserError("replay needs a terminal; `ratchet report` prints a session's summary")
@@ -267,27 +259,27 @@ def cmd_replay(args) -> int:
 
 
 def cmd_status(args) -> int:
-    ws = sessions.locate(args.workspace)
+    ws = catalog.locate(args.workspace)
     folder = _find_session(ws, args.session)
-    print(headless.status_text(folder, on_warning=sessions.warn_stderr))
+    print(headless.status_text(folder, on_warning=catalog.warn_stderr))
     return 0
 
 
 def cmd_ls(args) -> int:
-    ws = sessions.locate(args.workspace)
-    rows = sessions.summarise_all(ws, on_warning=sessions.warn_stderr)
+    ws = catalog.locate(args.workspace)
+    rows = catalog.summarise_all(ws, on_warning=catalog.warn_stderr)
     if not rows:
         print(f"no sessions in {ws.runs_dir()} yet; start one with `ratchet run` or bring one "
               f"in with `ratchet import`")
         return 0
-    print(sessions.table(rows))
+    print(catalog.table(rows))
     return 0
 
 
 def cmd_report(args) -> int:
-    ws = sessions.locate(args.workspace)
+    ws = catalog.locate(args.workspace)
     folder = _find_session(ws, args.session)
-    fig = report.figures(sessions.load(folder, on_warning=sessions.warn_stderr))
+    fig = report.figures(catalog.load(folder, on_warning=catalog.warn_stderr))
     if args.png:
         try:
             report.write_png(fig, args.png)
@@ -308,7 +300,7 @@ def cmd_import(args) -> int:
     try:
         runs = importer.destination(args.path, args.workspace)
         folder, count = importer.import_run(args.path, runs, force=args.force,
-                                            on_warning=sessions.warn_stderr)
+                                            on_warning=catalog.warn_stderr)
     except importer.ImportFailed as exc:
         raise UserError(str(exc)) from None
     print(f"imported {count} experiments as session {folder.name} (in {runs})")
@@ -316,7 +308,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_ctl(args) -> int:
-    ws = workspace.find(args.workspace)
+    ws = layout.find(args.workspace)
     folder = _find_session(ws, args.session, running_only=True)
     extra = {"text": " ".join(args.text)} if args.cmd == "steer" else {}
     if args.cmd == "steer" and not extra["text"].strip():
@@ -332,17 +324,17 @@ def cmd_ctl(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    ws = workspace.find(args.workspace)
+    ws = layout.find(args.workspace)
     folder = _find_session(ws, args.session, running_only=True)
-    pid = daemon.engine_pid(folder)
+    pid = paths.engine_pid(folder)
     try:
         control.send(folder / "control.sock", "stop")
     except control.ControlError:
         os.kill(pid, signal.SIGTERM)  # no socket answer: fall back to the signal
     deadline = time.monotonic() + args.wait
-    while daemon.pid_alive(pid) and time.monotonic() < deadline:
+    while paths.pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if daemon.pid_alive(pid):
+    if paths.pid_alive(pid):
         raise UserError(f"engine (pid {pid}) is still stopping; check `ratchet status`")
     print(f"stopped session {folder.name}")
     return 0
@@ -390,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-C", "--workspace", type=Path, help="workspace folder (default: here)")
     p.add_argument("--headless", action="store_true", help="print progress instead of the "
                    "dashboard")
-    p.add_argument("--agent", choices=agents_registry.KINDS, help="default: offline without "
+    p.add_argument("--agent", choices=registry.KINDS, help="default: offline without "
                    "an API key, else from config")
     p.add_argument("--budget", type=_positive, help="training seconds per experiment "
                    "(default: from ratchet.toml)")
@@ -470,8 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, configmod.ConfigError, workspace.WorkspaceError, GitError,
-            agents_registry.AgentUnavailable, compat.CompatError) as exc:
+    except (UserError, configmod.ConfigError, layout.WorkspaceError, GitError,
+            registry.AgentUnavailable, compat.CompatError) as exc:
         print(f"ratchet: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import anthropic
 
 from ratchet.engine.agents.base import Agent, AgentError, AgentPaused, Context, Emit, Proposal
-from ratchet.engine.agents.claude_cost import Usage
-from ratchet.engine.agents.claude_prompt import CACHE, system_blocks, user_message
-from ratchet.engine.agents.claude_retry import (
+from ratchet.engine.agents.claude.cost import Usage
+from ratchet.engine.agents.claude.prompt import CACHE, system_blocks, user_message
+from ratchet.engine.agents.claude.retry import (
     FAIL,
     PAUSE,
     TRANSPORT_ERRORS,
@@ -27,8 +27,8 @@ from ratchet.engine.agents.claude_retry import (
     StreamCut,
     classify,
 )
-from ratchet.engine.agents.claude_tools import TOOLS, EditBuffer, description_problem, summary
-from ratchet.engine.config import Config
+from ratchet.engine.agents.claude.tools import TOOLS, EditBuffer, description_problem, summary
+from ratchet.engine.workspace.config import Config
 
 RATIONALE_CHARS = 2000
 INTERRUPTED = "\n[stream interrupted; partial response discarded; retrying]\n"

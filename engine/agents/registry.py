@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ratchet.engine.agents.base import Agent
-from ratchet.engine.config import Config
+from ratchet.engine.workspace.config import Config
 
 KINDS = ("offline", "claude")
 
@@ -23,14 +23,14 @@ def default_kind(config: Config) -> str:
 
 def create(kind: str, config: Config) -> Agent:
     if kind == "offline":
-        from ratchet.engine.agents.offline import OfflineAgent
+        from ratchet.engine.agents.offline.agent import OfflineAgent
 
         return OfflineAgent(seed=config.experiment.seed)
     if kind == "claude":
         if not os.environ.get("ANTHROPIC_API_KEY"):
             raise AgentUnavailable("--agent claude needs ANTHROPIC_API_KEY; without it use "
                                    "--agent offline")
-        from ratchet.engine.agents.claude import ClaudeAgent
+        from ratchet.engine.agents.claude.agent import ClaudeAgent
 
         return ClaudeAgent(config)
     raise AgentUnavailable(f"unknown agent {kind!r} (known: {', '.join(KINDS)})")
