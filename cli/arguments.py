@@ -1,0 +1,73 @@
+"""Argument types and shared argument groups of the `ratchet` command line."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class UserError(Exception):
+    """A one-line error for the user."""
+
+
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"ports are 1 to 65535, got {text}")
+    return value
+
+
+def devices(text: str) -> list[int]:
+    """--gpus 0,1,2 as device numbers."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected device numbers such as 0,1,2, got {text!r}")
+    if len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"a device is listed twice in {text!r}")
+    return [int(p) for p in parts]
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--text", nargs="+", metavar="PATH",
+                       help="train on these text files or folders instead of the stdlib corpus")
+    group.add_argument("--parquet", nargs="+", metavar="PATH",
+                       help="train on the text column of these parquet files")
+    parser.add_argument("--column", default=None, help="parquet text column (default: text)")
+
+
+def data_source(args) -> tuple[str | None, list[str] | None]:
+    if args.text:
+        return "text", args.text
+    if args.parquet:
+        return "parquet", args.parquet
+    return None, None
+
+
+def tag(text: str) -> str:
+    if not text or not all(c.isalnum() or c in "-_." for c in text) or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"tags use letters, digits, '-', '_' and '.', "
+                                         f"got {text!r}")
+    return text
