@@ -107,7 +107,7 @@ def dashboard(folder: Path) -> int:
     """Open the dashboard on a session; after `q`, say what the engine is doing."""
     from ratchet.tui import launch  # the engine itself never imports the dashboard
 
-    launch.rundashboard(folder)
+    launch.run_dashboard(folder)
     if paths.is_running(folder):
         print(f"dashboard closed; the engine keeps running (session {folder.name}): "
               f"`ratchet attach` to reattach, `ratchet stop` to stop it")

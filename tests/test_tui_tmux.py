@@ -48,9 +48,12 @@ def test_run_and_attach_in_tmux_show_panes_and_results_and_q_detaches(make_works
                        env={**os.environ, "TERM": "xterm-256color"})
         # `ratchet run` spawns the engine and opens the dashboard on it
         wait_screen(server, lambda s: "5 Experiments" in s and "1 Agent" in s)
+        deadline = time.monotonic() + 120
+        while not paths.sessions(ws.runs_dir()):  # the dashboard may draw before the first event
+            assert time.monotonic() < deadline, "the engine wrote no event log"
+            time.sleep(0.1)
         folder = paths.sessions(ws.runs_dir())[-1]
         pid = paths.engine_pid(folder)
-        deadline = time.monotonic() + 120
         while not any(e["type"] == "exp_end" for e in log_of(folder)):
             assert time.monotonic() < deadline and paths.pid_alive(pid)
             time.sleep(0.3)
