@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-C", "--workspace", type=Path, help="workspace folder (default: here)")
     p.add_argument("--headless", action="store_true", help="print progress instead of the "
                    "dashboard")
-    p.add_argument("--agent", choices=registry.KINDS, help="default: offline without "
-                   "an API key, else from config")
+    p.add_argument("--agent", choices=registry.NAMES, help="default: from config, or "
+                   f"{registry.DEFAULT} where that agent's API key is not set")
     p.add_argument("--budget", type=a.positive, help="training seconds per experiment "
                    "(default: from ratchet.toml)")
     p.add_argument("--max-experiments", type=a.count, help="stop after N proposals")

@@ -57,7 +57,7 @@ def agent_config(**agent) -> configmod.Config:
                 "retry_base_seconds": 0.02, "retry_cap_seconds": 1.0, "check_retries": 2,
                 **agent}
     for key, value in settings.items():
-        setattr(config.agent, key, value)
+        setattr(config.agent.claude, key, value)
     configmod.validate(config)
     return config
 
@@ -100,7 +100,7 @@ def expected_usage(sent: list[dict]) -> dict:
             "cache_write_tokens": sum(u["cache_creation_input_tokens"] for u in sent)}
 
 
-def expected_cost(tokens: dict, prices: configmod.AgentConfig) -> float:
+def expected_cost(tokens: dict, prices: configmod.ClaudeConfig) -> float:
     return (tokens["input_tokens"] * prices.price_input
             + tokens["output_tokens"] * prices.price_output
             + tokens["cache_read_tokens"] * prices.price_cache_read
@@ -158,7 +158,7 @@ def test_streamed_thinking_text_and_tool_edits_make_a_proposal(session, api):
     (usage,) = run.of_type("agent_usage")
     tokens = expected_usage(api.sent_usage)
     assert {k: usage[k] for k in tokens} == tokens
-    assert usage["cost_usd"] == pytest.approx(expected_cost(tokens, configmod.AgentConfig()))
+    assert usage["cost_usd"] == pytest.approx(expected_cost(tokens, configmod.ClaudeConfig()))
     assert usage["total_cost_usd"] == pytest.approx(usage["cost_usd"])
     assert usage["model"] == "claude-sonnet-4-6" and usage["requests"] == 2
     assert not run.of_type("agent_retry")
@@ -342,7 +342,7 @@ def test_headless_run_with_claude_commits_trains_records_and_pauses(make_workspa
     ws = make_workspace("e2e", budget_seconds=1.0, grace_seconds=60.0, eval_tokens=65536)
     config = ws.config()
     config.loop.baseline_seeds, config.loop.confirm = 1, False
-    config.agent.retry_base_seconds, config.agent.thinking_budget = 0.05, 1024
+    config.agent.claude.retry_base_seconds, config.agent.claude.thinking_budget = 0.05, 1024
     configmod.save(ws.root, config)
     (ws.root / "train.py").write_text(trainers.loop_bigram())
     repo = git.Repo(ws.root)
@@ -399,7 +399,7 @@ def test_headless_run_with_claude_commits_trains_records_and_pauses(make_workspa
     tokens = expected_usage(api.sent_usage)
     assert usage["exp"] == proposal["exp"]
     assert {k: usage[k] for k in tokens} == tokens
-    assert usage["cost_usd"] == pytest.approx(expected_cost(tokens, config.agent))
+    assert usage["cost_usd"] == pytest.approx(expected_cost(tokens, config.agent.claude))
     paused = next(e for e in log if e["type"] == "proposal_failed")
     assert paused["paused"] is True and "ANTHROPIC_API_KEY was refused" in paused["error"]
     assert f"${usage['cost_usd']:.4f}" in status.stdout, status.stdout

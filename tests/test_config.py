@@ -19,7 +19,7 @@ def _write(tmp_path, text: str):
 def _changed_config() -> configmod.Config:
     """A config where every value differs from the default, strings included awkward ones."""
     config = configmod.Config()
-    ex, data, agent = config.experiment, config.data, config.agent
+    ex, data, agent, claude = config.experiment, config.data, config.agent, config.agent.claude
     ex.budget_seconds, ex.grace_seconds, ex.eval_timeout_seconds = 123.5, 0.0, 7.25
     ex.device, ex.seed, ex.min_improvement = "cuda", 42, 0.0005
     ex.editable = ["train.py", "model/extra.py"]
@@ -27,11 +27,11 @@ def _changed_config() -> configmod.Config:
     data.source, data.column, data.val_percent = "parquet", "body \"quoted\"", 12.5
     data.paths = ["/data/shard 1.parquet", "C:\\data\\shard2.parquet"]
     data.key, data.eval_batch, data.eval_seq, data.eval_tokens = "abc123", 4, 512, 4096
-    agent.kind, agent.model = "claude", "claude-opus-4"
-    agent.max_tokens, agent.thinking_budget, agent.timeout_seconds = 8192, 0, 90.5
-    agent.max_retries, agent.retry_base_seconds, agent.retry_cap_seconds = 2, 0.5, 9.0
-    agent.check_retries, agent.price_input, agent.price_output = 1, 15.0, 75.0
-    agent.price_cache_read, agent.price_cache_write = 1.5, 18.75
+    agent.kind, claude.model = "claude", "claude-opus-4"
+    claude.max_tokens, claude.thinking_budget, claude.timeout_seconds = 8192, 0, 90.5
+    claude.max_retries, claude.retry_base_seconds, claude.retry_cap_seconds = 2, 0.5, 9.0
+    claude.check_retries, claude.price_input, claude.price_output = 1, 15.0, 75.0
+    claude.price_cache_read, claude.price_cache_write = 1.5, 18.75
     return config
 
 
@@ -39,10 +39,15 @@ def test_render_load_round_trip_preserves_every_value(tmp_path):
     """`ratchet init` writes render(); every setting must come back unchanged on load."""
     config = _changed_config()
     default = configmod.Config()
-    for section in ("experiment", "data", "agent"):
-        for f in fields(getattr(config, section)):
-            assert getattr(getattr(config, section), f.name) != \
-                getattr(getattr(default, section), f.name), f"{section}.{f.name} not exercised"
+    for section in ("experiment", "data", "agent", "agent.claude"):
+        table, base = config, default
+        for part in section.split("."):
+            table, base = getattr(table, part), getattr(base, part)
+        for f in fields(table):
+            if f.name in ("claude", "offline"):  # the kinds' tables, checked on their own
+                continue
+            assert getattr(table, f.name) != getattr(base, f.name), \
+                f"{section}.{f.name} not exercised"
 
     configmod.save(tmp_path, config)
     loaded = configmod.load(tmp_path)
@@ -78,18 +83,26 @@ def test_partial_file_keeps_defaults_and_accepts_whole_numbers(tmp_path):
     ("[experiment]\nseed = false\n", "seed"),
     ("[experiment]\neditable = \"train.py\"\n", "editable"),
     ("[experiment]\neditable = [\"train.py\", 3]\n", "editable"),
+    ("[agent.claude]\nmodel = 4\n", "model"),
     ("[agent]\nmodel = 4\n", "model"),
     ("experiment = 3\n", "experiment"),
     ("[experiment]\ndevice = \"tpu\"\n", "device"),
     ("[experiment]\ndevice = \"CUDA\"\n", "device"),
     ("[agent]\nkind = \"gpt\"\n", "kind"),
-    ("[agent]\nmodel = \"\"\n", "model"),
-    ("[agent]\nthinking_budget = 100\n", "thinking_budget"),
-    ("[agent]\nmax_tokens = 2000\nthinking_budget = 2000\n", "thinking_budget"),
-    ("[agent]\nprice_output = -15\n", "price_output"),
-    ("[agent]\nprice_input = \"3\"\n", "price_input"),
-    ("[agent]\nretry_base_seconds = 90\n", "retry_base_seconds"),
-    ("[agent]\nmax_retries = -1\n", "max_retries"),
+    ("[agent.claude]\nmodel = \"\"\n", "[agent.claude] model"),
+    ("[agent.claude]\nthinking_budget = 100\n", "[agent.claude] thinking_budget"),
+    ("[agent.claude]\nmax_tokens = 200\n", "[agent.claude] max_tokens must be at least 256"),
+    ("[agent.claude]\nmax_tokens = 2000\nthinking_budget = 2000\n", "thinking_budget"),
+    ("[agent.claude]\nprice_output = -15\n", "[agent.claude] price_output"),
+    ("[agent.claude]\nprice_input = \"3\"\n", "[agent.claude] price_input"),
+    ("[agent.claude]\nretry_base_seconds = 90\n", "retry_base_seconds"),
+    ("[agent.claude]\nmax_retries = -1\n", "max_retries"),
+    ("[agent.claude]\nmaxtokens = 300\n", "maxtokens"),
+    ("[agent.offline]\nmodel = \"x\"\n", "[agent.offline]"),
+    ("[agent]\nclaude = 3\n", "[agent.claude] must be a table"),
+    ("[agent]\nmodle = \"x\"\n", "modle"),
+    ("[agent]\nmax_tokens = 200\n", "[agent.claude] max_tokens"),  # the old flat layout
+    ("[agent]\nmodel = \"a\"\n[agent.claude]\nmodel = \"b\"\n", "model is also set under"),
     ("[experiment]\neditable = [\"train.py\", \"prepare.py\"]\n", "editable"),
     ("[experiment]\neditable = [\"ratchet.toml\"]\n", "editable"),
     ("[experiment]\neditable = [\"/etc/passwd\"]\n", "editable"),
@@ -140,3 +153,34 @@ def test_missing_file_points_to_ratchet_init(tmp_path):
     with pytest.raises(ConfigError, match="ratchet init") as info:
         configmod.load(tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_agent_settings_live_in_a_table_per_kind(tmp_path):
+    """`[agent] kind` picks the agent; its own settings sit under [agent.<kind>]."""
+    text = configmod.render(configmod.Config())
+    assert "\n[agent]\nkind = \"offline\"" in text and "\n[agent.claude]\nmodel = " in text
+    agent_table = text.split("\n[agent]\n")[1].split("\n[")[0]
+    assert [line.split(" =")[0] for line in agent_table.splitlines() if line] == ["kind"]
+    loaded = configmod.load(_write(tmp_path, "[agent]\nkind = \"claude\"\n\n[agent.claude]\n"
+                                             "model = \"claude-opus-4\"\nmax_tokens = 8192\n\n"
+                                             "[agent.offline]\n"))
+    expected = configmod.Config()
+    expected.agent.kind = "claude"
+    expected.agent.claude.model, expected.agent.claude.max_tokens = "claude-opus-4", 8192
+    assert loaded == expected
+
+
+def test_old_flat_agent_settings_still_load(tmp_path):
+    """Workspaces made before [agent.claude] existed keep the Claude keys under [agent]."""
+    loaded = configmod.load(_write(tmp_path, "[agent]\nkind = \"claude\"\n"
+                                             "model = \"claude-opus-4\"\nthinking_budget = 0\n"
+                                             "price_input = 15\n"))
+    claude = loaded.agent.claude
+    assert loaded.agent.kind == "claude" and claude.model == "claude-opus-4"
+    assert claude.thinking_budget == 0 and claude.price_input == 15.0
+    assert claude.max_tokens == configmod.ClaudeConfig().max_tokens
+    # and saving such a workspace writes the new layout with the same values
+    configmod.save(tmp_path, loaded)
+    assert configmod.load(tmp_path) == loaded
+    assert "[agent.claude]\nmodel = \"claude-opus-4\"" in (tmp_path / configmod.CONFIG_NAME) \
+        .read_text()

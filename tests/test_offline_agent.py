@@ -11,13 +11,10 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from ratchet.engine.agents.base import AgentError, Context, HistoryEntry, Proposal
-from ratchet.engine.agents.offline.agent import (
-    CRASH_PENALTY,
-    NO_RESULT_PENALTY,
-    OfflineAgent,
-    parse_constants,
-    search_range,
-)
+from ratchet.engine.agents.offline.agent import OfflineAgent
+from ratchet.engine.agents.offline.constants import parse_constants
+from ratchet.engine.agents.offline.memory import CRASH_PENALTY, NO_RESULT_PENALTY
+from ratchet.engine.agents.offline.ranges import search_range
 from ratchet.engine.workspace import layout
 from ratchet.model import profiles
 

@@ -1,13 +1,14 @@
-"""Build the agent a session asked for; the only place that knows every agent by name."""
+"""Build the agent a session asked for, from the table of kinds in `kinds`."""
 
 from __future__ import annotations
 
-import os
+import importlib
 
 from ratchet.engine.agents.base import Agent
+from ratchet.engine.agents.kinds import DEFAULT, KINDS, NAMES
 from ratchet.engine.workspace.config import Config
 
-KINDS = ("offline", "claude")
+__all__ = ["DEFAULT", "NAMES", "AgentUnavailable", "create", "default_kind"]
 
 
 class AgentUnavailable(Exception):
@@ -15,22 +16,23 @@ class AgentUnavailable(Exception):
 
 
 def default_kind(config: Config) -> str:
-    """The configured agent, or offline where Claude has no API key."""
-    if config.agent.kind == "claude" and not os.environ.get("ANTHROPIC_API_KEY"):
-        return "offline"
+    """The configured agent, or the default one where the configured one has no API key."""
+    kind = KINDS.get(config.agent.kind)
+    if kind is not None and kind.missing_key():
+        return DEFAULT
     return config.agent.kind
 
 
-def create(kind: str, config: Config) -> Agent:
-    if kind == "offline":
-        from ratchet.engine.agents.offline.agent import OfflineAgent
-
-        return OfflineAgent(seed=config.experiment.seed)
-    if kind == "claude":
-        if not os.environ.get("ANTHROPIC_API_KEY"):
-            raise AgentUnavailable("--agent claude needs ANTHROPIC_API_KEY; without it use "
-                                   "--agent offline")
-        from ratchet.engine.agents.claude.agent import ClaudeAgent
-
-        return ClaudeAgent(config)
-    raise AgentUnavailable(f"unknown agent {kind!r} (known: {', '.join(KINDS)})")
+def create(name: str, config: Config) -> Agent:
+    kind = KINDS.get(name)
+    if kind is None:
+        raise AgentUnavailable(f"unknown agent {name!r} (known: {', '.join(NAMES)})")
+    key = kind.missing_key()
+    if key:
+        raise AgentUnavailable(f"--agent {name} needs {key}; without it use --agent {DEFAULT}")
+    # imported only now: building one agent must not load every other agent's SDK
+    module, _, attribute = kind.factory.partition(":")
+    factory = importlib.import_module(module)
+    for part in attribute.split("."):
+        factory = getattr(factory, part)
+    return factory(config)

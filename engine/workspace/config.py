@@ -8,6 +8,8 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ratchet.engine.agents import kinds
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -16,7 +18,6 @@ else:  # pragma: no cover
 CONFIG_NAME = "ratchet.toml"
 DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("stdlib", "text", "parquet")
-AGENTS = ("offline", "claude")
 COMPAT = ("", "autoresearch")
 BACKENDS = ("local", "ray")
 
@@ -63,8 +64,9 @@ class LoopConfig:
 
 
 @dataclass
-class AgentConfig:
-    kind: str = "offline"
+class ClaudeConfig:
+    """[agent.claude]: the Claude agent's model, request limits and prices."""
+
     model: str = "claude-sonnet-4-6"
     max_tokens: int = 16000  # per response, thinking included
     thinking_budget: int = 4000  # extended thinking tokens per response; 0 turns it off
@@ -77,6 +79,20 @@ class AgentConfig:
     price_output: float = 15.0
     price_cache_read: float = 0.30
     price_cache_write: float = 3.75
+
+
+@dataclass
+class OfflineConfig:
+    """[agent.offline]: none yet; the search is seeded by [experiment] seed."""
+
+
+@dataclass
+class AgentConfig:
+    """[agent]: which kind proposes, plus one settings table per kind, named after it."""
+
+    kind: str = kinds.DEFAULT
+    claude: ClaudeConfig = field(default_factory=ClaudeConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
 
 
 @dataclass
@@ -131,14 +147,41 @@ def from_dict(raw: dict) -> Config:
         _check(hasattr(config, section), f"unknown section [{section}] in {CONFIG_NAME} "
                                          f"(known: experiment, data, agent, loop)")
         _check(isinstance(value, dict), f"[{section}] must be a table")
-        target = getattr(config, section)
-        known = {f.name: f for f in fields(target)}
-        for name, item in value.items():
-            _check(name in known, f"unknown key {name!r} in [{section}] "
-                                  f"(known: {', '.join(known)})")
-            setattr(target, name, _typed(section, name, item, _TYPES[str(known[name].type)]))
+        if section == "agent":
+            _read_agent(config.agent, value)
+        else:
+            _read_table(getattr(config, section), section, value)
     validate(config)
     return config
+
+
+def _read_table(target, section: str, table: dict) -> None:
+    known = {f.name: f for f in fields(target)}
+    for name, item in table.items():
+        _check(name in known, f"unknown key {name!r} in [{section}] "
+                              f"(known: {', '.join(known) or 'none'})")
+        setattr(target, name, _typed(section, name, item, _TYPES[str(known[name].type)]))
+
+
+def _read_agent(agent: AgentConfig, table: dict) -> None:
+    """`kind` and a table per kind ([agent.claude]). Files written before those tables hold the
+    Claude settings straight under [agent]: such a key still counts for the kind that has it."""
+    flat = {name: item for name, item in table.items()
+            if name != "kind" and name not in kinds.KINDS}
+    if "kind" in table:
+        agent.kind = _typed("agent", "kind", table["kind"], str)
+    for name in kinds.NAMES:
+        if name in table:
+            _check(isinstance(table[name], dict), f"[agent.{name}] must be a table")
+            _read_table(getattr(agent, name), f"agent.{name}", table[name])
+    for name, item in flat.items():
+        owner = next((kind for kind in kinds.NAMES
+                      if name in {f.name for f in fields(getattr(agent, kind))}), None)
+        _check(owner is not None, f"unknown key {name!r} in [agent] (known: kind, "
+                                  + ", ".join(f"[agent.{kind}]" for kind in kinds.NAMES) + ")")
+        _check(name not in table.get(owner, {}),
+               f"[agent] {name} is also set under [agent.{owner}]; keep that one")
+        _read_table(getattr(agent, owner), "agent", {name: item})
 
 
 def validate(config: Config) -> None:
@@ -174,25 +217,28 @@ def validate(config: Config) -> None:
     _check(bool(loop.ray_resource), "[loop] ray_resource must not be empty")
     _check(loop.backend in BACKENDS, f"[loop] backend must be one of {', '.join(BACKENDS)}, "
                                      f"got {loop.backend!r}")
-    _check(agent.kind in AGENTS, f"[agent] kind must be one of {', '.join(AGENTS)}, "
-                                 f"got {agent.kind!r}")
-    _validate_agent(agent)
+    _check(agent.kind in kinds.KINDS, f"[agent] kind must be one of {', '.join(kinds.NAMES)}, "
+                                      f"got {agent.kind!r}")
+    _validate_claude(agent.claude)
 
 
-def _validate_agent(agent: AgentConfig) -> None:
-    _check(bool(agent.model.strip()) and not any(c.isspace() for c in agent.model),
-           f"[agent] model must be a model name such as claude-sonnet-4-6, got {agent.model!r}")
-    _check(agent.max_tokens >= 256, "[agent] max_tokens must be at least 256")
-    _check(agent.thinking_budget == 0 or 1024 <= agent.thinking_budget < agent.max_tokens,
-           f"[agent] thinking_budget must be 0 (off) or from 1024 to below max_tokens "
-           f"({agent.max_tokens}), got {agent.thinking_budget}")
-    _check(agent.timeout_seconds > 0, "[agent] timeout_seconds must be positive")
-    _check(agent.max_retries >= 0, "[agent] max_retries must not be negative")
-    _check(agent.retry_base_seconds >= 0 and agent.retry_cap_seconds >= agent.retry_base_seconds,
-           "[agent] retry_base_seconds must not be negative nor above retry_cap_seconds")
-    _check(agent.check_retries >= 0, "[agent] check_retries must not be negative")
+def _validate_claude(claude: ClaudeConfig) -> None:
+    where = "[agent.claude]"
+    _check(bool(claude.model.strip()) and not any(c.isspace() for c in claude.model),
+           f"{where} model must be a model name such as claude-sonnet-4-6, "
+           f"got {claude.model!r}")
+    _check(claude.max_tokens >= 256, f"{where} max_tokens must be at least 256")
+    _check(claude.thinking_budget == 0 or 1024 <= claude.thinking_budget < claude.max_tokens,
+           f"{where} thinking_budget must be 0 (off) or from 1024 to below max_tokens "
+           f"({claude.max_tokens}), got {claude.thinking_budget}")
+    _check(claude.timeout_seconds > 0, f"{where} timeout_seconds must be positive")
+    _check(claude.max_retries >= 0, f"{where} max_retries must not be negative")
+    _check(claude.retry_base_seconds >= 0
+           and claude.retry_cap_seconds >= claude.retry_base_seconds,
+           f"{where} retry_base_seconds must not be negative nor above retry_cap_seconds")
+    _check(claude.check_retries >= 0, f"{where} check_retries must not be negative")
     for name in ("price_input", "price_output", "price_cache_read", "price_cache_write"):
-        _check(getattr(agent, name) >= 0, f"[agent] {name} must not be negative")
+        _check(getattr(claude, name) >= 0, f"{where} {name} must not be negative")
 
 
 def load(workspace: Path) -> Config:
@@ -210,7 +256,7 @@ def load(workspace: Path) -> Config:
 
 def render(config: Config) -> str:
     """ratchet.toml text with a comment on every key, as `ratchet init` writes it."""
-    ex, data, agent = config.experiment, config.data, config.agent
+    ex, data, agent, claude = config.experiment, config.data, config.agent, config.agent.claude
 
     def toml(value) -> str:
         if isinstance(value, str):  # JSON string escapes are valid TOML basic-string escapes
@@ -251,19 +297,23 @@ def render(config: Config) -> str:
         f"eval_tokens = {toml(data.eval_tokens)}  # validation bytes scored per experiment",
         "",
         "[agent]",
-        f"kind = {toml(agent.kind)}  # offline or claude",
-        f"model = {toml(agent.model)}  # Claude model for kind = \"claude\"",
-        f"max_tokens = {toml(agent.max_tokens)}  # per response, thinking included",
-        f"thinking_budget = {toml(agent.thinking_budget)}  # extended thinking tokens; 0 = off",
-        f"timeout_seconds = {toml(agent.timeout_seconds)}  # limit for one API request",
-        f"max_retries = {toml(agent.max_retries)}  # retries on 429, 5xx, 529, cut streams",
-        f"retry_base_seconds = {toml(agent.retry_base_seconds)}  # first backoff, doubling",
-        f"retry_cap_seconds = {toml(agent.retry_cap_seconds)}  # longest wait between retries",
-        f"check_retries = {toml(agent.check_retries)}  # refused edits handed back to Claude",
-        f"price_input = {toml(agent.price_input)}  # $ per million input tokens",
-        f"price_output = {toml(agent.price_output)}  # $ per million output tokens",
-        f"price_cache_read = {toml(agent.price_cache_read)}  # $ per million cache-read tokens",
-        f"price_cache_write = {toml(agent.price_cache_write)}  # $ per million cache-write tokens",
+        f"kind = {toml(agent.kind)}  # {' or '.join(kinds.NAMES)}; each kind's settings are "
+        "under [agent.<kind>]",
+        "",
+        "[agent.claude]",
+        f"model = {toml(claude.model)}  # Claude model",
+        f"max_tokens = {toml(claude.max_tokens)}  # per response, thinking included",
+        f"thinking_budget = {toml(claude.thinking_budget)}  # extended thinking tokens; 0 = off",
+        f"timeout_seconds = {toml(claude.timeout_seconds)}  # limit for one API request",
+        f"max_retries = {toml(claude.max_retries)}  # retries on 429, 5xx, 529, cut streams",
+        f"retry_base_seconds = {toml(claude.retry_base_seconds)}  # first backoff, doubling",
+        f"retry_cap_seconds = {toml(claude.retry_cap_seconds)}  # longest wait between retries",
+        f"check_retries = {toml(claude.check_retries)}  # refused edits handed back to Claude",
+        f"price_input = {toml(claude.price_input)}  # $ per million input tokens",
+        f"price_output = {toml(claude.price_output)}  # $ per million output tokens",
+        f"price_cache_read = {toml(claude.price_cache_read)}  # $ per million cache-read tokens",
+        f"price_cache_write = {toml(claude.price_cache_write)}  # $ per million cache-write "
+        "tokens",
         "",
         "[loop]",
         f"baseline_seeds = {toml(loop.baseline_seeds)}  # baseline runs that measure seed noise",

@@ -40,7 +40,7 @@ class ClaudeAgent(Agent):
     def __init__(self, config: Config, api_key: str | None = None, base_url: str | None = None,
                  rng: random.Random | None = None,
                  sleep: Callable[[float], None] = time.sleep):
-        self.settings = config.agent
+        self.settings = config.agent.claude
         self.editable = list(config.experiment.editable)
         self.max_rounds = config.loop.max_tool_rounds
         self.api_key = api_key or os.environ.get("ANTHROPIC_API_KEY", "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ratchet.engine.workspace.config import AgentConfig
+from ratchet.engine.workspace.config import ClaudeConfig
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Usage:
         self.cache_write_tokens += reported.get("cache_creation_input_tokens") or 0
         self.requests += 1
 
-    def cost_usd(self, prices: AgentConfig) -> float:
+    def cost_usd(self, prices: ClaudeConfig) -> float:
         """Dollars at the configured prices per million tokens."""
         return (self.input_tokens * prices.price_input
                 + self.output_tokens * prices.price_output

@@ -86,7 +86,8 @@ def classify(exc: BaseException, secret: str | None) -> Verdict:
                                                f"({label}: {detail})", secret))
         if status == 404:
             return Verdict(PAUSE, label, scrub(f"{detail or 'not found'} ({label}): check "
-                                               "[agent] model and ANTHROPIC_BASE_URL", secret))
+                                               "[agent.claude] model and ANTHROPIC_BASE_URL",
+                                               secret))
         if status in RETRY_STATUSES or kind in RETRY_TYPES:
             return Verdict(RETRY, label, message, _retry_after(exc))
         return Verdict(FAIL, label, message)

@@ -1,0 +1,32 @@
+"""Every kind of agent by name, and what it needs to run: the one list of them.
+
+ratchet.toml's reader checks `[agent] kind` against it, the command line offers it as the
+choices of `--agent`, and the registry builds agents from it. Reading the config must stay
+cheap, so this module is plain data: the factories are named as text and imported only when an
+agent is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # also its settings table: [agent.<name>] in ratchet.toml
+    factory: str  # "module:attribute", called with the Config to build the agent
+    api_key: str | None = None  # environment variable it cannot run without
+
+    def missing_key(self) -> str | None:
+        """The environment variable this kind needs and this process lacks, if any."""
+        return self.api_key if self.api_key and not os.environ.get(self.api_key) else None
+
+
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind("offline", "ratchet.engine.agents.offline.agent:OfflineAgent.from_config"),
+    Kind("claude", "ratchet.engine.agents.claude.agent:ClaudeAgent", api_key="ANTHROPIC_API_KEY"),
+)}
+NAMES = tuple(KINDS)
+# The default, and the stand-in when the configured kind lacks its key: runs anywhere.
+DEFAULT = next(kind.name for kind in KINDS.values() if kind.api_key is None)

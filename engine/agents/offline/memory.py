@@ -1,0 +1,156 @@
+"""What the agent learns from outcomes: the study's trials, crashes to avoid, sensitive constants.
+
+The study learns from the configuration actually tried, not the point TPE asked for. Crashes and
+timeouts are recorded with a penalty so TPE steers away from them, and values at or past one
+that crashed are not proposed again until a finished run shows that side works.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.distributions import BaseDistribution
+
+from ratchet.engine.agents.base import Context, HistoryEntry
+from ratchet.engine.agents.offline.changes import entry_change, old_value
+from ratchet.engine.agents.offline.constants import Number
+from ratchet.engine.agents.offline.ranges import contains
+
+CRASH_PENALTY = 0.5  # a crash scores this much worse than the worst result seen
+NO_RESULT_PENALTY = 10.0  # crash score when nothing has finished yet (val_bpb of bytes is < 8)
+
+Values = dict[str, Number]
+
+
+class Memory:
+    """Outcomes learned so far, each entry once, whether reported or read from the history."""
+
+    def __init__(self, study: optuna.Study, ranges: dict[str, BaseDistribution]) -> None:
+        self.study = study
+        self.ranges = ranges  # shared with the agent, which adds each constant when first seen
+        self.baseline: Values | None = None  # the first file's constants, once one is seen
+        self.effect: dict[str, float] = {}  # largest |delta| a change of the constant caused
+        self.crashes: list[tuple[str, float, float]] = []  # (constant, from, to) that crashed
+        self._worst: float | None = None
+        self._worked: dict[str, set[float]] = {}  # values seen in runs that finished
+        # (n, description) of entries already learned from; n alone can repeat (a proposal the
+        # loop rejects is reported under the number the next experiment then uses)
+        self._seen: set[tuple[int, str]] = set()
+        self._pending: list[tuple[HistoryEntry, Values | None]] = []
+
+    def first_sight(self, entry: HistoryEntry) -> bool:
+        """Mark the entry seen; False when it was already learned from."""
+        key = (entry.n, entry.description)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+    def observe(self, entry: HistoryEntry, config: Values | None) -> None:
+        if self.baseline is None:  # reported before the first proposal: no file seen yet
+            self._pending.append((entry, config))
+            return
+        self._learn(entry, config)
+
+    def catch_up(self, context: Context, config: Values) -> None:
+        """Learn what was reported before the first proposal, then the history not reported."""
+        self._flush_pending(context)
+        self._import_history(context, config)
+
+    def crash_limit(self, name: str, value: Number) -> float | None:
+        """The crashed value this one is at or beyond (moving the same way), unless a finished
+        run has shown that side works after all; crashes rarely come back from going further."""
+        for crashed, start, to in self.crashes:
+            way = 1.0 if to > start else -1.0
+            if crashed != name or (float(value) - to) * way < 0:
+                continue
+            if not any((v - to) * way >= 0 for v in self._worked.get(name, ())):
+                return to
+        return None
+
+    def avoided(self) -> list[tuple[str, float, str]]:
+        """(constant, crashed value, ">=" or "<=") of each limit still in force."""
+        return sorted({(n, to, ">=" if to > start else "<=") for n, start, to in self.crashes
+                       if self.crash_limit(n, to) is not None})
+
+    def _flush_pending(self, context: Context) -> None:
+        """Entries the context's history also holds are left to _import_history, which can
+        rebuild the configuration they ran (on a resume, the first file seen is the current
+        best, not the baseline)."""
+        in_history = {(e.n, e.description) for e in context.history}
+        pending, self._pending = self._pending, []
+        for entry, config in pending:
+            if (entry.n, entry.description) in in_history:
+                self._seen.discard((entry.n, entry.description))
+            else:
+                self._learn(entry, config)
+
+    def _learn(self, entry: HistoryEntry, config: Values | None) -> None:
+        if entry.decision == "baseline" and config is None:
+            config = self.baseline
+        if config is None:
+            return
+        value = self._score(entry)
+        if value is None:
+            return
+        params = {n: v for n, v in config.items()
+                  if n in self.ranges and contains(self.ranges[n], v)}
+        self.study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={n: self.ranges[n] for n in params}, value=value,
+            user_attrs={"status": entry.status, "n": entry.n},
+        ))
+        change = entry_change(entry)
+        if entry.status == "ok" and entry.val_bpb is not None:
+            for n, v in config.items():
+                self._worked.setdefault(n, set()).add(float(v))
+        elif entry.decision != "baseline" and change:
+            old = old_value(entry.description)
+            if old is not None and old != change[1]:
+                self.crashes.append((change[0], float(old), float(change[1])))
+        if entry.decision != "baseline" and change and entry.delta is not None:
+            name = change[0]
+            self.effect[name] = max(self.effect.get(name, 0.0), abs(entry.delta))
+
+    def _score(self, entry: HistoryEntry) -> float | None:
+        """What the study records: val_bpb, a penalty for crashes, nothing for killed runs."""
+        if entry.status == "ok" and entry.val_bpb is not None:
+            self._worst = max(self._worst or entry.val_bpb, entry.val_bpb)
+            return entry.val_bpb
+        if entry.status in ("crash", "timeout") or entry.decision == "crash":
+            if self._worst is None:
+                return NO_RESULT_PENALTY
+            return self._worst + CRASH_PENALTY
+        return None  # killed or interrupted: the configuration itself told us nothing
+
+    def _import_history(self, context: Context, config: Values) -> None:
+        """Learn from finished experiments the loop did not report through observe (a resume).
+
+        Each entry's configuration is the best at its time plus its change; the best at each
+        time comes from undoing the kept changes ("NAME old -> new") backwards from the file.
+        """
+        if all((e.n, e.description) in self._seen for e in context.history):
+            return
+        base: Values | None = dict(config)
+        for entry in reversed(context.history):
+            if entry.decision != "keep" or base is None:
+                continue
+            change, old = entry_change(entry), old_value(entry.description)
+            base = None if change is None or old is None else {**base, change[0]: old}
+        last_keep = max((i for i, e in enumerate(context.history) if e.decision == "keep"),
+                        default=-1)
+        if base is None:  # a kept change we cannot undo: trust only what came after it
+            history = context.history[last_keep + 1:]
+            best: Values = dict(config)
+        else:
+            history, best = context.history, base
+        for entry in history:
+            change = entry_change(entry)
+            if (entry.n, entry.description) not in self._seen:
+                self._seen.add((entry.n, entry.description))
+                if entry.decision == "baseline":
+                    self._learn(entry, dict(best))
+                elif change:
+                    self._learn(entry, {**best, change[0]: change[1]})
+            if entry.decision == "keep" and change:
+                best = {**best, change[0]: change[1]}
+        for entry in context.history:
+            self._seen.add((entry.n, entry.description))
