@@ -14,7 +14,8 @@ import trainers
 
 from ratchet.engine.agents.offline.agent import OfflineAgent
 from ratchet.engine.loop import daemon, results_tsv
-from ratchet.engine.loop.session import RunOptions, Session, _only_seed_changes
+from ratchet.engine.loop.proposal_check import only_seed_changes
+from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import control, events, paths
 from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import layout
@@ -149,9 +150,9 @@ def test_real_gain_is_kept_and_confirmed(make_workspace):
 
 def test_seed_only_change_is_refused():
     old = {"train.py": "SEED = 1\nLR = 0.1\n"}
-    assert _only_seed_changes(old, {"train.py": "SEED = 2\nLR = 0.1\n"})
-    assert _only_seed_changes(old, {"train.py": "SEED = 1\nLR = 0.1\ntorch.manual_seed(3)\n"})
-    assert not _only_seed_changes(old, {"train.py": "SEED = 2\nLR = 0.2\n"})
+    assert only_seed_changes(old, {"train.py": "SEED = 2\nLR = 0.1\n"})
+    assert only_seed_changes(old, {"train.py": "SEED = 1\nLR = 0.1\ntorch.manual_seed(3)\n"})
+    assert not only_seed_changes(old, {"train.py": "SEED = 2\nLR = 0.2\n"})
 
 
 # --- the engine as its own process ---------------------------------------------------------

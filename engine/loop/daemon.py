@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--session", required=True)
     parser.add_argument("--tag", required=True)
-    parser.add_argument("--agent", default="offline")
+    parser.add_argument("--agent", default=registry.DEFAULT, choices=registry.NAMES)
     parser.add_argument("--max-experiments", type=int)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--budget", type=float)

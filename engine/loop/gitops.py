@@ -115,11 +115,19 @@ def parent_of(repo: git.Repo, sha: str) -> str:
     return parents[0].hexsha if parents else ""
 
 
-def _text_at(commit: git.Commit, name: str) -> str | None:
+def text_at(commit: git.Commit, name: str) -> str | None:
+    """A file's text in a commit, or None where the commit has no such file."""
     try:
         return commit.tree[name].data_stream.read().decode()
     except KeyError:
         return None
+
+
+def files_at(repo: git.Repo, sha: str, names: list[str]) -> dict[str, str]:
+    """The texts of those of `names` that the commit holds."""
+    commit = repo.commit(sha)
+    found = {name: text_at(commit, name) for name in names}
+    return {name: text for name, text in found.items() if text is not None}
 
 
 def rebase_commit(repo: git.Repo, sha: str, onto: str, message: str) -> tuple[str | None, str]:
@@ -133,7 +141,7 @@ def rebase_commit(repo: git.Repo, sha: str, onto: str, message: str) -> tuple[st
     merged: dict[str, str] = {}
     for change in base.diff(commit):
         name = change.b_path or change.a_path
-        old, ours, theirs = _text_at(base, name), _text_at(target, name), _text_at(commit, name)
+        old, ours, theirs = text_at(base, name), text_at(target, name), text_at(commit, name)
         if theirs is None:
             return None, f"the change deletes {name}"
         if ours == old or ours is None:
@@ -145,7 +153,7 @@ def rebase_commit(repo: git.Repo, sha: str, onto: str, message: str) -> tuple[st
                 or merge_adjacent(old or "", ours, theirs)
             if merged[name] is None:
                 return None, f"{name} conflicts with the new best"
-    files = {n: t for n, t in merged.items() if t != _text_at(target, n)}
+    files = {n: t for n, t in merged.items() if t != text_at(target, n)}
     if not files:
         return None, "the new best already holds this change"
     return commit_tree(repo, onto, files, message), ""

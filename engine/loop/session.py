@@ -7,7 +7,6 @@ resumes from its log and the branch.
 
 from __future__ import annotations
 
-import difflib
 import os
 import queue
 import signal
@@ -15,12 +14,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ratchet.engine.agents import kinds
 from ratchet.engine.agents.base import (
     Agent,
     Context,
     Proposal,
 )
-from ratchet.engine.loop import gitops, results_tsv, scheduler
+from ratchet.engine.loop import gitops, keep_rule, proposal_check, results_tsv, scheduler
 from ratchet.engine.protocol import control, events
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.runner import experiment
@@ -33,7 +33,7 @@ from ratchet.engine.workspace.layout import PROGRAM, Workspace
 class RunOptions:
     session: str
     tag: str
-    agent: str = "offline"
+    agent: str = kinds.DEFAULT
     max_experiments: int | None = None  # proposals to try; None runs until stopped
     resume: bool = False
     budget: float | None = None  # overrides ratchet.toml's budget_seconds for this session
@@ -164,19 +164,19 @@ class Session:
     def _recover(self) -> None:
         """After a crash of the engine: close what was in flight, back to the best commit."""
         for start in sorted(self.state.running.values(), key=lambda e: e.get("exp", 0)):
-            self._record_end(start["exp"], start.get("kind", "candidate"), start.get("commit", ""),
+            self.record_end(start["exp"], start.get("kind", "candidate"), start.get("commit", ""),
                              experiment.Result(status="interrupted",
                                                error="engine stopped during the experiment"),
-                             start.get("description", ""), decision="crash",
+                             start.get("description", ""), decision=keep_rule.CRASH,
                              **({"worker": start["worker"]} if "worker" in start else {}))
         for n, pending in sorted(self.state.pending_confirms.items()):
-            self._write_row(pending, "discard", " (confirmation interrupted)")
+            self.write_row(pending, "discard", " (confirmation interrupted)")
             self.emit("proposal_dropped", exp=n, reason="the engine stopped before its "
                       "confirmation", description=pending.get("description", ""),
                       stage="confirm", changes=pending.get("changes") or {})
         gitops.reset_to(self.repo, self.state.best_commit)
 
-    def _context(self, files: dict[str, str], based_on: str,
+    def context_for(self, files: dict[str, str], based_on: str,
                  in_flight: list[str] | None = None) -> Context:
         """What the agent sees: the files at `based_on`, the history, and what is running."""
         notes = []
@@ -187,44 +187,29 @@ class Session:
         with self._lock:
             history, best = list(self.state.history), self.state.best_bpb
         return Context(files=files, program=program, history=history,
-                       best_bpb=best, margin=self._margin(), steer=notes,
+                       best_bpb=best, margin=self.margin(), steer=notes,
                        last_crash_tail=self.state.last_crash_tail[-4000:],
                        in_flight=in_flight or [],
                        check=lambda candidate: self.check_files(candidate, files),
                        based_on=based_on)
 
-    def _margin(self) -> float:
+    def margin(self) -> float:
+        """What a change must beat the best by, from the baseline's noise so far."""
         ex, loop = self.config.experiment, self.config.loop
-        return self.state.margin(ex.min_improvement, loop.noise_k)
+        return keep_rule.margin(self.state.baseline, ex.min_improvement, loop.noise_k)
 
-    def _check(self, proposal: Proposal, context: Context) -> str:
+    def check(self, proposal: Proposal, context: Context) -> str:
         """Why the proposal cannot be applied, or '' (then it keeps only the changed files)."""
         error = self.check_files(proposal.files, context.files)
         if not error:
-            proposal.files = {k: v for k, v in proposal.files.items()
-                              if context.files.get(k) != v}
+            proposal.files = proposal_check.changed_files(proposal.files, context.files)
         return error
 
     def check_files(self, files: dict[str, str], current: dict[str, str]) -> str:
         """Why these new file contents cannot be a candidate, or '' if they can."""
-        allowed = set(self.config.experiment.editable)
-        outside = sorted(set(files) - allowed)
-        if outside:
-            return f"edits files outside {sorted(allowed)}: {outside}"
-        changed = {k: v for k, v in files.items() if current.get(k) != v}
-        if not changed:
-            return "the proposal changes nothing"
-        for name, text in changed.items():
-            if name.endswith(".py"):
-                try:
-                    compile(text, name, "exec")
-                except SyntaxError as exc:
-                    return f"{name} does not compile: {exc.msg} (line {exc.lineno})"
-        if _only_seed_changes(current, changed):
-            return "the proposal only changes a seed, which is never an improvement"
-        return ""
+        return proposal_check.refusal(files, current, self.config.experiment.editable)
 
-    def _record_end(self, n: int, kind: str, commit: str, result: experiment.Result,
+    def record_end(self, n: int, kind: str, commit: str, result: experiment.Result,
                     description: str, decision: str, changes: dict | None = None,
                     write_row: bool = True, **extra) -> dict:
         best = self.state.best_bpb
@@ -234,40 +219,17 @@ class Session:
         summary["tail"] = summary["tail"][-4000:]
         event = self.emit("exp_end", exp=n, kind=kind, status=result.status, decision=decision,
                           val_bpb=result.val_bpb, best_before=best, delta=delta,
-                          margin=self._margin(), commit=commit, description=description,
+                          margin=self.margin(), commit=commit, description=description,
                           changes=changes or {}, result=summary, **extra)
         if write_row:
-            self._write_row(event, *_row_status(decision, result.status))
+            self.write_row(event, *keep_rule.tsv_row(decision, result.status))
         self.log.sync()
         return event
 
-    def _write_row(self, end: dict, status: str, suffix: str = "") -> None:
+    def write_row(self, end: dict, status: str, suffix: str = "") -> None:
         label = end.get("description", "")
         if end.get("kind") == "confirm":
             label = f"confirm: {label}"
         results_tsv.append(self.results_path, end.get("commit", ""), end.get("val_bpb"),
                            (end.get("result") or {}).get("peak_memory_mb", 0.0), status,
                            label + suffix)
-
-
-def _row_status(decision: str, run_status: str) -> tuple[str, str]:
-    """results.tsv status (autoresearch's keep, discard or crash) and a note for the description."""
-    if run_status != "ok":
-        note = f" ({run_status})" if decision == "crash" and run_status != "crash" else ""
-        return "crash", note
-    if decision in ("baseline", "keep"):
-        return "keep", ""
-    return "discard", " (near miss)" if decision == "near_miss" else ""
-
-
-def _only_seed_changes(old_files: dict[str, str], changed: dict[str, str]) -> bool:
-    """True when every changed line mentions a seed: reseeding is noise, not research."""
-    for name, text in changed.items():
-        old = old_files.get(name, "").splitlines()
-        for line in difflib.unified_diff(old, text.splitlines(), lineterm="", n=0):
-            if line.startswith(("---", "+++", "@@")):
-                continue
-            if line[1:].strip() and "seed" not in line.lower():
-                return False
-    return True
-
