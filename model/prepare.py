@@ -123,7 +123,30 @@ def save_model(model: torch.nn.Module, summary: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 
 _ALLOWED_PYTHON_TARGETS = {operator.getitem}
-_ALLOWED_NAMESPACES = {"aten"}
+# Pure, deterministic ATen operators by name: no file, random, printing or in-place operator.
+# Anything else in an exported graph is refused, so a model can only compute from its input.
+_ALLOWED_OP_NAMES = """
+    abs add addmm alias amax amin arange argmax argmin atan atan2 baddbmm bitwise_and bitwise_not
+    bitwise_or bmm cat ceil chunk clamp clamp_max clamp_min clone constant_pad_nd contiguous conv1d
+    conv2d convolution cos cosh cumprod cumsum detach div dropout einsum elu embedding eq erf exp
+    expand expand_as expm1 flatten flip floor fmod full full_like gather ge gelu group_norm gt
+    hardtanh index index_select layer_norm le leaky_relu lift_fresh_copy linear log log1p log2
+    log_softmax logical_and logical_not logical_or logsumexp lt masked_fill matmul max maximum mean
+    min minimum mish mm mul narrow native_group_norm native_layer_norm ne neg norm
+    linalg_vector_norm ones ones_like outer pad permute pow prod reciprocal relu remainder repeat
+    repeat_interleave reshape rms_norm roll round rsqrt rsub scalar_tensor
+    scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu select sigmoid sign
+    silu sin sinh slice softmax softplus split split_with_sizes sqrt square squeeze stack std sub
+    sum t tanh to topk transpose tril triu trunc type_as unbind unflatten unsqueeze var view where
+    zeros zeros_like _log_softmax _softmax _safe_softmax _to_copy _unsafe_view
+    _assert_tensor_metadata sym_size sym_numel one_hot sort argsort any all isfinite isnan
+    nan_to_num lerp addcmul addcdiv hardswish hardsigmoid tan exp2 floor_divide bitwise_xor
+    logical_xor new_zeros new_ones new_full index_put scatter scatter_add unfold diagonal movedim
+    mv dot tensordot glu softsign logit
+"""
+_ALLOWED_OPS = frozenset(_ALLOWED_OP_NAMES.split())
+# Allowed operators with a dropout argument must not use it: dropout is random.
+_DROPOUT_ARGS = {"dropout": ("train", 2), "scaled_dot_product_attention": ("dropout_p", 4)}
 
 
 class ModelRejected(Exception):
@@ -145,34 +168,119 @@ def _load_program(path: str | io.BytesIO) -> torch.export.ExportedProgram:
         raise ModelRejected(f"cannot load exported model: {type(exc).__name__}: {exc}") from exc
     finally:
         torch.load = real_load
+    _check_stateless(program)
     for node in program.graph.nodes:
-        if node.op != "call_function":
-            continue
-        target = node.target
-        if target in _ALLOWED_PYTHON_TARGETS:
-            continue
-        namespace = getattr(target, "namespace", None)
-        if namespace not in _ALLOWED_NAMESPACES:
-            raise ModelRejected(f"exported model calls a non-ATen operator: {target}")
+        if node.op == "call_function":
+            _check_operator(node)
+        elif node.op not in ("placeholder", "output", "get_attr"):
+            raise ModelRejected(f"exported model has a {node.op} node ({node.target})")
     return program
 
 
-def _check_causal(model, x: torch.Tensor) -> None:
-    """Logits at position t may depend on bytes 0..t only; a model that peeks ahead is rejected."""
-    base = model(x)
-    if not torch.isfinite(base).all():
-        return  # scored as a non-finite val_bpb, which the caller reports as divergence
-    seq = x.shape[1]
-    gen = torch.Generator().manual_seed(0)
-    for cut in sorted({seq // 4, seq // 2, seq - seq // 8}):
-        probe = x.clone()
-        noise = torch.randint(0, VOCAB_SIZE, probe[:, cut:].shape, generator=gen)
-        probe[:, cut:] = noise.to(probe.device)
-        changed = (model(probe)[:, :cut] - base[:, :cut]).abs().max().item()
-        scale = base[:, :cut].abs().max().item() + 1.0
+def _check_stateless(program: torch.export.ExportedProgram) -> None:
+    """Refuse a program that writes its buffers or its input: it could count calls and tell
+    the harness's checks from the scored rows."""
+    signature = program.graph_signature
+    mutated = {**signature.buffers_to_mutate, **signature.user_inputs_to_mutate}
+    if mutated:
+        raise ModelRejected(f"exported model mutates state: {sorted(mutated.values())}")
+    extra = [s.kind.name for s in signature.output_specs if s.kind.name != "USER_OUTPUT"]
+    if extra:
+        raise ModelRejected(f"exported model has outputs besides its logits: {extra}")
+
+
+def _check_operator(node) -> None:
+    target = node.target
+    if target in _ALLOWED_PYTHON_TARGETS:
+        return
+    if getattr(target, "namespace", None) != "aten":
+        raise ModelRejected(f"exported model calls a non-ATen operator: {target}")
+    name = target.overloadpacket.__name__
+    if name not in _ALLOWED_OPS:
+        raise ModelRejected(f"exported model calls aten.{name}, which is not on the harness's "
+                            "list of pure operators")
+    if name in _DROPOUT_ARGS:
+        key, index = _DROPOUT_ARGS[name]
+        value = node.kwargs.get(key, node.args[index] if len(node.args) > index else 0)
+        if value:
+            raise ModelRejected(f"exported model uses random dropout in aten.{name}")
+
+
+class _CausalityProbes:
+    """Checks on every forward call that logits at position t depend on bytes 0..t only.
+
+    Each call carries, beside the scored rows, a few probe rows: an earlier call's scored row
+    (or, for the first call, a later one's) cut at a random point and continued with other
+    validation text. Logits before the cut must equal that row's own. A probe looks like any
+    other row, its cut is drawn where the model cannot see it, and the program keeps no state,
+    so a model can tell neither a probe from a scored row nor one call from another; reading
+    ahead, or reading other rows of the batch, changes logits that a probe compares.
+    """
+
+    def __init__(self, xs: torch.Tensor, calls: list[range], per_call: int):
+        self.xs = xs
+        rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
+        seq = xs.shape[1]
+        self.plan: list[list[tuple[int, int, int]]] = []  # per call: (row, cut, filler row)
+        self.wanted: dict[int, list[int]] = {}  # row -> cuts whose logits to keep
+        for k in range(len(calls)):
+            source = calls[k - 1] if k else calls[min(1, len(calls) - 1)]
+            probes = []
+            while len(probes) < per_call:
+                row, cut = int(rng.choice(source)), int(rng.integers(1, seq))
+                if cut in self.wanted.get(row, ()):
+                    continue  # each (row, cut) is one pair: the row's logits and one probe's
+                probes.append((row, cut, int(rng.integers(0, len(xs)))))
+                self.wanted.setdefault(row, []).append(cut)
+            self.plan.append(probes)
+        self.seen: dict[tuple[int, int], torch.Tensor] = {}  # (row, cut) -> logits[:cut]
+
+    def rows(self, k: int) -> torch.Tensor:
+        """The probe rows of call k."""
+        out = []
+        for row, cut, filler in self.plan[k]:
+            probe = self.xs[row].clone()
+            probe[cut:] = torch.roll(self.xs[filler], 1 + cut)[cut:]  # text, not noise
+            if probe[cut] == self.xs[row][cut]:  # the first byte after the cut must differ
+                probe[cut] = (probe[cut] + 1) % VOCAB_SIZE
+            out.append(probe)
+        return torch.stack(out)
+
+    def compare(self, k: int, rows: range, scored: torch.Tensor, probed: torch.Tensor) -> None:
+        for i, row in enumerate(rows):
+            for cut in self.wanted.get(row, ()):
+                self._match(row, cut, scored[i, :cut])
+        for i, (row, cut, _) in enumerate(self.plan[k]):
+            self._match(row, cut, probed[i, :cut])
+
+    def _match(self, row: int, cut: int, logits: torch.Tensor) -> None:
+        other = self.seen.pop((row, cut), None)
+        if other is None:
+            self.seen[(row, cut)] = logits.detach().float().cpu().clone()
+            return
+        logits = logits.float().cpu()
+        if not (torch.isfinite(logits).all() and torch.isfinite(other).all()):
+            return  # scored as a non-finite val_bpb, which the caller reports as divergence
+        changed = (logits - other).abs().max().item()
+        scale = other.abs().max().item() + 1.0
         if not changed <= 1e-3 * scale:
             raise ModelRejected(f"model is not causal: logits before position {cut} changed by "
-                                f"{changed:.3g} when later bytes changed")
+                                f"{changed:.3g} when later bytes or other rows changed")
+
+
+def _read_validation(path: str, size: int) -> np.ndarray:
+    """The first `size` bytes of the validation split: from a file, or from stdin for "-" (the
+    engine reads the split itself and pipes it, so the evaluator's sandbox need not show it)."""
+    if path != "-":
+        return np.fromfile(path, dtype=np.uint8)[:size]
+    chunks, left = [], size
+    while left > 0:
+        chunk = sys.stdin.buffer.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return np.frombuffer(b"".join(chunks), dtype=np.uint8)
 
 
 def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
@@ -197,28 +305,36 @@ def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
         raise ModelRejected(f"exported model takes shape {tuple(exported)}, the harness "
                             f"evaluates ({batch}, {seq})")
     model = program.module()
-    data = np.fromfile(val_path, dtype=np.uint8)[: tokens + 1]
+    data = _read_validation(val_path, tokens + 1)
     windows = (len(data) - 1) // seq
     if windows < 1:
         raise ModelRejected(f"validation slice ({len(data)} bytes) shorter than one window")
     xs = torch.from_numpy(data[: windows * seq].astype(np.int64)).view(windows, seq)
     ys = torch.from_numpy(data[1 : windows * seq + 1].astype(np.int64)).view(windows, seq)
+    per_call = max(1, batch // 16) if batch > 1 else 0
+    scored = batch - per_call
+    # Call k scores windows k, k + n, k + 2n, ...: no row of a call continues another, so
+    # reading across rows of the batch tells a model nothing about the bytes it predicts.
+    n = -(-windows // scored)
+    calls = [range(k, windows, n) for k in range(n)]
+    probes = _CausalityProbes(xs, calls, per_call) if per_call else None
     total_nats, counted = 0.0, 0
     with torch.no_grad():
-        for start in range(0, windows, batch):
-            x, y = xs[start : start + batch], ys[start : start + batch]
-            rows = x.shape[0]
-            if rows < batch:  # pad the last batch to the exported shape, score real rows only
-                x = torch.cat([x, x[:1].expand(batch - rows, seq)])
-            x = x.to(dev)
-            if start == 0:
-                _check_causal(model, x)
-            logits = model(x)
+        for k, rows in enumerate(calls):
+            x, y = xs[k::n], ys[k::n]
+            parts = [x, probes.rows(k)] if probes else [x]
+            filled = sum(len(p) for p in parts)
+            if filled < batch:  # pad the last call to the exported shape, score real rows only
+                parts.append(x[:1].expand(batch - filled, seq))
+            logits = model(torch.cat(parts).to(dev))
             if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch, seq,
                                                                                  VOCAB_SIZE):
                 raise ModelRejected(f"model must return logits of shape ({batch}, {seq}, "
                                     f"{VOCAB_SIZE})")
-            logp = torch.log_softmax(logits[:rows].double().cpu(), dim=-1)
+            if probes:
+                probes.compare(k, rows, logits[: len(rows)],
+                               logits[len(rows) : len(rows) + per_call])
+            logp = torch.log_softmax(logits[: len(rows)].double().cpu(), dim=-1)
             total_nats -= logp.gather(-1, y.unsqueeze(-1)).sum().item()
             counted += y.numel()
     return {

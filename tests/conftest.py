@@ -9,8 +9,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+import trainers
 
-from ratchet.engine.runner import sandbox
+from ratchet.engine.runner import experiment, sandbox
 from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import layout
 
@@ -91,3 +92,30 @@ def waiting_children(settle: float = 10.0) -> list[psutil.Process]:
                     or any("runpy.run_path" in arg for arg in line)):
                 found.append(child)
     return psutil.wait_procs(found, timeout=settle)[1] if found else []
+
+
+# Settings for experiments that train in a second and score a short slice.
+FAST = {"budget_seconds": 1.0, "grace_seconds": 15.0, "eval_tokens": 65536}
+
+
+def run_with(ws: layout.Workspace, source: str, tmp_name: str = "exp"):
+    (ws.root / "train.py").write_text(source)
+    return experiment.run(ws, ws.config(), ws.root / "runs" / tmp_name)
+
+
+@pytest.fixture(scope="session")
+def honest_bpb(template_workspace, tmp_path_factory) -> float:
+    """The metric of the honest bigram model, the reference every cheat is compared with
+    (measured once: the model is deterministic)."""
+    root = tmp_path_factory.mktemp("honest") / "ws"
+    shutil.copytree(template_workspace, root, symlinks=True)
+    ws = layout.Workspace(root)
+    config = ws.config()
+    for key, value in FAST.items():
+        section = config.experiment if hasattr(config.experiment, key) else config.data
+        setattr(section, key, value)
+    configmod.save(root, config)
+    result = run_with(ws, trainers.honest())
+    assert result.status == "ok", result.error + result.tail
+    assert 2.0 < result.val_bpb < 6.0
+    return result.val_bpb

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 import sys
 import time
@@ -11,37 +10,11 @@ import time
 import psutil
 import pytest
 import trainers
-from conftest import requires_sandbox, waiting_children
+from conftest import FAST, requires_sandbox, run_with, waiting_children
 
 from ratchet.engine.runner import experiment
 from ratchet.engine.runner.supervision import LOG_CAP_BYTES, TAIL_BYTES
-from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import layout
-
-FAST = {"budget_seconds": 1.0, "grace_seconds": 15.0, "eval_tokens": 65536}
-
-
-def run_with(ws: layout.Workspace, source: str, tmp_name: str = "exp"):
-    (ws.root / "train.py").write_text(source)
-    return experiment.run(ws, ws.config(), ws.root / "runs" / tmp_name)
-
-
-@pytest.fixture(scope="module")
-def honest_bpb(template_workspace, tmp_path_factory) -> float:
-    """The metric of the honest bigram model, the reference every cheat is compared with
-    (measured once: the model is deterministic)."""
-    root = tmp_path_factory.mktemp("honest") / "ws"
-    shutil.copytree(template_workspace, root, symlinks=True)
-    ws = layout.Workspace(root)
-    config = ws.config()
-    for key, value in FAST.items():
-        section = config.experiment if hasattr(config.experiment, key) else config.data
-        setattr(section, key, value)
-    configmod.save(root, config)
-    result = run_with(ws, trainers.honest())
-    assert result.status == "ok", result.error + result.tail
-    assert 2.0 < result.val_bpb < 6.0
-    return result.val_bpb
 
 
 def harness_hash(ws: layout.Workspace) -> str:

@@ -1,0 +1,93 @@
+"""train.py variants that attack the metric, for tests/test_red_team.py.
+
+Each fits the honest bigram table (as tests/trainers.py does) and then exports a model that
+games the evaluation one way: the test asserts the harness refuses it or scores it no better
+than the honest model.
+"""
+
+# The honest bigram table, then one cheating module class, exported through the harness.
+_TEMPLATE = '''
+import numpy as np
+import torch
+import torch.nn.functional as F
+import prepare
+
+data = np.asarray(prepare.load_train_data()[:2_000_000])
+counts = np.bincount(data[:-1].astype(np.int64) * 256 + data[1:], minlength=65536)
+table = torch.tensor(np.log((counts.reshape(256, 256) + 1.0)), dtype=torch.float32)
+batch, seq = prepare.eval_shape()
+{model}
+prepare.save_model(Cheat(table), {{"steps": 1}})
+'''
+
+
+def attack(model: str) -> str:
+    return _TEMPLATE.format(model=model)
+
+
+# Reads a file from inside the exported graph (the validation split, if it could name it).
+READS_A_FILE = attack('''
+class Cheat(torch.nn.Module):
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, idx):
+        leaked = torch.from_file("/etc/hostname", shared=False, size=1, dtype=torch.uint8)
+        return self.table[idx] + leaked.float().sum() * 0
+''')
+
+# Counts its calls in a buffer: honest while the harness's checks run, peeking afterwards.
+COUNTS_CALLS = attack('''
+class Cheat(torch.nn.Module):
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, idx):
+        self.calls.add_(1)
+        ahead = F.one_hot(torch.roll(idx, -1, 1), 256).float() * 30
+        return torch.where(self.calls > 4, ahead, self.table[idx])
+''')
+
+# Peeks at the next byte everywhere except just before fixed cut points of a causality check.
+SKIPS_FIXED_CUTS = attack('''
+class Cheat(torch.nn.Module):
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+        honest = torch.zeros(seq, 1)
+        for cut in (seq // 4, seq // 2, seq - seq // 8):
+            honest[cut - 1] = 1.0
+        self.register_buffer("honest", honest)
+
+    def forward(self, idx):
+        ahead = F.one_hot(torch.roll(idx, -1, 1), 256).float() * 30
+        return self.honest * self.table[idx] + (1 - self.honest) * ahead
+''')
+
+# Reads the next row of the batch: with consecutive windows, its first byte is the one the last
+# position of this row must predict.
+READS_THE_NEXT_ROW = attack('''
+class Cheat(torch.nn.Module):
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, idx):
+        following = F.one_hot(torch.roll(idx[:, 0], -1, 0), 256).float() * 30
+        return torch.cat([self.table[idx][:, :-1], following[:, None]], dim=1)
+''')
+
+# Draws random numbers in the graph: a model whose answers change from call to call.
+RANDOM = attack('''
+class Cheat(torch.nn.Module):
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, idx):
+        logits = self.table[idx]
+        return logits + torch.rand_like(logits) * 0.01
+''')

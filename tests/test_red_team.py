@@ -1,0 +1,78 @@
+"""Attacks on the metric through the real harness: each is refused or scores no better than honest.
+
+Every case is a real train.py run by `experiment.run` exactly as the loop runs it: trained in its
+sandbox, exported, and scored by the frozen evaluator.
+"""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import pytest
+import red_team
+import torch
+from conftest import FAST, run_with
+
+from ratchet.model import prepare
+
+
+@pytest.mark.parametrize("source, reason", [
+    # torch.export cannot trace from_file; a hand-written program can hold it (test below)
+    (red_team.READS_A_FILE, "from_file"),
+    # the training IR keeps the in-place add_; a functionalised one writes the buffer
+    (red_team.COUNTS_CALLS, "aten.add_, which is not on the harness's list|mutates state"),
+    (red_team.RANDOM, "aten.rand_like, which is not on the harness's list"),
+    (red_team.SKIPS_FIXED_CUTS, "not causal"),
+], ids=["reads-a-file", "counts-calls", "random", "skips-fixed-cuts"])
+def test_a_gaming_model_is_refused(make_workspace, source, reason):
+    result = run_with(make_workspace(**FAST), source)
+    assert result.status == "crash", (result.val_bpb, result.tail)
+    assert result.val_bpb is None
+    assert re.search(reason, result.error), result.error
+
+
+@pytest.mark.parametrize("op", ["from_file", "rand", "randint", "bernoulli", "normal", "save",
+                                "add_", "copy_", "index_put_", "_print", "native_dropout"])
+def test_file_random_and_side_effect_operators_are_refused(op):
+    # an exported program is a file train.py writes: any ATen operator can be in it
+    target = getattr(torch.ops.aten, op).overloads()[0]
+    node = SimpleNamespace(target=getattr(getattr(torch.ops.aten, op), target), args=(),
+                           kwargs={})
+    with pytest.raises(prepare.ModelRejected, match="not on the harness's list"):
+        prepare._check_operator(node)
+
+
+def test_dropout_in_attention_is_refused():
+    node = SimpleNamespace(target=torch.ops.aten.scaled_dot_product_attention.default,
+                           args=("q", "k", "v", None, 0.1), kwargs={})
+    with pytest.raises(prepare.ModelRejected, match="random dropout"):
+        prepare._check_operator(node)
+    node.args = ("q", "k", "v", None, 0.0)
+    prepare._check_operator(node)  # no dropout: a plain attention
+
+
+def test_reading_the_next_row_gains_nothing(make_workspace, honest_bpb):
+    # the windows of one forward call are never consecutive, so another row's first byte says
+    # nothing about the byte this row's last position predicts
+    result = run_with(make_workspace(**FAST), red_team.READS_THE_NEXT_ROW)
+    if result.status == "ok":
+        assert result.val_bpb > honest_bpb
+    else:
+        assert "not causal" in result.error
+
+
+def test_the_honest_model_passes_every_check(make_workspace, honest_bpb):
+    # the checks must not refuse the model they protect: same table, plain causal forward
+    honest = red_team.attack('''
+class Cheat(torch.nn.Module):
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, idx):
+        return self.table[idx]
+''')
+    result = run_with(make_workspace(**FAST), honest)
+    assert result.status == "ok", result.error
+    assert result.val_bpb == pytest.approx(honest_bpb, abs=1e-6)
