@@ -8,10 +8,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ratchet.engine.protocol import events, paths
+from ratchet.engine.loop import keep_rule
+from ratchet.engine.protocol import events, paths, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import catalog
 
+# Events printed as one line (`type: error, reason or command`) when they happen.
+NOTED = (schema.PROPOSAL_FAILED, schema.AGENT_RETRY, schema.PAUSED, schema.RESUMED, schema.CONTROL,
+         schema.PROPOSAL_DROPPED)
 
 def experiment_line(event: dict) -> str:
     """`#  n  status  val_bpb  delta  description`, as printed for every finished experiment."""
@@ -46,23 +50,22 @@ def follow(folder: Path, out=None) -> int:
             for event in batch:
                 statemod.apply(state, event)
                 kind = event.get("type")
-                if kind == "exp_start":
+                if kind == schema.EXP_START:
                     running[event.get("exp", 0)] = event
-                elif kind == "exp_end":
+                elif kind == schema.EXP_END:
                     running.pop(event.get("exp", 0), None)
                     _clear(out, tty)
                     print(experiment_line(event), file=out, flush=True)
-                elif kind == "train_log" and event.get("exp") in running and tty:
+                elif kind == schema.TRAIN_LOG and event.get("exp") in running and tty:
                     budget = running[event["exp"]].get("budget", 0)
                     print(f"\r  #{event['exp']} {_bar(event.get('elapsed', 0), budget)} "
                           f"loss {event.get('loss', 0):.4f}", end="", file=out, flush=True)
-                elif kind in ("proposal_failed", "agent_retry", "paused", "resumed", "control",
-                              "proposal_dropped"):
+                elif kind in NOTED:
                     _clear(out, tty)
                     print(f"      {kind}: "
                           f"{event.get('error') or event.get('reason') or event.get('cmd') or ''} "
                           f"{event.get('text', '')}".rstrip(), file=out, flush=True)
-                elif kind == "session_end":
+                elif kind == schema.SESSION_END:
                     _clear(out, tty)
                     print(_end_line(state, event), file=out, flush=True)
                     return 0 if event.get("reason") != "error" else 1
@@ -122,7 +125,8 @@ def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -
     gain = f"  ({state.best_bpb - base:+.6f} vs baseline {base:.6f})" \
         if base is not None and state.best_bpb is not None else ""
     config = state.config.get("experiment", {}), state.config.get("loop", {})
-    margin = state.margin(config[0].get("min_improvement", 0.0), config[1].get("noise_k", 2.0))
+    margin = keep_rule.margin(state.baseline, config[0].get("min_improvement", 0.0),
+                              config[1].get("noise_k", 2.0))
     lines = [
         f"session   {state.session}  [{where}{', paused' if state.paused else ''}]",
         f"branch    {state.branch}   agent {state.agent}   pid {state.pid}",
@@ -133,8 +137,8 @@ def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -
         cost_line(state),
     ]
     if state.paused and not state.ended:  # an agent that needs the person says why
-        why = next((e for e in reversed(log) if e.get("type") in ("proposal_failed", "resumed")),
-                   {})
+        why = next((e for e in reversed(log)
+                    if e.get("type") in (schema.PROPOSAL_FAILED, schema.RESUMED)), {})
         if why.get("paused"):
             lines.append(textwrap.fill(f"paused    by the agent: {why.get('error', '')}",
                                        width=80, subsequent_indent=" " * 10))
@@ -142,7 +146,7 @@ def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -
         worker = f" [worker {started['worker']}]" if "worker" in started else ""
         lines.append(f"running   #{started.get('exp')} {started.get('kind')}{worker}: "
                      f"{started.get('description', '')} ({time.time() - started['t']:.0f} s)")
-    ends = [e for e in log if e.get("type") == "exp_end"]
+    ends = [e for e in log if e.get("type") == schema.EXP_END]
     if ends:
         lines.append("recent")
         lines += ["  " + experiment_line(e) for e in ends[-8:]]

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ratchet.engine.protocol import schema
 from ratchet.engine.protocol import state as statemod
 
 PHASES = ("proposing", "training", "evaluating")
@@ -72,26 +73,26 @@ def figures(log: Iterable[dict]) -> Figures:
     for event in log:
         kind = event.get("type")
         t = event.get("t") or last_t
-        if kind == "session_start" and phase is not None:  # an engine died: close at its last
+        if kind == schema.SESSION_START and phase is not None:  # an engine died: close at its last
             fig.seconds[phase] = fig.seconds.get(phase, 0.0) + max(0.0, last_t - phase_t)
             phase = None
         statemod.apply(state, event)
-        if kind == "session_start":
+        if kind == schema.SESSION_START:
             fig.imported = fig.imported or bool(event.get("imported"))
             fig.source = event.get("source") or fig.source
             fig.compat = event.get("compat") or fig.compat
             if event.get("timing") == "none":
                 fig.timed_by = "none"
-        elif kind == "phase" or kind == "session_end":
+        elif kind in (schema.PHASE, schema.SESSION_END):
             if phase is not None:
                 fig.seconds[phase] = fig.seconds.get(phase, 0.0) + max(0.0, t - phase_t)
-            phase, phase_t = (event.get("phase"), t) if kind == "phase" else (None, t)
-            fig.ended = t if kind == "session_end" else fig.ended
-        elif kind == "proposal_failed":
+            phase, phase_t = (event.get("phase"), t) if kind == schema.PHASE else (None, t)
+            fig.ended = t if kind == schema.SESSION_END else fig.ended
+        elif kind == schema.PROPOSAL_FAILED:
             fig.failed_proposals += 1
-        elif kind == "exp_start":
+        elif kind == schema.EXP_START:
             starts[event.get("exp", 0)] = t
-        elif kind == "exp_end":
+        elif kind == schema.EXP_END:
             _count_end(fig, state, event)
             if event.get("exp", 0) in starts:
                 spans.append(max(0.0, t - starts.pop(event.get("exp", 0))))
@@ -119,11 +120,11 @@ def _count_end(fig: Figures, state: statemod.LoopState, event: dict) -> None:
         fig.candidates += 1
         if event.get("status") != "ok":
             fig.crashed += 1
-        elif decision in ("discard", "near_miss"):
+        elif decision in (schema.DISCARD, schema.NEAR_MISS):
             fig.discarded += 1
-    elif kind == "confirm" and decision != "keep":
+    elif kind == "confirm" and decision != schema.KEEP:
         fig.discarded += 1  # the candidate ran ok, but its second run did not confirm it
-    if decision == "keep":
+    if decision == schema.KEEP:
         best = event.get("new_best", val)
         before = event.get("best_before")
         delta = best - before if best is not None and before is not None else event.get("delta")
@@ -131,7 +132,7 @@ def _count_end(fig: Figures, state: statemod.LoopState, event: dict) -> None:
                                    delta, event.get("commit", "")))
     if val is not None:
         fig.runs.append((event.get("exp", 0), kind or "", val))
-    if state.best_bpb is not None and (val is not None or decision == "keep"):
+    if state.best_bpb is not None and (val is not None or decision == schema.KEEP):
         fig.frontier.append((event.get("exp", 0), state.best_bpb))
 
 

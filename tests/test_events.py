@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import pytest
 
-from ratchet.engine.protocol import events
+from ratchet.engine.protocol import events, schema
 from ratchet.engine.protocol.events import EventLog, LogTail, TextBatcher, iter_events, read_events
 
 
@@ -23,8 +24,8 @@ def lines(path):
 
 
 def test_append_is_visible_to_a_reader_at_once(log):
-    event = log.append("exp_start", 1, kind="baseline", seed=0)
-    assert event["type"] == "exp_start" and event["exp"] == 1 and event["kind"] == "baseline"
+    event = log.append(schema.EXP_START, 1, kind="baseline", seed=0)
+    assert event["type"] == schema.EXP_START and event["exp"] == 1 and event["kind"] == "baseline"
     assert isinstance(event["t"], float)
     # No sync or close: flushing on append is what lets a dashboard tail the log.
     got, offset, bad = read_events(log.path)
@@ -34,13 +35,13 @@ def test_append_is_visible_to_a_reader_at_once(log):
 
 
 def test_exp_is_left_out_when_none(log):
-    assert "exp" not in log.append("session_start", pid=1)
+    assert "exp" not in log.append(schema.SESSION_START, pid=1)
     assert "exp" not in json.loads(lines(log.path)[0])
 
 
 def test_non_finite_floats_become_null(log):
     event = log.append(
-        "train_log", 2, loss=float("nan"), lr=float("inf"), nested={"x": [float("-inf"), 1.5]}
+        schema.TRAIN_LOG, 2, loss=float("nan"), lr=float("inf"), nested={"x": [float("-inf"), 1.5]}
     )
     assert event["loss"] is None and event["lr"] is None and event["nested"] == {"x": [None, 1.5]}
     raw = lines(log.path)[0]
@@ -49,7 +50,7 @@ def test_non_finite_floats_become_null(log):
 
 
 def test_values_json_cannot_encode_are_written_as_text(log):
-    event = log.append("proposal", 1, files={"train.py"}, based_on=log.path)
+    event = log.append(schema.PROPOSAL, 1, files={"train.py"}, based_on=log.path)
     read, _, _ = read_events(log.path)
     assert read[0]["based_on"] == str(log.path) and read[0]["files"] == str(event["files"])
 
@@ -57,7 +58,7 @@ def test_values_json_cannot_encode_are_written_as_text(log):
 def test_numpy_scalars_are_written_by_value(log):
     np = pytest.importorskip("numpy")
     event = log.append(
-        "train_log", 1, loss=np.float32(2.5), bad=np.float32("nan"), step=np.int64(7)
+        schema.TRAIN_LOG, 1, loss=np.float32(2.5), bad=np.float32("nan"), step=np.int64(7)
     )
     got, _, _ = read_events(log.path)
     assert {k: got[0][k] for k in ("loss", "bad", "step")} == {"loss": 2.5, "bad": None, "step": 7}
@@ -93,9 +94,9 @@ def test_new_log_ends_a_torn_line_first(tmp_path):
     path = tmp_path / "e.jsonl"
     path.write_bytes(b'{"t":1.0,"type":"a"}\n{"t":2.0,"type":"b","text":"cut sho')
     with EventLog(path) as log:
-        log.append("session_start", resumed=True)
+        log.append(schema.SESSION_START, resumed=True)
     got, offset, bad = read_events(path)
-    assert [e["type"] for e in got] == ["a", "session_start"]
+    assert [e["type"] for e in got] == ["a", schema.SESSION_START]
     assert bad == 1 and offset == path.stat().st_size
     assert lines(path)[1] == '{"t":2.0,"type":"b","text":"cut sho'
 
@@ -183,7 +184,7 @@ class FakeClock:
 
 
 def deltas(path):
-    return [e for e in iter_events(path) if e["type"] == "agent_delta"]
+    return [e for e in iter_events(path) if e["type"] == schema.AGENT_DELTA]
 
 
 def test_text_batcher_by_size(log):
@@ -226,7 +227,7 @@ def test_appends_from_many_threads_stay_whole_lines(log):
 
     def work(n):
         for i in range(per_thread):
-            log.append("train_log", n, step=i, text="y" * (i % 50))
+            log.append(schema.TRAIN_LOG, n, step=i, text="y" * (i % 50))
 
     workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
     for w in workers:
@@ -239,3 +240,36 @@ def test_appends_from_many_threads_stay_whole_lines(log):
     assert len(lines(log.path)) == per_thread * threads
     for n in range(threads):
         assert [e["step"] for e in got if e["exp"] == n] == list(range(per_thread))
+
+
+def test_parse_line_and_parse_lines_agree_on_every_kind_of_line():
+    raw = [b'{"t":1.0,"type":"a","exp":2}', b'{"t": 2, "exp": 3, "type": "b"}', b"garbage",
+           b'{"t":true,"type":"a"}', b'{"t":1,"type":"a","exp":1.5}', b'{"t":1,"type":"a",'
+           b'"val_bpb":"low"}', b'{"t":1,"type":"a","delta":null}', b"1,2", b"[]", b'{"t":1}']
+    one_by_one = [events.parse_line(line) for line in raw]
+    assert [e["type"] if e else None for e in one_by_one] == \
+        ["a", "b", None, None, None, None, "a", None, None, None]
+    assert events.parse_lines(raw) == one_by_one  # a damaged line: decoded one by one
+    whole = [line for line, e in zip(raw, one_by_one, strict=True) if e]
+    assert events.parse_lines(whole) == [e for e in one_by_one if e]  # in one decoder call
+    assert events.parse_lines([raw[3], raw[4], raw[0]]) == [None, None, one_by_one[0]]
+    assert events.parse_lines([]) == []
+
+
+def test_type_pattern_reads_what_the_writer_wrote_and_nothing_else(log):
+    written = [log.append(schema.TRAIN_LOG, 3, step=1), log.append(schema.TRAIN_LOG, 31, step=1),
+               log.append(schema.AGENT_DELTA, 3, text='"type":"train_log","exp":3'),
+               log.append(schema.RESOURCES, gpus=[{"type": "train_log"}]),
+               log.append(schema.TRAIN_LOG, step=2)]
+    found = {}
+    for name, spec in {"exp 3": {schema.TRAIN_LOG: 3}, "any": {schema.TRAIN_LOG: events.ANY},
+                       "streams": schema.STREAMS, "delta": [schema.AGENT_DELTA]}.items():
+        pattern = re.compile(events.type_pattern(spec) + rb"[^\n]*")
+        found[name] = [i for i, line in enumerate(log.path.read_bytes().splitlines())
+                       if (m := pattern.match(line)) and m.group() == line]
+    assert found == {"exp 3": [0], "any": [0, 1], "streams": [0, 1, 2, 3, 4], "delta": [2]}
+    # Another layout is never matched, so a reader parses it: no event is mistaken for another.
+    other = [json.dumps(e).encode() for e in written] + \
+        [json.dumps({"type": e["type"], **e}, separators=(",", ":")).encode() for e in written]
+    pattern = re.compile(events.type_pattern(schema.STREAMS))
+    assert [line for line in other if pattern.match(line)] == []

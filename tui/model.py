@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ratchet.engine.protocol import schema
 from ratchet.engine.protocol import state as loopstate
 
 AGENT_CHUNKS = 400  # agent text chunks kept for the reasoning pane (a chunk is <= 2,000 chars)
@@ -86,9 +87,9 @@ class Experiment:
         """What the status column says: the decision once known, else the run's status."""
         if self.status in ("proposing", "running"):
             return self.status
-        if self.status != "ok" or self.decision in ("", "crash"):
+        if self.status != "ok" or self.decision in ("", schema.CRASH):
             return self.status
-        return {"pending_confirm": "confirming", "near_miss": "near miss"}.get(
+        return {schema.PENDING_CONFIRM: "confirming", schema.NEAR_MISS: "near miss"}.get(
             self.decision, self.decision)
 
 
@@ -238,8 +239,8 @@ class DashboardState:
             candidate = self.experiments.get(confirms)
             if candidate is not None:
                 record.diff = record.diff or candidate.diff
-                if candidate.decision == "pending_confirm":
-                    candidate.decision = "confirmed" if record.decision == "keep" \
+                if candidate.decision == schema.PENDING_CONFIRM:
+                    candidate.decision = "confirmed" if record.decision == schema.KEEP \
                         else "unconfirmed"
         self.in_flight.pop(n, None)
         if record.val_bpb is not None and record.status == "ok":
@@ -247,8 +248,8 @@ class DashboardState:
         best = self.loop.best_bpb
         if best is not None:
             self.best_line.append((n, best))
-        if record.decision == "keep" or (record.kind == "baseline" and self.best_exp is None
-                                         and record.status == "ok"):
+        if record.decision == schema.KEEP or (record.kind == "baseline" and self.best_exp is None
+                                              and record.status == "ok"):
             self.best_exp = n
 
     def _on_resources(self, event: dict) -> None:
@@ -343,17 +344,17 @@ def _push(history: deque, value: object) -> None:
 
 
 _HANDLERS = {
-    "agent_delta": DashboardState._on_agent_delta,
-    "proposal": DashboardState._on_proposal,
-    "proposal_failed": DashboardState._on_proposal_failed,
-    "exp_start": DashboardState._on_exp_start,
-    "train_log": DashboardState._on_train_log,
-    "exp_end": DashboardState._on_exp_end,
-    "resources": DashboardState._on_resources,
-    "control": DashboardState._on_control,
-    "paused": DashboardState._on_paused,
-    "resumed": DashboardState._on_resumed,
-    "session_end": DashboardState._on_session_end,
+    schema.AGENT_DELTA: DashboardState._on_agent_delta,
+    schema.PROPOSAL: DashboardState._on_proposal,
+    schema.PROPOSAL_FAILED: DashboardState._on_proposal_failed,
+    schema.EXP_START: DashboardState._on_exp_start,
+    schema.TRAIN_LOG: DashboardState._on_train_log,
+    schema.EXP_END: DashboardState._on_exp_end,
+    schema.RESOURCES: DashboardState._on_resources,
+    schema.CONTROL: DashboardState._on_control,
+    schema.PAUSED: DashboardState._on_paused,
+    schema.RESUMED: DashboardState._on_resumed,
+    schema.SESSION_END: DashboardState._on_session_end,
 }
 
 

@@ -6,14 +6,14 @@ up almost all of a log: `train_log`, `agent_delta` and `resources`); a jump fold
 the streams only what a pane can still show at the target: all agent text, the training curves
 of the running, best and latest experiments, and the last resource samples. The panes then show
 exactly what a fold of every event would show (the replay tests check this at every
-experiment).
+experiment). A stream event in a layout the fast search does not recognise (`type_pattern`) is
+indexed like the loop's own, so it is never lost.
 
 Offsets are byte offsets of line starts; a position is "every event before this offset applied".
 """
 
 from __future__ import annotations
 
-import json
 import mmap
 import re
 from bisect import bisect_right
@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ratchet.engine.protocol import events as eventlog
+from ratchet.engine.protocol import schema
 from ratchet.tui.model import AGENT_CHUNKS, HISTORY, DashboardState
 
-# A line the engine wrote starts `{"t":<number>,"type":"<type>"`; the three streams in that shape
-# are found by regular expressions in C, and every other line is parsed as JSON.
-_HEAD = rb'\{"t":[-+0-9.eE]+,"type":"'
-_STREAM = rb"(?:train_log|agent_delta|resources)"
+# The three streams, as the engine writes them, are found by regular expressions in C without
+# parsing their lines (train_log lines by their experiment); every other line is parsed as JSON.
+_STREAM = eventlog.type_pattern({schema.TRAIN_LOG: eventlog.ANY, schema.AGENT_DELTA: None,
+                                 schema.RESOURCES: None})  # the most frequent first
 RESOURCE_WINDOW = 1 << 20  # bytes searched back for the last resource samples, doubled as needed
 
 
@@ -57,13 +58,13 @@ class _Lines:
         return found
 
 
-_STRUCTURAL = _Lines(rb"(?!" + _HEAD + _STREAM + rb'")[^\n]+')
-_AGENT = _Lines(_HEAD + rb'agent_delta"[^\n]*')
-_RESOURCES = _Lines(_HEAD + rb'resources"[^\n]*')
+_STRUCTURAL = _Lines(rb"(?!" + _STREAM + rb")[^\n]+")
+_AGENT = _Lines(eventlog.type_pattern([schema.AGENT_DELTA]) + rb"[^\n]*")
+_RESOURCES = _Lines(eventlog.type_pattern([schema.RESOURCES]) + rb"[^\n]*")
 
 
 def _train_log(exp: int) -> _Lines:
-    return _Lines(_HEAD + rb'train_log","exp":' + str(exp).encode() + rb"[,}][^\n]*")
+    return _Lines(eventlog.type_pattern({schema.TRAIN_LOG: exp}) + rb"[^\n]*")
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class ReplayLog:
             self._warn("ignored a partial last line")
         self.moments: list[Moment] = []
         for begin, line in _STRUCTURAL.find(self._data, 0, self.size):
-            event = eventlog._parse(line)
+            event = eventlog.parse_line(line)
             if event is None:
                 if line.strip():
                     self.bad_lines += 1
@@ -140,7 +141,7 @@ class ReplayLog:
         """(event, position after it) for every valid event from `offset` to the end, in order."""
         while offset < self.size:
             end = self._data.find(b"\n", offset, self.size)
-            event = eventlog._parse(self._data[offset:end])
+            event = eventlog.parse_line(self._data[offset:end])
             offset = end + 1
             if event is not None:
                 yield event, offset
@@ -164,7 +165,7 @@ class ReplayLog:
                     (not moments or moments[-1].offset != begin):
                 chosen.setdefault(begin, line)  # not one added already
         for begin, line in chosen.items():
-            event = eventlog._parse(line)
+            event = eventlog.parse_line(line)
             if event is not None:
                 stream.append((begin, event))
         stream.sort(key=lambda item: item[0])
@@ -203,7 +204,7 @@ class ReplayLog:
                 merged += len(texts) - 1
                 run.clear()
 
-        for i, (begin, event) in enumerate(zip(where, _parse_many(lines), strict=True)):
+        for i, (begin, event) in enumerate(zip(where, eventlog.parse_lines(lines), strict=True)):
             if event is None:
                 continue
             text = event.get("text")
@@ -241,25 +242,11 @@ class ReplayLog:
         wanted = set(probe.in_flight)
         if probe.best_exp is not None:
             wanted.add(probe.best_exp)
-        started = [m.event["exp"] for m in moments
-                   if m.event.get("type") == "exp_start" and isinstance(m.event.get("exp"), int)]
+        started = [m.event["exp"] for m in moments if m.event.get("type") == schema.EXP_START
+                   and isinstance(m.event.get("exp"), int)]
         for n in reversed(started):
             wanted.add(n)
             if next(_train_log(n).find(self._data, self.experiments.get(n, 0), offset), None):
                 break
         return wanted
 
-
-def _parse_many(lines: list[bytes]) -> list[dict | None]:
-    """Parse many event lines in one call to the JSON decoder (far faster than one by one);
-    if any line is damaged, fall back to one by one so that only that line is lost."""
-    if not lines:
-        return []
-    try:
-        parsed = json.loads(b"[" + b",".join(lines) + b"]")
-    except ValueError:
-        return [eventlog._parse(line) for line in lines]
-    if len(parsed) != len(lines):  # a line that held two values: decode each on its own
-        return [eventlog._parse(line) for line in lines]
-    return [e if isinstance(e, dict) and isinstance(e.get("t"), (int, float))
-            and isinstance(e.get("exp", 0), int) else None for e in parsed]

@@ -7,6 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ratchet.engine.protocol.history import HistoryEntry
+
+__all__ = ["Agent", "AgentError", "AgentPaused", "Context", "Emit", "HistoryEntry", "Proposal"]
+
 
 class AgentError(Exception):
     """The agent could not produce a proposal this time; the loop records it and goes on."""
@@ -14,19 +18,6 @@ class AgentError(Exception):
 
 class AgentPaused(AgentError):
     """The agent cannot go on without the person (invalid key, exhausted quota)."""
-
-
-@dataclass
-class HistoryEntry:
-    """One finished experiment, as agents see it."""
-
-    n: int
-    description: str
-    status: str  # ok | crash | timeout | killed | interrupted
-    decision: str  # baseline | keep | discard | near_miss | crash
-    val_bpb: float | None
-    delta: float | None  # val_bpb minus the best before it (negative is better)
-    changes: dict[str, object] = field(default_factory=dict)  # agent-specific, e.g. {"LR": 0.02}
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ratchet.engine.protocol import events
+from ratchet.engine.protocol import events, schema
 
 EVENTS = "events.jsonl"
 SOCKET = "control.sock"
@@ -57,4 +57,4 @@ def sessions(runs: Path) -> list[Path]:
 def session_tag(folder: Path) -> str:
     """The tag the session started with, from its first event."""
     first = next(events.iter_events(folder / EVENTS), {})
-    return first.get("tag", "") if first.get("type") == "session_start" else ""
+    return first.get("tag", "") if first.get("type") == schema.SESSION_START else ""

@@ -10,7 +10,8 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ratchet.engine.agents.base import HistoryEntry
+from ratchet.engine.protocol import schema
+from ratchet.engine.protocol.history import HistoryEntry
 
 
 @dataclass
@@ -45,11 +46,6 @@ class LoopState:
     started: float = 0.0
     updated: float = 0.0
 
-    def margin(self, min_improvement: float, noise_k: float) -> float:
-        """A change must beat the best by more than this: seed noise or the configured minimum."""
-        spread = statistics.stdev(self.baseline) if len(self.baseline) >= 2 else 0.0
-        return max(min_improvement, noise_k * spread)
-
     @property
     def baseline_bpb(self) -> float | None:
         return statistics.mean(self.baseline) if self.baseline else None
@@ -65,7 +61,7 @@ def fold(events: Iterable[dict]) -> LoopState:
 def apply(state: LoopState, event: dict) -> None:
     kind = event.get("type")
     state.updated = event.get("t", state.updated)
-    if kind == "session_start":
+    if kind == schema.SESSION_START:
         if not state.session:
             state.started = event.get("t", 0.0)
             state.base_commit = event.get("base_commit", "")
@@ -77,35 +73,35 @@ def apply(state: LoopState, event: dict) -> None:
         state.pid = event.get("pid", 0)
         state.config = event.get("config", state.config)
         state.ended = False
-    elif kind == "proposal" or kind == "proposal_failed":
+    elif kind in (schema.PROPOSAL, schema.PROPOSAL_FAILED):
         state.proposals += 1
         state.last_exp = max(state.last_exp, event.get("exp", 0))
-        if kind == "proposal":
+        if kind == schema.PROPOSAL:
             state.queued[event.get("exp", 0)] = event
-    elif kind == "proposal_rebased" and event.get("exp") in state.queued:
+    elif kind == schema.PROPOSAL_REBASED and event.get("exp") in state.queued:
         state.queued[event["exp"]] = {**state.queued[event["exp"]], **{
             k: event[k] for k in ("commit", "based_on", "diff") if k in event}}
-    elif kind == "proposal_dropped":
+    elif kind == schema.PROPOSAL_DROPPED:
         state.queued.pop(event.get("exp", 0), None)
         if state.pending_confirms.pop(event.get("exp", 0), None) is not None:
-            _append_history(state, event, "discard", None, None)
-    elif kind == "exp_start":
+            _append_history(state, event, schema.DISCARD, None, None)
+    elif kind == schema.EXP_START:
         state.running[event.get("exp", 0)] = event
         state.queued.pop(event.get("exp", 0), None)
         state.last_exp = max(state.last_exp, event.get("exp", 0))
-    elif kind == "exp_end":
+    elif kind == schema.EXP_END:
         _apply_end(state, event)
-    elif kind == "phase":
+    elif kind == schema.PHASE:
         state.phase = event.get("phase", state.phase)
         if event.get("worker") is not None:
             state.worker_phase[str(event["worker"])] = state.phase
-    elif kind == "paused":
+    elif kind == schema.PAUSED:
         state.paused, state.phase = True, "paused"
-    elif kind == "resumed":
+    elif kind == schema.RESUMED:
         state.paused = False
-    elif kind == "agent_usage":
+    elif kind == schema.AGENT_USAGE:
         _apply_usage(state, event)
-    elif kind == "session_end":
+    elif kind == schema.SESSION_END:
         state.ended, state.end_reason, state.phase = True, event.get("reason", ""), "ended"
         state.running.clear()
         state.paused = False  # a stopped session is over, not paused
@@ -130,7 +126,7 @@ def _apply_end(state: LoopState, event: dict) -> None:
     state.last_exp = max(state.last_exp, event.get("exp", 0))
     decision = event.get("decision", "")
     val = event.get("val_bpb")
-    if decision == "retry":  # a lost worker: the same job runs again under a new number
+    if decision == schema.RETRY:  # a lost worker: the same job runs again under a new number
         return
     if event.get("status") not in ("ok", None):
         state.last_crash_tail = (event.get("result") or {}).get("tail", "")
@@ -141,14 +137,14 @@ def _apply_end(state: LoopState, event: dict) -> None:
             state.baseline.append(val)
             state.best_bpb = statistics.mean(state.baseline)
         return
-    if decision == "pending_confirm":
+    if decision == schema.PENDING_CONFIRM:
         state.pending_confirms[event.get("exp", 0)] = event
         return
-    if decision == "confirm_again":  # the best moved during the confirmation: rebased, rerun
+    if decision == schema.CONFIRM_AGAIN:  # the best moved during the confirmation: rebased, rerun
         return
     if event.get("kind") == "confirm":
         state.pending_confirms.pop(event.get("confirms", 0), None)
-    if decision == "keep":
+    if decision == schema.KEEP:
         state.kept += 1
         state.best_commit = event.get("commit", state.best_commit)
         state.best_bpb = event.get("new_best", val)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ratchet.engine.protocol import events, paths
+from ratchet.engine.protocol import events, paths, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import layout
 
@@ -80,9 +80,9 @@ def summarise(folder: Path, on_warning: Warn | None = None) -> Summary:
     for event in log:
         statemod.apply(state, event)
         kind = event.get("type")
-        if kind == "exp_end":
+        if kind == schema.EXP_END:
             finished += 1
-        elif kind == "session_start":
+        elif kind == schema.SESSION_START:
             imported = imported or bool(event.get("imported"))
             compat = event.get("compat") or compat
             timed = timed and event.get("timing") != "none"

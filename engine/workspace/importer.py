@@ -18,7 +18,7 @@ from pathlib import Path
 import git
 
 from ratchet.engine.loop import results_tsv
-from ratchet.engine.protocol import events, paths
+from ratchet.engine.protocol import events, paths, schema
 from ratchet.engine.protocol.events import EventLog
 from ratchet.engine.workspace import layout
 
@@ -227,7 +227,7 @@ def _write(path: Path, tsv: Path, rows, commits, times, ends, timing, repo) -> N
             log.record({"t": t, "type": type_, **({"exp": exp} if exp is not None else {}),
                         **fields})
 
-        emit(times[0], "session_start", session=path.parent.name, tag=path.parent.name,
+        emit(times[0], schema.SESSION_START, session=path.parent.name, tag=path.parent.name,
              branch=branch, base_commit=base, config={}, hardware={}, agent="autoresearch",
              resumed=False, pid=0, imported=True, source=str(tsv), timing=timing,
              columns=list(rows[0]))
@@ -241,20 +241,20 @@ def _write(path: Path, tsv: Path, rows, commits, times, ends, timing, repo) -> N
             kind = "baseline" if n == 1 else "candidate"
             sha = commit.sha if commit else row.get("commit", "")
             if kind == "candidate":
-                emit(start, "proposal", exp=n, description=description, rationale="",
+                emit(start, schema.PROPOSAL, exp=n, description=description, rationale="",
                      diff=commit.diff if commit else None, files=["train.py"],
                      based_on="", changes={}, steer=[])
-            emit(start, "exp_start", exp=n, kind=kind, commit=sha, seed=None, budget=None,
+            emit(start, schema.EXP_START, exp=n, kind=kind, commit=sha, seed=None, budget=None,
                  description=description)
             if kind == "baseline":
-                decision = "baseline"
+                decision = schema.BASELINE
             elif crashed:
-                decision = "crash"
+                decision = schema.CRASH
             else:
-                decision = "keep" if status_text == "keep" else "discard"
+                decision = schema.KEEP if status_text == "keep" else schema.DISCARD
             delta = val - best if val is not None and best is not None and n > 1 else None
             memory = _float(row.get("memory_gb", ""))
-            emit(end, "exp_end", exp=n, kind=kind, status="crash" if crashed else "ok",
+            emit(end, schema.EXP_END, exp=n, kind=kind, status="crash" if crashed else "ok",
                  decision=decision, val_bpb=val, best_before=best, delta=delta, margin=None,
                  commit=sha, description=description, changes={},
                  result={"metric_source": "self_reported",
@@ -262,10 +262,10 @@ def _write(path: Path, tsv: Path, rows, commits, times, ends, timing, repo) -> N
                          "error": "crashed (as logged in results.tsv)" if crashed else "",
                          "tail": ""},
                  row=row)
-            if val is not None and decision in ("baseline", "keep"):
+            if val is not None and decision in (schema.BASELINE, schema.KEEP):
                 best, best_commit = val, sha  # autoresearch's branch moves to every keep
-                kept += decision == "keep"
-        emit(ends[-1], "session_end", reason="imported", experiments=len(rows), kept=kept,
+                kept += decision == schema.KEEP
+        emit(ends[-1], schema.SESSION_END, reason="imported", experiments=len(rows), kept=kept,
              best_bpb=best, baseline_bpb=_float(rows[0].get("val_bpb", "")),
              best_commit=best_commit)
     finally:

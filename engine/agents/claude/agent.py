@@ -28,6 +28,7 @@ from ratchet.engine.agents.claude.retry import (
     classify,
 )
 from ratchet.engine.agents.claude.tools import TOOLS, EditBuffer, description_problem, summary
+from ratchet.engine.protocol import schema
 from ratchet.engine.workspace.config import Config
 
 RATIONALE_CHARS = 2000
@@ -66,7 +67,7 @@ class ClaudeAgent(Agent):
                 cost = usage.cost_usd(self.settings)
                 with self._total_lock:
                     self.total_cost_usd += cost
-                context.record("agent_usage", model=self.settings.model, **usage.fields(),
+                context.record(schema.AGENT_USAGE, model=self.settings.model, **usage.fields(),
                                cost_usd=round(cost, 8),
                                total_cost_usd=round(self.total_cost_usd, 8))
 
@@ -141,7 +142,7 @@ class ClaudeAgent(Agent):
             wait = self.backoff.wait(attempt, verdict.retry_after)
             emit(INTERRUPTED if discarded else
                  f"\n[{verdict.label}: retrying in {wait:g} s]\n")
-            record("agent_retry", attempt=attempt + 1, error=verdict.label,
+            record(schema.AGENT_RETRY, attempt=attempt + 1, error=verdict.label,
                    message=verdict.message, wait_seconds=wait, discarded_partial=discarded,
                    discarded_chars=streamed[0])
             self.sleep(wait)

@@ -1,0 +1,163 @@
+"""Every event type of the log, and its fields, defined once (docs/events.md explains them).
+
+Writers and readers name event types by these constants, never by string literals. `EVENTS` maps
+each type to its `EventSpec`: what the event says, its fields (name -> short meaning) and the
+fields every writer includes (`required`; their value may still be null where it was not known).
+Readers must ignore types and fields they do not know, so a field missing from a spec is not an
+error, and `tests/test_event_schema.py` keeps this module, docs/events.md and the recorded logs in
+agreement. Pure: the standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Fields of every event (`exp` only where the event belongs to one experiment).
+COMMON = {
+    "t": "Unix time in seconds (a float)",
+    "type": "the event type, one of EVENTS",
+    "exp": "the experiment number (an integer), where the event belongs to one",
+}
+
+# The decisions an exp_end records (its `decision` field); engine/loop/keep_rule.py takes them.
+BASELINE = "baseline"
+KEEP = "keep"
+DISCARD = "discard"
+NEAR_MISS = "near_miss"
+CRASH = "crash"
+PENDING_CONFIRM = "pending_confirm"  # a winner waiting for its confirmation run
+CONFIRM_AGAIN = "confirm_again"  # the best moved during the confirmation: rebase and rerun
+RETRY = "retry"  # the worker was lost: the same job runs again under a new number
+DECISIONS = (BASELINE, KEEP, DISCARD, NEAR_MISS, CRASH, PENDING_CONFIRM, CONFIRM_AGAIN, RETRY)
+
+SESSION_START = "session_start"
+AGENT_DELTA = "agent_delta"
+PROPOSAL = "proposal"
+PROPOSAL_REBASED = "proposal_rebased"
+PROPOSAL_DROPPED = "proposal_dropped"
+PROPOSAL_FAILED = "proposal_failed"
+AGENT_USAGE = "agent_usage"
+AGENT_RETRY = "agent_retry"
+AGENT_GAVE_UP = "agent_gave_up"
+EXP_START = "exp_start"
+TRAIN_LOG = "train_log"
+EXP_END = "exp_end"
+RESOURCES = "resources"
+CONTROL = "control"
+PAUSED = "paused"
+RESUMED = "resumed"
+PHASE = "phase"
+SESSION_END = "session_end"
+
+# The three streams that make up almost all of a long log; everything else is the loop's own.
+STREAMS = (TRAIN_LOG, AGENT_DELTA, RESOURCES)
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    doc: str
+    fields: dict[str, str]  # name -> short meaning, besides `t` and `type`
+    required: tuple[str, ...]  # the fields every writer includes
+
+
+def _spec(type: str, doc: str, required: dict[str, str] | None = None,
+          optional: dict[str, str] | None = None) -> EventSpec:
+    required = required or {}
+    return EventSpec(type, doc, {**required, **(optional or {})}, tuple(required))
+
+
+_EXP = {"exp": COMMON["exp"]}
+_WORKER = {"worker": "the worker that runs the experiment: a device number as text, or ray-<slot>"}
+
+EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
+    _spec(SESSION_START, "an engine started (or resumed) the session", {
+        "session": "the session id", "tag": "the session's tag", "branch": "the git branch",
+        "base_commit": "the commit the session started from",
+        "config": "the ratchet.toml settings as a dict",
+        "hardware": "{cpu_count, memory_gb, gpus: [names]}", "agent": "the agent's name",
+        "resumed": "true on --resume", "pid": "the engine's process id"}, {
+        "compat": "'autoresearch' when driving an autoresearch checkout",
+        "imported": "true for a session written by `ratchet import`",
+        "source": "imports: the results.tsv path",
+        "timing": "imports: commits | interpolated | none (how `t` was found)",
+        "columns": "imports: the results.tsv header"}),
+    _spec(AGENT_DELTA, "a batch of the agent's streamed reasoning (concatenate in order)",
+          {**_EXP, "text": "the text"}),
+    _spec(PROPOSAL, "the agent's change, committed as a candidate", {
+        **_EXP, "description": "one line", "rationale": "why, in the agent's words",
+        "diff": "unified diff against based_on (null when git no longer has it)",
+        "files": "the names of the files changed", "based_on": "the best commit it starts from",
+        "changes": "agent-specific summary, e.g. {LEARNING_RATE: 0.02}",
+        "steer": "the person's notes handed to the agent with it"}, {
+        "commit": "the candidate's commit: a child of based_on, on no branch until kept"}),
+    _spec(PROPOSAL_REBASED, "a candidate moved onto a newer best", {
+        **_EXP, "commit": "the new candidate commit", "based_on": "the best it now sits on",
+        "previous_commit": "the commit it replaces", "diff": "against the new base",
+        "stage": "queued (before its first run) | confirm (a winner, before confirming)"}),
+    _spec(PROPOSAL_DROPPED, "a candidate that will not run (again)", {
+        **_EXP, "reason": "why it was dropped", "description": "the proposal's description",
+        "changes": "the proposal's changes", "stage": "queued | confirm"}),
+    _spec(PROPOSAL_FAILED, "the agent produced no usable proposal", {
+        **_EXP, "error": "what went wrong"}, {
+        "paused": "true when the agent needs the person and the session paused"}),
+    _spec(AGENT_USAGE, "the API usage of one Claude proposal, failed ones included", {
+        **_EXP, "model": "the model", "input_tokens": "summed over the proposal's requests",
+        "output_tokens": "summed", "cache_read_tokens": "summed",
+        "cache_write_tokens": "summed", "requests": "API requests made",
+        "cost_usd": "at the [agent] prices",
+        "total_cost_usd": "this engine process's running total"}),
+    _spec(AGENT_RETRY, "a failed API request that will be tried again", {
+        **_EXP, "attempt": "1 for the first retry", "error": "e.g. 429 rate_limit_error",
+        "message": "one line, never the API key", "wait_seconds": "before the next attempt",
+        "discarded_partial": "true when streamed text was thrown away",
+        "discarded_chars": "how much of it"}),
+    _spec(AGENT_GAVE_UP, "proposals failed 10 times in a row; the session ends with an error",
+          {"error": "why"}),
+    _spec(EXP_START, "an experiment starts training", {
+        **_EXP, "kind": "baseline | candidate | confirm", "commit": "the experiment's commit",
+        "seed": "the training seed", "budget": "the training budget in seconds",
+        "description": "what it tries"}, {
+        **_WORKER, "retry_of": "on a retry: the exp whose worker was lost"}),
+    _spec(TRAIN_LOG, "one logged training step", {**_EXP, "step": "the training step"}, {
+        "loss": "the training loss", "lr": "the learning rate", "tok_s": "tokens per second",
+        "elapsed": "seconds since training began", **_WORKER}),
+    _spec(EXP_END, "an experiment's result and the loop's decision", {
+        **_EXP, "kind": "baseline | candidate | confirm",
+        "status": "ok | crash | timeout | killed | interrupted | lost",
+        "decision": "baseline | keep | discard | near_miss | crash | pending_confirm | "
+                    "confirm_again | retry",
+        "val_bpb": "the measured metric (null on a crash)",
+        "best_before": "the best val_bpb before it", "delta": "val_bpb minus best_before",
+        "margin": "what a change had to beat the best by", "commit": "the experiment's commit",
+        "description": "what it tried", "changes": "the proposal's changes",
+        "result": "metric_source, timings, memory, tokens, params, steps, mfu, error, tail"}, {
+        **_WORKER, "based_on": "candidate runs: the best the candidate sits on",
+        "confirms": "confirm runs: the candidate's exp",
+        "new_best": "confirm runs kept: the best from now on",
+        "retried_as": "decision retry: the exp that runs it again",
+        "row": "imports: the results.tsv row by column name"}),
+    _spec(RESOURCES, "a sample of the machine's load", {
+        "cpu_percent": "0-100", "memory_percent": "0-100",
+        "memory_used_gb": "GiB: total minus available",
+        "gpus": "[{index, name, util, mem_used_mb, mem_total_mb, temp_c, power_w}]",
+        "source": "nvml | psutil"}),
+    _spec(CONTROL, "a command as received from a dashboard or `ratchet ctl`",
+          {"cmd": "pause | resume | steer | kill | stop"}, {"text": "steer: the note"}),
+    _spec(PAUSED, "the engine paused (maybe later than the control event)"),
+    _spec(RESUMED, "the engine resumed"),
+    _spec(PHASE, "what the engine (or one worker) does from now on",
+          {"phase": "proposing | training | evaluating | paused | ..."},
+          {**_EXP, **_WORKER}),
+    _spec(SESSION_END, "the session is over", {
+        "reason": "max_experiments | stopped | signal | error | imported",
+        "experiments": "the last experiment number", "kept": "changes kept",
+        "best_bpb": "the best val_bpb", "baseline_bpb": "the baseline's mean val_bpb",
+        "best_commit": "the best commit"}, {"error": "with reason error: what went wrong"}),
+)}
+
+
+def missing_fields(event: dict) -> list[str]:
+    """The required fields of the event's type that it lacks ([] for an unknown type)."""
+    spec = EVENTS.get(event.get("type", ""))
+    return [name for name in spec.required if name not in event] if spec else []
