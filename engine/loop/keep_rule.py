@@ -11,15 +11,17 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# The decisions an experiment's exp_end records (docs/events.md).
-BASELINE = "baseline"
-KEEP = "keep"
-DISCARD = "discard"
-NEAR_MISS = "near_miss"
-CRASH = "crash"
-PENDING_CONFIRM = "pending_confirm"  # a winner waiting for its confirmation run
-CONFIRM_AGAIN = "confirm_again"  # the best moved during the confirmation: rebase and rerun
-RETRY = "retry"  # the worker was lost: the same job runs again under a new number
+# The decisions are the protocol's words (an exp_end's `decision`); this module says when each.
+from ratchet.engine.protocol.schema import (  # noqa: F401 - the loop names them through here
+    BASELINE,
+    CONFIRM_AGAIN,
+    CRASH,
+    DISCARD,
+    KEEP,
+    NEAR_MISS,
+    PENDING_CONFIRM,
+    RETRY,
+)
 
 
 @dataclass(frozen=True)

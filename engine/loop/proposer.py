@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ratchet.engine.agents.base import AgentError, AgentPaused, HistoryEntry, Proposal
 from ratchet.engine.loop import keep_rule
-from ratchet.engine.protocol import events
+from ratchet.engine.protocol import events, schema
 
 MAX_FAILED_PROPOSALS = 10
 POLL_S = 0.1
@@ -94,7 +94,7 @@ class Proposer:
             self.proposing = True
             self.proposals += 1
         based_on, files = self._best()
-        self.s.emit("phase", exp=n, phase="proposing")
+        self.s.emit(schema.PHASE, exp=n, phase="proposing")
         context = self.s.context_for(files=files, based_on=based_on, in_flight=self._in_flight())
         context.record = lambda event_type, **fields: self.s.emit(event_type, exp=n, **fields)
         batcher = events.TextBatcher(self.s.log, n)
@@ -105,7 +105,7 @@ class Proposer:
             error = self.s.check(proposal, context)
         except AgentPaused as exc:
             batcher.flush()
-            self.s.emit("proposal_failed", exp=n, error=str(exc), paused=True)
+            self.s.emit(schema.PROPOSAL_FAILED, exp=n, error=str(exc), paused=True)
             self.s.paused.set()
             self.proposing = False
             return 0
@@ -113,14 +113,14 @@ class Proposer:
             batcher.flush()
             error = str(exc)
         if error:
-            self.s.emit("proposal_failed", exp=n, error=error)
+            self.s.emit(schema.PROPOSAL_FAILED, exp=n, error=error)
             if proposal is not None:
                 self.observations.append((proposal, HistoryEntry(
                     n, proposal.description, "crash", keep_rule.CRASH, None, None,
                     proposal.changes)))
             failures += 1
             if failures >= MAX_FAILED_PROPOSALS:
-                self.s.emit("agent_gave_up", error=f"{failures} proposals in a row failed; "
+                self.s.emit(schema.AGENT_GAVE_UP, error=f"{failures} proposals in a row failed; "
                                                    f"last: {error}")
                 self.s.request_stop("error")
             self.proposing = False

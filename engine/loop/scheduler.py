@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ratchet.engine.agents.base import Proposal
 from ratchet.engine.loop import gitops, keep_rule
 from ratchet.engine.loop.proposer import POLL_S, Proposer
+from ratchet.engine.protocol import schema
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers import pool
 
@@ -153,11 +154,11 @@ class Scheduler:
             self.s.kill_current.clear()
             self.backend.kill()
         if self.s.paused.is_set() and not self.paused_recorded and not self.s.stop_reason:
-            self.s.emit("paused")
-            self.s.emit("phase", phase="paused")
+            self.s.emit(schema.PAUSED)
+            self.s.emit(schema.PHASE, phase="paused")
             self.paused_recorded = True
         elif not self.s.paused.is_set() and self.paused_recorded:
-            self.s.emit("resumed")
+            self.s.emit(schema.RESUMED)
             self.paused_recorded = False
         self.s.resume_wakeup.clear()
 
@@ -171,8 +172,8 @@ class Scheduler:
             p = raw.proposal
             commit = gitops.commit_tree(self.s.repo, raw.based_on, p.files,
                                         f"exp {raw.exp}: {p.description}")
-            self.s.emit("proposal", exp=raw.exp, description=p.description, rationale=p.rationale,
-                        diff=gitops.diff(self.s.repo, raw.based_on, commit),
+            self.s.emit(schema.PROPOSAL, exp=raw.exp, description=p.description,
+                        rationale=p.rationale, diff=gitops.diff(self.s.repo, raw.based_on, commit),
                         files=sorted(p.files), based_on=raw.based_on, changes=p.changes,
                         steer=raw.steer, commit=commit)
             with self.lock:
@@ -207,7 +208,7 @@ class Scheduler:
 
     def _drop(self, n: int, reason: str, description: str, stage: str,
               changes: dict | None = None) -> None:
-        self.s.emit("proposal_dropped", exp=n, reason=reason, description=description,
+        self.s.emit(schema.PROPOSAL_DROPPED, exp=n, reason=reason, description=description,
                     stage=stage, changes=changes or {})
 
     def _drop_winner(self, c: Candidate, reason: str) -> None:
@@ -227,7 +228,7 @@ class Scheduler:
             worker = self.free.pop(0)
             job.worker = worker
             self.running[job.exp] = job
-            self.s.emit("exp_start", exp=job.exp, kind=job.kind, commit=job.commit,
+            self.s.emit(schema.EXP_START, exp=job.exp, kind=job.kind, commit=job.commit,
                         seed=job.seed, budget=self.s.config.experiment.budget_seconds,
                         description=job.description, worker=worker,
                         **({"retry_of": job.retry_of} if job.retry_of is not None else {}))
@@ -271,7 +272,7 @@ class Scheduler:
             else:
                 self._drop_winner(c, why)
             return False
-        self.s.emit("proposal_rebased", exp=c.exp, commit=commit, based_on=best,
+        self.s.emit(schema.PROPOSAL_REBASED, exp=c.exp, commit=commit, based_on=best,
                     previous_commit=c.commit, stage=stage,
                     diff=gitops.diff(self.s.repo, best, commit))
         c.commit, c.based_on = commit, best

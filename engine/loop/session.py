@@ -21,7 +21,7 @@ from ratchet.engine.agents.base import (
     Proposal,
 )
 from ratchet.engine.loop import gitops, keep_rule, proposal_check, results_tsv, scheduler
-from ratchet.engine.protocol import control, events
+from ratchet.engine.protocol import control, events, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers import pool, telemetry
@@ -90,7 +90,7 @@ class Session:
         cmd = request["cmd"]
         if cmd == "ping":
             return {"ok": True, "session": self.options.session, "phase": self.state.phase}
-        self.emit("control", cmd=cmd, **({"text": request["text"]} if cmd == "steer" else {}))
+        self.emit(schema.CONTROL, cmd=cmd, **({"text": request["text"]} if cmd == "steer" else {}))
         if cmd == "pause":
             self.paused.set()
         elif cmd == "resume":
@@ -124,12 +124,12 @@ class Session:
         self.server = control.ControlServer(self.dir / "control.sock", self.handle)
         self.server.start()
         (self.dir / "engine.pid").write_text(str(os.getpid()))
-        self.emit("session_start", session=self.options.session, tag=self.options.tag,
+        self.emit(schema.SESSION_START, session=self.options.session, tag=self.options.tag,
                   branch=branch, base_commit=base, config=self.config.to_dict(),
                   hardware=telemetry.hardware(), agent=self.agent.name,
                   resumed=self.options.resume, pid=os.getpid(),
                   **({"compat": ex.compat} if ex.compat else {}))
-        self.sampler = telemetry.ResourceSampler(lambda s: self.log.append("resources", **s))
+        self.sampler = telemetry.ResourceSampler(lambda s: self.log.append(schema.RESOURCES, **s))
         self.sampler.start()
         try:
             self._recover()
@@ -155,7 +155,7 @@ class Session:
         if self.state.ended:
             return
         gitops.reset_to(self.repo, self.state.best_commit)
-        self.emit("session_end", reason=reason, experiments=self.state.last_exp,
+        self.emit(schema.SESSION_END, reason=reason, experiments=self.state.last_exp,
                   kept=self.state.kept, best_bpb=self.state.best_bpb,
                   baseline_bpb=self.state.baseline_bpb, best_commit=self.state.best_commit,
                   **({"error": error} if error else {}))
@@ -171,7 +171,7 @@ class Session:
                              **({"worker": start["worker"]} if "worker" in start else {}))
         for n, pending in sorted(self.state.pending_confirms.items()):
             self.write_row(pending, "discard", " (confirmation interrupted)")
-            self.emit("proposal_dropped", exp=n, reason="the engine stopped before its "
+            self.emit(schema.PROPOSAL_DROPPED, exp=n, reason="the engine stopped before its "
                       "confirmation", description=pending.get("description", ""),
                       stage="confirm", changes=pending.get("changes") or {})
         gitops.reset_to(self.repo, self.state.best_commit)
@@ -217,7 +217,7 @@ class Session:
                                             and kind != "baseline") else None
         summary = result.to_json()
         summary["tail"] = summary["tail"][-4000:]
-        event = self.emit("exp_end", exp=n, kind=kind, status=result.status, decision=decision,
+        event = self.emit(schema.EXP_END, exp=n, kind=kind, status=result.status, decision=decision,
                           val_bpb=result.val_bpb, best_before=best, delta=delta,
                           margin=self.margin(), commit=commit, description=description,
                           changes=changes or {}, result=summary, **extra)

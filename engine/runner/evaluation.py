@@ -19,7 +19,7 @@ from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import HARNESS, harness_path
 
 if TYPE_CHECKING:
-    from ratchet.engine.runner.experiment import Result
+    from ratchet.engine.runner.result import Result
 
 
 class Evaluator:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ratchet.engine.runner.experiment import Result
+    from ratchet.engine.runner.result import Result
 
 LOG_CAP_BYTES = 8 * 2**20  # stdout kept on disk per child; the rest is counted, not stored
 TAIL_BYTES = 16 * 2**10  # output tail kept in the result
