@@ -44,8 +44,22 @@ def _env(name: str, default: str | None = None) -> str:
 
 
 def budget_seconds() -> float:
-    """Wall-clock seconds of training the harness grants (start-up and compile not counted)."""
+    """The workspace's training budget in seconds. What binds is `time_left()`: the engine
+    stops the run when its whole allowance (budget + grace, from start to hand-off) is spent."""
     return float(_env("RATCHET_BUDGET_S", "20"))
+
+
+def time_left() -> float:
+    """Seconds until the engine's deadline for handing over the model (`save_model` done).
+
+    The engine measures it on its own clock from the moment this process started (or, started
+    ahead of time, was told to go); a run still going at the deadline is killed and never
+    scored, whatever it reports about its own timing.
+    """
+    deadline = os.environ.get("RATCHET_DEADLINE")
+    if deadline is None:  # run by hand: the budget plus a default grace, from import
+        return _START + budget_seconds() + 30.0 - time.time()
+    return float(deadline) - time.time()
 
 
 def device() -> str:
@@ -114,8 +128,10 @@ def save_model(model: torch.nn.Module, summary: dict) -> None:
         program = torch.export.export(model, (example,))
     torch.export.save(program, os.path.join(out, "model.pt2"))
     summary = dict(summary, export_seconds=round(time.time() - t0, 3))
-    with open(os.path.join(out, "summary.json"), "w") as f:
+    partial = os.path.join(out, "summary.json.partial")
+    with open(partial, "w") as f:
         json.dump(summary, f)
+    os.replace(partial, os.path.join(out, "summary.json"))  # the hand-off: the engine stops here
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ CPU = {
     "LEARNING_RATE": 0.01,
     "WARMUP_FRAC": 0.05,
     "LOG_EVERY": 10,
+    "HANDOFF_RESERVE_S": 2.0,
 }
 
 CUDA: dict = {}  # the template's own values

@@ -37,6 +37,7 @@ ROPE_BASE = 10000.0  # rotary embedding base
 INIT_STD = 0.02  # std of the weight initialisation
 LOG_EVERY = 10  # optimizer steps between log lines
 COMPILE = True  # torch.compile on CUDA (ignored on CPU)
+HANDOFF_RESERVE_S = 5.0  # seconds kept at the end of the allowance for exporting the model
 
 # ---------------------------------------------------------------------------------------------
 # Model
@@ -152,7 +153,7 @@ budget = prepare.budget_seconds()
 
 
 def lr_at(progress: float) -> float:
-    """Linear warm-up, then cosine decay to MIN_LR_FRAC, over the fraction of budget used."""
+    """Linear warm-up, then cosine decay to MIN_LR_FRAC, over the fraction of training done."""
     if progress < WARMUP_FRAC:
         return LEARNING_RATE * progress / WARMUP_FRAC
     decay_progress = min(1.0, (progress - WARMUP_FRAC) / max(1e-8, 1.0 - WARMUP_FRAC))
@@ -179,7 +180,8 @@ def train_step(lr: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training loop: the budget counts training time only; start-up and compilation are reported apart
+# Training loop: the budget counts training time; the engine's own clock allows budget + grace
+# from start to hand-off, so start-up, compilation and export must fit in the grace
 # ---------------------------------------------------------------------------------------------
 
 startup_seconds = prepare.seconds_since_start()
@@ -193,16 +195,17 @@ if device == "cuda" and COMPILE:
 tokens_per_step = BATCH_SIZE * SEQ_LEN * GRAD_ACCUM
 step, tokens, elapsed = 0, 0, 0.0
 t_start = time.time()
+planned = max(1e-3, min(budget, prepare.time_left() - HANDOFF_RESERVE_S))
 t_log, tokens_log = t_start, 0
-while elapsed < budget:
-    lr = lr_at(elapsed / budget)
+while elapsed < planned:
+    lr = lr_at(elapsed / planned)
     loss = train_step(lr)
     step += 1
     tokens += tokens_per_step
     if not math.isfinite(loss):
         raise SystemExit(f"loss is {loss} at step {step}; stopping")
     elapsed = time.time() - t_start
-    if step % LOG_EVERY == 0 or elapsed >= budget:
+    if step % LOG_EVERY == 0 or elapsed >= planned:
         now = time.time()
         tok_s = (tokens - tokens_log) / max(1e-9, now - t_log)
         prepare.log_step(step=step, loss=loss, lr=lr, tok_s=tok_s, elapsed=elapsed)

@@ -50,12 +50,12 @@ def test_nan_model_is_a_crash_not_a_metric(make_workspace):
     assert "not finite" in result.error
 
 
-def test_hanging_train_py_is_killed_at_budget_plus_grace(make_workspace):
+def test_hanging_train_py_is_killed_over_budget_at_budget_plus_grace(make_workspace):
     ws = make_workspace(budget_seconds=1.0, grace_seconds=2.0)
     started = time.monotonic()
     result = run_with(ws, trainers.HANGS)
     assert time.monotonic() - started < 15
-    assert result.status == "timeout"
+    assert result.status == "over_budget"
     assert "about to hang" in result.tail
 
 
@@ -66,7 +66,7 @@ def test_flooding_stdout_is_bounded_and_never_blocks(make_workspace, source):
     started = time.monotonic()
     result = run_with(ws, source)
     assert time.monotonic() - started < 20
-    assert result.status == "timeout"
+    assert result.status == "over_budget"
     assert result.output_bytes > LOG_CAP_BYTES
     log_size = (ws.root / "runs" / "exp" / "train.log").stat().st_size
     assert LOG_CAP_BYTES <= log_size < LOG_CAP_BYTES + 200

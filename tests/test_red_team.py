@@ -7,6 +7,7 @@ sandbox, exported, and scored by the frozen evaluator.
 from __future__ import annotations
 
 import re
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -76,3 +77,26 @@ class Cheat(torch.nn.Module):
     result = run_with(make_workspace(**FAST), honest)
     assert result.status == "ok", result.error
     assert result.val_bpb == pytest.approx(honest_bpb, abs=1e-6)
+
+
+@pytest.mark.parametrize("source", [red_team.TRAINS_PAST_THE_BUDGET, red_team.TRAINS_AT_IMPORT],
+                         ids=["past-the-budget", "at-import"])
+def test_time_beyond_the_allowance_is_never_scored(make_workspace, source):
+    # budget 2 s + grace 3 s on the engine's clock; it claims 0.5 s of training
+    ws = make_workspace(budget_seconds=2.0, grace_seconds=3.0, eval_tokens=65536)
+    started = time.monotonic()
+    result = run_with(ws, source)
+    assert result.status == "over_budget", (result.status, result.error)
+    assert result.val_bpb is None
+    assert "exceeded budget + grace (5 s)" in result.error
+    assert time.monotonic() - started < 20
+
+
+def test_the_engine_measures_the_time_train_py_reports(make_workspace):
+    # within the allowance, but claiming less time than it took: the measured figure stands
+    source = red_team.TRAINS_PAST_THE_BUDGET.replace("3 * prepare.budget_seconds() + 2", "1.5")
+    result = run_with(make_workspace(budget_seconds=2.0, grace_seconds=3.0,
+                                     eval_tokens=65536), source)
+    assert result.status == "ok", result.error
+    assert result.training_seconds == 0.5  # its own claim, kept as reported
+    assert 1.5 <= result.trainer_seconds < 5.0

@@ -41,6 +41,7 @@ STATUS_STYLES = {
     "proposing": "cyan",
     "crash": "bold red",
     "timeout": "red",
+    "over_budget": "red",
     "killed": "red",
     "interrupted": "red",
     "failed": "red",

@@ -80,43 +80,56 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
         "RATCHET_TRAIN_DATA": str(corpus.train_path),
         "RATCHET_OUT": str(model_dir),
     }
-    deadline = result.budget_seconds + config.experiment.grace_seconds
+    # The trainer's whole allowance, on the engine's clock: from its start (or, warm, from
+    # being told to go) to the hand-off of its model. Nothing it reports can stretch it.
+    allowance = result.budget_seconds + config.experiment.grace_seconds
     # the evaluator gets ready (imports, warm-up) while training runs
     evaluator = Evaluator(config, corpus, device, out_dir / "eval.log", extra_env)
-    summary = None
+    summary, own = None, None
     try:
         on_phase("training")
         ran = None
-        if warm is not None and warm_trainer.suits(ws):
-            ran = warm.run(job_env, out_dir, deadline, on_log, should_kill)
+        if warm_trainer.suits(ws):
+            # every run that can starts its clock after its imports, started ahead or not
+            if warm is None:
+                warm = own = prestart(ws, config, out_dir / "trainer", extra_env, ahead=False)
+            ran = warm.run(job_env, out_dir, allowance, on_log, should_kill)
             result.sandboxed = warm.sandboxed
-        if ran is None:
+        if ran is None:  # it sets environment variables: its imports count in its allowance
+            job_env["RATCHET_DEADLINE"] = repr(time.time() + allowance)
             argv, result.sandboxed = sandbox.wrap(
                 [sys.executable, TRAIN], cwd=ws.root,
                 readable=[ws.root, corpus.train_path.parent], writable=[model_dir, cache],
-                hidden=[corpus.root.parent])
+                hidden=[corpus.root.parent], held_out=sandbox.HELD_OUT)
             env = sandbox.child_env({**_cache_env(cache), **extra_env, **job_env})
-            ran = supervision.supervise(argv, ws.root, env, out_dir / "train.log", deadline,
-                                      on_log, should_kill)
-        status, error, pump = ran
-        pump.record_into(result)
+            child = supervision.Child(argv, ws.root, env, out_dir / "train.log", on_log)
+            ran = (*child.watch(allowance, should_kill,
+                                handed_over=supervision.model_handed_over(model_dir),
+                                late="over_budget"), child)
+        status, error, trainer = ran
+        trainer.pump.record_into(result)
+        if trainer.handoff_seconds is not None:
+            result.trainer_seconds = round(trainer.handoff_seconds, 3)
         summary = _handed_over(ws, model_dir, result, status, error)
         if summary is not None:
             on_phase("evaluating")
             evaluator.evaluate(model_dir, result)
     finally:
         evaluator.close()
+        if own is not None:
+            own.close()
     if summary is not None and result.status == "ok" and device == "cuda":
         flops = supervision.number(summary, "flops_per_token") * result.tokens
         result.mfu = devices.mfu(flops, result.training_seconds, result.device_name)
 
 
 def prestart(ws: Workspace, config: Config, stage: Path,
-             env: dict[str, str] | None = None) -> WarmTrainer | None:
+             env: dict[str, str] | None = None, ahead: bool = True) -> WarmTrainer | None:
     """Start the training process for the tree's next experiment ahead of time (see
-    warm_start); None where warm starts are off. `env` as for `run`."""
+    warm_start); None where warm starts are off. `env` as for `run`. With `ahead=False`, the
+    process for the experiment about to run (warm starts on or off)."""
     ex = config.experiment
-    if not ex.warm_start or ex.compat:
+    if ex.compat or (ahead and not ex.warm_start):
         return None
     corpus = ws.corpus(config)
     cache = _compile_cache(corpus)
@@ -169,7 +182,8 @@ def summary_text(result: Result) -> str:
 
     rows = [
         ("val_bpb", fmt(result.val_bpb, ".6f")),
-        ("training_seconds", f"{result.training_seconds:.1f}"),
+        ("trainer_seconds", fmt(result.trainer_seconds, ".1f") + "  (measured)"),
+        ("training_seconds", f"{result.training_seconds:.1f}  (reported by train.py)"),
         ("total_seconds", f"{result.total_seconds:.1f}"),
         ("startup_seconds", f"{result.startup_seconds:.1f}"),
         ("compile_seconds", f"{result.compile_seconds:.1f}"),

@@ -14,6 +14,9 @@ class Result:
     status: str = "crash"
     error: str = ""
     val_bpb: float | None = None
+    # measured by the engine: the trainer's start (or go) to the hand-off of its model
+    trainer_seconds: float | None = None
+    # reported by train.py through the harness's summary: informational, never trusted
     training_seconds: float = 0.0
     total_seconds: float = 0.0
     startup_seconds: float = 0.0

@@ -119,6 +119,7 @@ class Child:
                  on_line: Callable[[dict], None] | None = None, *, stdin: bool = False,
                  pump_class: type[OutputPump] = OutputPump):
         self.start_error = ""
+        self.handoff_seconds: float | None = None
         try:
             self.proc: subprocess.Popen | None = subprocess.Popen(
                 argv, cwd=cwd, env=env,
@@ -143,24 +144,38 @@ class Child:
         return True
 
     def watch(self, deadline: float, should_kill: Callable[[], bool] | None = None,
-              name: str = "train.py", limit: str = "budget + grace") -> tuple[str, str]:
+              name: str = "train.py", limit: str = "budget + grace", *,
+              handed_over: Callable[[], bool] | None = None,
+              late: str = "timeout") -> tuple[str, str]:
         """Wait for the child to end (at most `deadline` s from now); returns (status, error).
 
         `name` and `limit` word the errors: "train.py exited with 1", "... exceeded budget".
+        With `handed_over`, the child's work is done the moment it returns true: the child is
+        stopped then, and `handoff_seconds` says when, on the engine's clock. A child still
+        running at the deadline gets the status `late`.
         """
         if self.proc is None:
             return "crash", f"cannot start {name}: {self.start_error}"
-        end = time.monotonic() + deadline
+        started = time.monotonic()
+        end = started + deadline
         status, error = "ok", ""
         while self.proc.poll() is None:
+            if handed_over is not None and handed_over():
+                self.handoff_seconds = time.monotonic() - started
+                self.stop()  # nothing it does from now on can reach the result
+                return "ok", ""
             if time.monotonic() > end:
-                status, error = "timeout", f"{name} exceeded {limit} ({deadline:g} s); killed"
+                status, error = late, f"{name} exceeded {limit} ({deadline:g} s); killed"
                 break
             if should_kill and should_kill():
                 status, error = "killed", "killed on request"
                 break
             time.sleep(0.05)
+        if status == "ok" and handed_over is not None and handed_over():
+            self.handoff_seconds = time.monotonic() - started  # it exited between two looks
         self.stop()
+        if self.handoff_seconds is not None:
+            return "ok", ""  # its exit status after the hand-off does not matter
         if status == "ok" and self.proc.returncode != 0:
             status = "crash"
             error = last_error_line(self.pump.tail_text()) or \
@@ -188,6 +203,14 @@ def supervise(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path, d
     child = Child(argv, cwd, env, log_path, on_line, pump_class=pump_class)
     status, error = child.watch(deadline, should_kill, name, limit)
     return status, error, child.pump
+
+
+def model_handed_over(model_dir: Path) -> Callable[[], bool]:
+    """Whether the trainer has handed over its model: the harness writes the summary last."""
+    def check() -> bool:
+        return (model_dir / "model.pt2").is_file() and read_json(model_dir / "summary.json") \
+            is not None
+    return check
 
 
 def read_json(path: Path, limit: int = 65536) -> dict | None:

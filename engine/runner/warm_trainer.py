@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ratchet.engine.runner import sandbox, supervision
 from ratchet.engine.workspace.layout import TRAIN, Workspace
 
 LAUNCHER = Path(__file__).with_name("warm_child.py")
+READY_TIMEOUT_S = 120.0  # for the imports of a process started (just) before its turn
 _CHANGES = ("update", "setdefault", "pop", "popitem", "clear", "__setitem__", "__delitem__")
 
 
@@ -68,9 +70,23 @@ class WarmTrainer:
         self.on_log: Callable[[dict], None] | None = None
         argv, self.sandboxed = sandbox.wrap(
             [sys.executable, "-c", LAUNCHER.read_text()], cwd=ws.root,
-            readable=[ws.root, *readable], writable=[stage, cache], hidden=hidden)
-        self.child = supervision.Child(argv, ws.root, sandbox.child_env(env), stage / "train.log",
-                                     self._log, stdin=True)
+            readable=[ws.root, *readable], writable=[stage, cache], hidden=hidden,
+            held_out=sandbox.HELD_OUT)
+        self.ready_file = stage / "model" / ".ready"  # in a folder the child may write
+        self.child = supervision.Child(
+            argv, ws.root, sandbox.child_env({**env, "RATCHET_READY": str(self.ready_file)}),
+            stage / "train.log", self._log, stdin=True)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the process has done its imports; False if it died or took too long."""
+        end = time.monotonic() + timeout
+        while not self.ready_file.exists():
+            if self.child.proc is None or self.child.proc.poll() is not None \
+                    or time.monotonic() > end:
+                return False
+            time.sleep(0.02)
+        self.ready_file.unlink(missing_ok=True)
+        return True
 
     def _log(self, record: dict) -> None:
         if self.on_log is not None:
@@ -79,18 +95,26 @@ class WarmTrainer:
     def run(self, env: dict[str, str], out_dir: Path, deadline: float,
             on_log: Callable[[dict], None] | None,
             should_kill: Callable[[], bool] | None,
-            ) -> tuple[str, str, supervision.OutputPump] | None:
-        """Run train.py with the experiment's environment, as `supervision.supervise` would;
-        None if the process is gone (the caller then starts one cold)."""
+            ) -> tuple[str, str, supervision.Child] | None:
+        """Run train.py with the experiment's environment until it hands over its model or
+        its allowance (`deadline` s) runs out; None if the process is gone (the caller then
+        starts one cold)."""
         self.on_log = on_log
-        if not self.child.send(json.dumps({**env, "RATCHET_OUT": str(self.stage / "model")})):
+        if not self.wait_ready(READY_TIMEOUT_S):
             return None
-        status, error = self.child.watch(deadline, should_kill)
+        # its clock starts with this line: the deadline is the allowance from now
+        env = {**env, "RATCHET_OUT": str(self.stage / "model"),
+               "RATCHET_DEADLINE": repr(time.time() + deadline)}
+        if not self.child.send(json.dumps(env)):
+            return None
+        status, error = self.child.watch(
+            deadline, should_kill, handed_over=supervision.model_handed_over(self.stage / "model"),
+            late="over_budget")
         shutil.rmtree(out_dir / "model", ignore_errors=True)
         for name in ("model", "train.log"):  # a missing model is reported by the caller
             with contextlib.suppress(OSError):
                 os.replace(self.stage / name, out_dir / name)
-        return status, error, self.child.pump
+        return status, error, self.child
 
     def close(self) -> None:
         """Stop the process if it still waits (it exits on its closed stdin) and drop its stage."""

@@ -273,8 +273,8 @@ def render(config: Config) -> str:
         "",
         "[experiment]",
         f"budget_seconds = {toml(ex.budget_seconds)}  # training wall-clock budget per experiment",
-        f"grace_seconds = {toml(ex.grace_seconds)}  # start-up, compile and export allowance "
-        "before a hard kill",
+        f"grace_seconds = {toml(ex.grace_seconds)}  # for start-up, compilation and export: "
+        "train.py must hand over its model within budget + grace, on the engine's clock",
         f"eval_timeout_seconds = {toml(ex.eval_timeout_seconds)}  # limit for the frozen "
         "evaluation",
         f"device = {toml(ex.device)}  # cpu, cuda or auto",

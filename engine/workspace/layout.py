@@ -174,7 +174,9 @@ def init(target: Path, device: str = "auto", budget: float | None = None,
     config = configmod.Config()
     config.experiment.device = device
     config.experiment.budget_seconds = budget or (300.0 if device == "cuda" else 20.0)
-    config.experiment.grace_seconds = 180.0 if device == "cuda" else 30.0
+    # start-up after the imports, compilation and export: what a run may spend beyond its
+    # budget; the engine stops it when budget + grace is gone, so keep it close to the need
+    config.experiment.grace_seconds = 120.0 if device == "cuda" else 10.0
     config.experiment.eval_timeout_seconds = 300.0 if device == "cuda" else 60.0
     eval_profile = profiles.EVAL["cuda" if device == "cuda" else "cpu"]
     for name, value in eval_profile.items():

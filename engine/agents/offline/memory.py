@@ -115,7 +115,7 @@ class Memory:
         if entry.status == "ok" and entry.val_bpb is not None:
             self._worst = max(self._worst or entry.val_bpb, entry.val_bpb)
             return entry.val_bpb
-        if entry.status in ("crash", "timeout") or entry.decision == "crash":
+        if entry.status in ("crash", "timeout", "over_budget") or entry.decision == "crash":
             if self._worst is None:
                 return NO_RESULT_PENALTY
             return self._worst + CRASH_PENALTY
