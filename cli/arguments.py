@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 class UserError(Exception):
@@ -16,6 +17,8 @@ def positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not math.isfinite(value):  # no deadline at all would let a run train forever
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text}")
     return value
 
 

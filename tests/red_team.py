@@ -115,3 +115,25 @@ prepare.save_model(torch.nn.Embedding.from_pretrained(table), {{
 
 TRAINS_PAST_THE_BUDGET = _spends("loop", "3 * prepare.budget_seconds() + 2")
 TRAINS_AT_IMPORT = _spends("import", "3 * prepare.budget_seconds() + 2")
+
+# Limits: a process tree that keeps growing, memory beyond the limit, a kill from outside.
+FORKS = '''
+import subprocess, sys, time
+children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            for _ in range(40)]
+time.sleep(60)
+'''
+
+HOARDS_MEMORY = '''
+import time
+hoard = bytearray(700 * 2**20)
+for i in range(0, len(hoard), 4096):
+    hoard[i] = 1  # touched, so resident
+time.sleep(60)
+'''
+
+KILLED_FROM_OUTSIDE = '''
+import os, signal
+print("allocated 2 GiB", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+'''

@@ -100,3 +100,25 @@ def test_the_engine_measures_the_time_train_py_reports(make_workspace):
     assert result.status == "ok", result.error
     assert result.training_seconds == 0.5  # its own claim, kept as reported
     assert 1.5 <= result.trainer_seconds < 5.0
+
+
+def test_a_growing_process_tree_is_killed(make_workspace):
+    ws = make_workspace(budget_seconds=20.0, grace_seconds=10.0, max_processes=16)
+    started = time.monotonic()
+    result = run_with(ws, red_team.FORKS)
+    assert result.status == "over_limit", result.error
+    assert "processes (limit max_processes = 16)" in result.error
+    assert time.monotonic() - started < 20
+
+
+def test_memory_beyond_the_limit_is_killed(make_workspace):
+    ws = make_workspace(budget_seconds=20.0, grace_seconds=10.0, memory_limit_gb=0.5)
+    result = run_with(ws, red_team.HOARDS_MEMORY)
+    assert result.status == "over_limit", result.error
+    assert "GiB of memory (limit 0.5 GiB" in result.error
+
+
+def test_a_kill_from_outside_is_reported_as_such(make_workspace):
+    result = run_with(make_workspace(**FAST), red_team.KILLED_FROM_OUTSIDE)
+    assert result.status == "crash"
+    assert "killed by SIGKILL from outside (out of memory?)" in result.error

@@ -42,6 +42,7 @@ STATUS_STYLES = {
     "crash": "bold red",
     "timeout": "red",
     "over_budget": "red",
+    "over_limit": "red",
     "killed": "red",
     "interrupted": "red",
     "failed": "red",

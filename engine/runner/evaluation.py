@@ -40,7 +40,9 @@ class Evaluator:
         argv, _ = sandbox.wrap(command, cwd=self.private, readable=[corpus.val_path.parent],
                                writable=[self.private], hidden=[corpus.root.parent])
         env = sandbox.child_env({**extra_env, "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"})
-        self.child = supervision.Child(argv, self.private, env, log_path, stdin=True)
+        # the evaluator runs no code of the candidate's, but a model can still ask for memory
+        self.child = supervision.Child(argv, self.private, env, log_path, stdin=True,
+                                       limits=supervision.Limits(max_processes=16))
 
     def evaluate(self, model_dir: Path, result: Result) -> None:
         """Measure the model train.py saved in `model_dir`; the outcome goes into `result`."""

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from ratchet.engine.runner import devices, sandbox, supervision, warm_trainer
 from ratchet.engine.runner.evaluation import Evaluator
 from ratchet.engine.runner.result import Result
@@ -102,7 +104,8 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
                 readable=[ws.root, corpus.train_path.parent], writable=[model_dir, cache],
                 hidden=[corpus.root.parent], held_out=sandbox.HELD_OUT)
             env = sandbox.child_env({**_cache_env(cache), **extra_env, **job_env})
-            child = supervision.Child(argv, ws.root, env, out_dir / "train.log", on_log)
+            child = supervision.Child(argv, ws.root, env, out_dir / "train.log", on_log,
+                                      limits=limits(config))
             ran = (*child.watch(allowance, should_kill,
                                 handed_over=supervision.model_handed_over(model_dir),
                                 late="over_budget"), child)
@@ -133,9 +136,16 @@ def prestart(ws: Workspace, config: Config, stage: Path,
         return None
     corpus = ws.corpus(config)
     cache = _compile_cache(corpus)
-    return WarmTrainer(ws, stage, readable=[corpus.train_path.parent],
+    return WarmTrainer(ws, stage, limits(config), readable=[corpus.train_path.parent],
                        hidden=[corpus.root.parent], cache=cache,
                        env={**_cache_env(cache), **(env or {})})
+
+
+def limits(config: Config) -> supervision.Limits:
+    """The process and memory limits of a trainer's tree."""
+    ex = config.experiment
+    memory_gb = ex.memory_limit_gb or 0.9 * psutil.virtual_memory().total / 2**30
+    return supervision.Limits(ex.max_processes, memory_gb * 1024)
 
 
 def _compile_cache(corpus) -> Path:

@@ -17,12 +17,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import psutil
 
 if TYPE_CHECKING:
     from ratchet.engine.runner.result import Result
 
+LIMITS_EVERY_S = 0.25  # how often a child's process tree is measured against its limits
 LOG_CAP_BYTES = 8 * 2**20  # stdout kept on disk per child; the rest is counted, not stored
 TAIL_BYTES = 16 * 2**10  # output tail kept in the result
 MAX_LOG_LINE = 4096  # longer lines are never parsed as training logs
@@ -90,6 +94,33 @@ class OutputPump(threading.Thread):
         return "\n".join(text.splitlines()[-60:])
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What a child's whole process tree may hold, measured by the engine."""
+
+    max_processes: int = 256
+    max_memory_mb: float = 0.0  # resident memory, summed over the tree; 0: no limit
+
+    def breach(self, pid: int) -> str:
+        """Why the tree under `pid` is over its limits, or ''."""
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return ""  # it ended: nothing left to limit
+        if len(tree) > self.max_processes:
+            return f"started {len(tree)} processes (limit max_processes = {self.max_processes})"
+        if self.max_memory_mb:
+            rss = 0
+            for proc in tree:
+                with contextlib.suppress(psutil.Error):
+                    rss += proc.memory_info().rss
+            if rss / 2**20 > self.max_memory_mb:
+                return (f"used {rss / 2**30:.1f} GiB of memory (limit "
+                        f"{self.max_memory_mb / 1024:.1f} GiB, memory_limit_gb)")
+        return ""
+
+
 def stop_group(proc: subprocess.Popen) -> None:
     """SIGTERM the child's process group, then SIGKILL whatever is left."""
     for sig, wait in ((signal.SIGTERM, KILL_WAIT_S), (signal.SIGKILL, 5.0)):
@@ -117,8 +148,9 @@ class Child:
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], log_path: Path,
                  on_line: Callable[[dict], None] | None = None, *, stdin: bool = False,
-                 pump_class: type[OutputPump] = OutputPump):
+                 pump_class: type[OutputPump] = OutputPump, limits: Limits | None = None):
         self.start_error = ""
+        self.limits = limits
         self.handoff_seconds: float | None = None
         try:
             self.proc: subprocess.Popen | None = subprocess.Popen(
@@ -157,9 +189,15 @@ class Child:
         if self.proc is None:
             return "crash", f"cannot start {name}: {self.start_error}"
         started = time.monotonic()
-        end = started + deadline
+        end, measured = started + deadline, 0.0
         status, error = "ok", ""
         while self.proc.poll() is None:
+            if self.limits is not None and time.monotonic() - measured > LIMITS_EVERY_S:
+                measured = time.monotonic()
+                breach = self.limits.breach(self.proc.pid)
+                if breach:
+                    status, error = "over_limit", f"{name} {breach}; killed"
+                    break
             if handed_over is not None and handed_over():
                 self.handoff_seconds = time.monotonic() - started
                 self.stop()  # nothing it does from now on can reach the result
@@ -176,6 +214,9 @@ class Child:
         self.stop()
         if self.handoff_seconds is not None:
             return "ok", ""  # its exit status after the hand-off does not matter
+        if status == "ok" and self.proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
+            # not our kill: the kernel's out-of-memory killer is the usual sender
+            return "crash", f"{name} was killed by SIGKILL from outside (out of memory?)"
         if status == "ok" and self.proc.returncode != 0:
             status = "crash"
             error = last_error_line(self.pump.tail_text()) or \

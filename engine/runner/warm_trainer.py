@@ -63,8 +63,8 @@ class WarmTrainer:
     moves the model and the log into the experiment's folder afterwards.
     """
 
-    def __init__(self, ws: Workspace, stage: Path, readable: list[Path], hidden: list[Path],
-                 cache: Path, env: dict[str, str]):
+    def __init__(self, ws: Workspace, stage: Path, limits: supervision.Limits,
+                 readable: list[Path], hidden: list[Path], cache: Path, env: dict[str, str]):
         self.stage = stage
         (stage / "model").mkdir(parents=True)
         self.on_log: Callable[[dict], None] | None = None
@@ -75,7 +75,7 @@ class WarmTrainer:
         self.ready_file = stage / "model" / ".ready"  # in a folder the child may write
         self.child = supervision.Child(
             argv, ws.root, sandbox.child_env({**env, "RATCHET_READY": str(self.ready_file)}),
-            stage / "train.log", self._log, stdin=True)
+            stage / "train.log", self._log, stdin=True, limits=limits)
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the process has done its imports; False if it died or took too long."""

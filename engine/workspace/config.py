@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -36,6 +37,8 @@ class ExperimentConfig:
     editable: list[str] = field(default_factory=lambda: ["train.py"])
     min_improvement: float = 0.001
     warm_start: bool = True  # start the next train.py process while the current one trains
+    max_processes: int = 256  # in a trainer's or evaluator's process tree, sandbox included
+    memory_limit_gb: float = 0.0  # resident memory of a trainer's tree; 0: 90% of the RAM
     compat: str = ""  # "autoresearch": drive that checkout's own train.py, metric self-reported
 
 
@@ -186,10 +189,15 @@ def _read_agent(agent: AgentConfig, table: dict) -> None:
 
 def validate(config: Config) -> None:
     ex, data, agent = config.experiment, config.data, config.agent
+    for name in ("budget_seconds", "grace_seconds", "eval_timeout_seconds", "memory_limit_gb"):
+        _check(math.isfinite(getattr(ex, name)),
+               f"[experiment] {name} must be a finite number, got {getattr(ex, name)}")
     _check(ex.budget_seconds > 0, f"[experiment] budget_seconds must be positive, "
                                   f"got {ex.budget_seconds}")
     _check(ex.grace_seconds >= 0, "[experiment] grace_seconds must not be negative")
     _check(ex.eval_timeout_seconds > 0, "[experiment] eval_timeout_seconds must be positive")
+    _check(ex.max_processes >= 8, "[experiment] max_processes must be at least 8")
+    _check(ex.memory_limit_gb >= 0, "[experiment] memory_limit_gb must not be negative")
     _check(ex.device in DEVICES, f"[experiment] device must be one of {', '.join(DEVICES)}, "
                                  f"got {ex.device!r}")
     _check(bool(ex.editable), "[experiment] editable must name at least one file")
@@ -283,6 +291,9 @@ def render(config: Config) -> str:
         f"min_improvement = {toml(ex.min_improvement)}  # val_bpb gain a change needs to be kept",
         f"warm_start = {toml(ex.warm_start)}  # start the next training process (torch imported) "
         "while one trains",
+        f"max_processes = {toml(ex.max_processes)}  # a trainer or evaluator with more is killed",
+        f"memory_limit_gb = {toml(ex.memory_limit_gb)}  # a trainer using more is killed; 0: 90% "
+        "of the RAM",
         *([f"compat = {toml(ex.compat)}  # drive this checkout's own train.py; val_bpb is "
            "self-reported"] if ex.compat else []),
         "",

@@ -16,6 +16,8 @@ from ratchet.engine.agents.offline.constants import Number
 from ratchet.engine.agents.offline.ranges import contains
 
 CRASH_PENALTY = 0.5  # a crash scores this much worse than the worst result seen
+# statuses that are the candidate's own doing (a kill on request or a lost worker is not)
+OWN_FAILURES = ("crash", "timeout", "over_budget", "over_limit")
 NO_RESULT_PENALTY = 10.0  # crash score when nothing has finished yet (val_bpb of bytes is < 8)
 
 Values = dict[str, Number]
@@ -115,7 +117,7 @@ class Memory:
         if entry.status == "ok" and entry.val_bpb is not None:
             self._worst = max(self._worst or entry.val_bpb, entry.val_bpb)
             return entry.val_bpb
-        if entry.status in ("crash", "timeout", "over_budget") or entry.decision == "crash":
+        if entry.status in OWN_FAILURES or entry.decision == "crash":
             if self._worst is None:
                 return NO_RESULT_PENALTY
             return self._worst + CRASH_PENALTY
