@@ -24,6 +24,7 @@ def _changed_config() -> configmod.Config:
     ex.device, ex.seed, ex.min_improvement = "cuda", 42, 0.0005
     ex.editable = ["train.py", "model/extra.py"]
     ex.compat, ex.warm_start = "autoresearch", False
+    ex.max_processes, ex.memory_limit_gb = 64, 3.5
     data.source, data.column, data.val_percent = "parquet", "body \"quoted\"", 12.5
     data.paths = ["/data/shard 1.parquet", "C:\\data\\shard2.parquet"]
     data.key, data.eval_batch, data.eval_seq, data.eval_tokens = "abc123", 4, 512, 4096
@@ -184,3 +185,15 @@ def test_old_flat_agent_settings_still_load(tmp_path):
     assert configmod.load(tmp_path) == loaded
     assert "[agent.claude]\nmodel = \"claude-opus-4\"" in (tmp_path / configmod.CONFIG_NAME) \
         .read_text()
+
+
+@pytest.mark.parametrize("line, key", [
+    ("budget_seconds = inf", "budget_seconds must be a finite number"),
+    ("grace_seconds = inf", "grace_seconds must be a finite number"),
+    ("eval_timeout_seconds = nan", "eval_timeout_seconds must be a finite number"),
+    ("max_processes = 2", "max_processes must be at least 8"),
+])
+def test_unbounded_or_tiny_limits_are_refused(tmp_path, line, key):
+    (tmp_path / configmod.CONFIG_NAME).write_text(f"[experiment]\n{line}\n")
+    with pytest.raises(configmod.ConfigError, match=key):
+        configmod.load(tmp_path)
