@@ -10,11 +10,15 @@ import re
 import time
 from types import SimpleNamespace
 
+import git
 import pytest
 import red_team
 import torch
 from conftest import FAST, run_with
 
+from ratchet.engine.agents.base import Agent, AgentError, Context, Emit, Proposal
+from ratchet.engine.loop.session import RunOptions, Session
+from ratchet.engine.protocol import events
 from ratchet.model import prepare
 
 
@@ -122,3 +126,52 @@ def test_a_kill_from_outside_is_reported_as_such(make_workspace):
     result = run_with(make_workspace(**FAST), red_team.KILLED_FROM_OUTSIDE)
     assert result.status == "crash"
     assert "killed by SIGKILL from outside (out of memory?)" in result.error
+
+
+class AttackingAgent(Agent):
+    """Proposes each attack as a whole new train.py, in order."""
+
+    name = "attacks"
+
+    def __init__(self, attacks: list[tuple[str, str]]):
+        self.attacks = list(attacks)
+
+    def propose(self, context: Context, emit: Emit) -> Proposal:
+        if not self.attacks:
+            raise AgentError("out of attacks")
+        label, source = self.attacks.pop(0)
+        emit(f"trying {label}\n")
+        return Proposal(label, {"train.py": source}, rationale="a lower val_bpb by any means")
+
+
+def test_no_attack_is_kept_inside_the_loop(make_workspace):
+    # the same attacks, proposed by an agent to a running session: none is ever kept
+    ws = make_workspace("loop", budget_seconds=2.0, grace_seconds=4.0, eval_tokens=65536,
+                        min_improvement=0.0)
+    (ws.root / "train.py").write_text(red_team.attack('''
+class Cheat(torch.nn.Module):
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, idx):
+        return self.table[idx]
+'''))
+    repo = git.Repo(ws.root)
+    repo.index.add(["train.py", "ratchet.toml"])
+    repo.index.commit("honest bigram")
+    config = ws.config()
+    config.loop.baseline_seeds = 1
+    attacks = [("skips fixed cuts", red_team.SKIPS_FIXED_CUTS),
+               ("counts calls", red_team.COUNTS_CALLS),
+               ("trains past the budget", red_team.TRAINS_PAST_THE_BUDGET)]
+    options = RunOptions(session="s-attacks", tag="attacks", max_experiments=len(attacks))
+    assert Session(ws, config, options, AttackingAgent(attacks)).run() == 0
+    log = list(events.iter_events(ws.runs_dir() / options.session / "events.jsonl"))
+    ends = {e["description"]: e for e in log if e["type"] == "exp_end"}
+    assert ends["skips fixed cuts"]["status"] == "crash"
+    assert "not causal" in ends["skips fixed cuts"]["result"]["error"]
+    assert ends["counts calls"]["status"] == "crash"
+    assert ends["trains past the budget"]["status"] == "over_budget"
+    assert not [e for e in log if e["type"] == "exp_end" and e["decision"] == "keep"]
+    assert repo.head.commit.message == "honest bigram"
