@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ratchet.cli import report
 from ratchet.engine.loop import keep_rule
 from ratchet.engine.protocol import events, paths, schema
 from ratchet.engine.protocol import state as statemod
@@ -136,6 +137,8 @@ def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -
         f"noise     margin {margin:.6f} from {len(state.baseline)} baseline runs",
         cost_line(state),
     ]
+    if state.unsandboxed:
+        lines.append(f"sandbox   {report.sandbox_text(state.unsandboxed)}")
     if state.paused and not state.ended:  # an agent that needs the person says why
         why = next((e for e in reversed(log)
                     if e.get("type") in (schema.PROPOSAL_FAILED, schema.RESUMED)), {})

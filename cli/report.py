@@ -50,6 +50,7 @@ class Figures:
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> wall seconds
     timed_by: str = "phases"  # phases | experiments | none
     cost_usd: float = 0.0
+    unsandboxed: int = 0  # runs whose train.py ran outside the sandbox (LoopState.unsandboxed)
     runs: list[tuple[int, str, float]] = field(default_factory=list)  # (exp, kind, val_bpb)
     frontier: list[tuple[int, float]] = field(default_factory=list)  # (exp, best after it)
 
@@ -107,7 +108,7 @@ def figures(log: Iterable[dict]) -> Figures:
     fig.end_reason, fig.cost_usd = state.end_reason, state.cost_usd
     fig.baseline_bpb, fig.best_bpb, fig.best_commit = (state.baseline_bpb, state.best_bpb,
                                                        state.best_commit)
-    fig.proposals = state.proposals
+    fig.proposals, fig.unsandboxed = state.proposals, state.unsandboxed
     return fig
 
 
@@ -169,6 +170,7 @@ def _headline(fig: Figures) -> list[tuple[str, str]]:
             ("agent", f"{fig.agent or '-'}, cost ${fig.cost_usd:.2f}" if not fig.imported
              else f"{fig.agent or '-'}, cost unknown"),
             ("metric", f"val_bpb, {metric}"),
+            *([("sandbox", sandbox_text(fig.unsandboxed))] if fig.unsandboxed else []),
             ("baseline", _num(fig.baseline_bpb)),
             ("best", f"{_num(fig.best_bpb)}  {gain_text} vs baseline"
              + (f"  at {fig.best_commit[:7]}" if fig.best_commit else "")),
@@ -179,6 +181,12 @@ def _headline(fig: Figures) -> list[tuple[str, str]]:
              f"crashed {fig.crashed} ({_pct(fig.rate(fig.crashed))})"),
             ("time", _time_text(fig))]
     return rows
+
+
+def sandbox_text(unsandboxed: int) -> str:
+    """The warning `report` and `status` give a session whose train.py ran outside the sandbox."""
+    runs = f"{unsandboxed} run{'s' if unsandboxed != 1 else ''}"
+    return f"UNSANDBOXED: {runs} trained outside the sandbox (val data readable)"
 
 
 def _time_text(fig: Figures) -> str:

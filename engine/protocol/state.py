@@ -31,6 +31,7 @@ class LoopState:
     last_exp: int = 0
     proposals: int = 0  # proposals tried (they count toward --max-experiments)
     kept: int = 0
+    unsandboxed: int = 0  # runs whose train.py ran outside the sandbox (see ran_unsandboxed)
     running: dict[int, dict] = field(default_factory=dict)  # exp -> exp_start with no exp_end
     # candidate exp -> its exp_end (decision pending_confirm) awaiting a confirmation run
     pending_confirms: dict[int, dict] = field(default_factory=dict)
@@ -121,8 +122,19 @@ def _apply_usage(state: LoopState, event: dict) -> None:
             state.tokens[name] = state.tokens.get(name, 0) + value
 
 
+def ran_unsandboxed(event: dict) -> bool:
+    """An exp_end whose train.py ran (it finished ok or printed something) without bubblewrap,
+    measured by the harness. Imports carry no `sandboxed`; compat runs report their own metric,
+    which a sandbox could not vouch for, and say so as `metric_source: self_reported`."""
+    result = event.get("result") or {}
+    return (result.get("sandboxed") is False
+            and result.get("metric_source", "harness") == "harness"
+            and (event.get("status") == "ok" or bool(result.get("output_bytes"))))
+
+
 def _apply_end(state: LoopState, event: dict) -> None:
     state.running.pop(event.get("exp", 0), None)
+    state.unsandboxed += ran_unsandboxed(event)
     state.last_exp = max(state.last_exp, event.get("exp", 0))
     decision = event.get("decision", "")
     val = event.get("val_bpb")

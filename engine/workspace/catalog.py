@@ -50,6 +50,7 @@ class Summary:
     imported: bool = False
     compat: str = ""
     timed: bool = True  # False for an import without any commit times
+    unsandboxed: int = 0  # runs whose train.py ran outside the sandbox (LoopState.unsandboxed)
 
     @property
     def improvement(self) -> float | None:
@@ -90,7 +91,8 @@ def summarise(folder: Path, on_warning: Warn | None = None) -> Summary:
                    state=run_state(folder, state), experiments=finished, kept=state.kept,
                    best_bpb=state.best_bpb, baseline_bpb=state.baseline_bpb,
                    agent=state.agent or "-", cost_usd=state.cost_usd,
-                   end_reason=state.end_reason, imported=imported, compat=compat, timed=timed)
+                   end_reason=state.end_reason, imported=imported, compat=compat, timed=timed,
+                   unsandboxed=state.unsandboxed)
 
 
 def summarise_all(ws: layout.Workspace, on_warning: Warn | None = None) -> list[Summary]:
@@ -102,9 +104,13 @@ def _num(value: float | None, spec: str = ".6f") -> str:
 
 
 def table(rows: list[Summary]) -> str:
-    """The `ratchet ls` table, oldest session first."""
-    header = ("session", "start", "state", "exps", "kept", "best", "vs baseline", "agent",
-              "cost")
+    """The `ratchet ls` table, oldest session first; a last column `sandbox` (UNSANDBOXED where
+    train.py ran outside the sandbox) only when some session did."""
+    header: tuple[str, ...] = ("session", "start", "state", "exps", "kept", "best",
+                               "vs baseline", "agent", "cost")
+    flagged = any(s.unsandboxed for s in rows)
+    if flagged:
+        header += ("sandbox",)
     lines = []
     for s in rows:
         gain = s.improvement
@@ -115,8 +121,9 @@ def table(rows: list[Summary]) -> str:
             if s.started and s.timed else "-"
         agent = s.agent + (f" ({s.compat})" if s.compat else "")
         cost = "-" if s.imported else f"${s.cost_usd:.2f}"
-        lines.append((s.id, start, s.state, str(s.experiments), str(s.kept), _num(s.best_bpb),
-                      gain_text, agent, cost))
+        row = (s.id, start, s.state, str(s.experiments), str(s.kept), _num(s.best_bpb),
+               gain_text, agent, cost)
+        lines.append(row + (("UNSANDBOXED" if s.unsandboxed else "",) if flagged else ()))
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
     right = {3, 4, 5, 6, 8}
 

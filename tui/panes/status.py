@@ -1,4 +1,5 @@
-"""The status line: session, phase, experiment, budget bar, best, kept/total, agent cost."""
+"""The status line: session, phase, a red UNSANDBOXED where train.py ran without the sandbox,
+experiment, budget bar, best, kept/total, agent cost."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class StatusLine(Static):
             "kept": loop.kept,
             "total": loop.proposals,
             "cost": loop.cost_usd,
+            "unsandboxed": loop.unsandboxed > 0,
             "read_only": read_only,
             # with several workers: (experiment, worker, seconds done, budget) for each one busy
             "runs": [(r.n, r.worker, *state.progress(r)) for r in state.running_experiments()]
@@ -47,12 +49,17 @@ class StatusLine(Static):
         if wide:
             text.append(f"{f['session']}  ", style="bold")
         text.append(f" {f['phase']} ", style=f"reverse {phase_style}")
+        if f["unsandboxed"]:  # early in the line, so a narrow terminal never cuts it off
+            text.append("  UNSANDBOXED", style="bold red")
         text.append(f"  exp {f['exp']}  ")
         if len(f["runs"]) > 1:  # one short bar per busy worker
             for n, worker, done, budget in f["runs"]:
                 text.append(f"w{worker} #{n} " if wide else f"#{n}")
                 text.append(fmt.bar(done, budget, 8 if wide else 4), style="cyan")
                 text.append(f" {done:.0f}/{budget:.0f}s  " if wide else " ")
+        elif f["budget"] and not wide and f["unsandboxed"]:  # a short bar, as for several runs
+            text.append(fmt.bar(f["done"], f["budget"], 4), style="cyan")
+            text.append("  ")
         elif f["budget"]:
             width = 20 if wide else 10
             text.append(fmt.bar(f["done"], f["budget"], width), style="cyan")
