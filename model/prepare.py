@@ -310,6 +310,7 @@ def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     t0 = time.time()
+    data = _read_validation(val_path, tokens + 1)  # before the model: it is read from a pipe
     program = _load_program(model_path)
     user_inputs = [s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     if len(user_inputs) != 1:
@@ -321,7 +322,6 @@ def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
         raise ModelRejected(f"exported model takes shape {tuple(exported)}, the harness "
                             f"evaluates ({batch}, {seq})")
     model = program.module()
-    data = _read_validation(val_path, tokens + 1)
     windows = (len(data) - 1) // seq
     if windows < 1:
         raise ModelRejected(f"validation slice ({len(data)} bytes) shorter than one window")
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.wait:  # started while train.py trains: imports and first-use costs are paid now
         _warm_up()
-        if sys.stdin.readline().strip() != "go":
+        if sys.stdin.buffer.readline().strip() != b"go":
             return 0  # training handed over no model: nothing to measure
     try:
         batch, seq = (int(v) for v in args.shape.split(","))

@@ -54,8 +54,10 @@ def test_hanging_train_py_is_killed_over_budget_at_budget_plus_grace(make_worksp
     ws = make_workspace(budget_seconds=1.0, grace_seconds=2.0)
     started = time.monotonic()
     result = run_with(ws, trainers.HANGS)
-    assert time.monotonic() - started < 15
+    # the 3 s allowance starts after the imports, which a loaded 2-core machine makes slow
+    assert time.monotonic() - started < 45
     assert result.status == "over_budget"
+    assert result.trainer_seconds is None  # it never handed a model over
     assert "about to hang" in result.tail
 
 
@@ -65,7 +67,7 @@ def test_flooding_stdout_is_bounded_and_never_blocks(make_workspace, source):
     ws = make_workspace(budget_seconds=1.0, grace_seconds=2.0)
     started = time.monotonic()
     result = run_with(ws, source)
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 45
     assert result.status == "over_budget"
     assert result.output_bytes > LOG_CAP_BYTES
     log_size = (ws.root / "runs" / "exp" / "train.log").stat().st_size

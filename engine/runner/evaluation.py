@@ -29,15 +29,17 @@ class Evaluator:
                  extra_env: dict[str, str]):
         data = config.data
         self.timeout = config.experiment.eval_timeout_seconds
+        self.val_path, self.tokens = corpus.val_path, data.eval_tokens
         self.private = Path(tempfile.mkdtemp(prefix="ratchet-eval-"))
         self.model = self.private / "model.pt2"
         self.out = self.private / "eval.json"
         shutil.copy(harness_path(), self.private / HARNESS)
         command = [sys.executable, "-I", str(self.private / HARNESS), "evaluate", "--wait",
-                   "--model", str(self.model), "--val", str(corpus.val_path),
+                   "--model", str(self.model), "--val", "-",
                    "--tokens", str(data.eval_tokens), "--device", device,
                    "--shape", f"{data.eval_batch},{data.eval_seq}", "--out", str(self.out)]
-        argv, _ = sandbox.wrap(command, cwd=self.private, readable=[corpus.val_path.parent],
+        # it sees no corpus at all: the engine reads the validation slice and pipes it in
+        argv, _ = sandbox.wrap(command, cwd=self.private, readable=[],
                                writable=[self.private], hidden=[corpus.root.parent])
         env = sandbox.child_env({**extra_env, "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"})
         # the evaluator runs no code of the candidate's, but a model can still ask for memory
@@ -47,8 +49,13 @@ class Evaluator:
     def evaluate(self, model_dir: Path, result: Result) -> None:
         """Measure the model train.py saved in `model_dir`; the outcome goes into `result`."""
         try:
+            if not supervision.regular_file(model_dir / "model.pt2"):
+                result.status, result.error = "crash", "model.pt2 is not a regular file"
+                return
             shutil.copy(model_dir / "model.pt2", self.model)
-            self.child.send("go")  # one that died while waiting is reported by watch
+            with open(self.val_path, "rb") as f:
+                data = f.read(self.tokens + 1)
+            self.child.send("go", data)  # one that died while waiting is reported by watch
             error = self.child.watch(self.timeout, name="the evaluation",
                                      limit="eval_timeout_seconds")[1]
             self._read(result, error)

@@ -73,7 +73,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     model_dir = out_dir / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     model_dir.mkdir()
-    cache = _compile_cache(corpus)
+    cache = _fresh_cache(out_dir / "compile-cache")
     job_env = {
         "RATCHET_BUDGET_S": repr(result.budget_seconds),
         "RATCHET_DEVICE": device,
@@ -121,6 +121,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
         evaluator.close()
         if own is not None:
             own.close()
+        shutil.rmtree(cache, ignore_errors=True)
     if summary is not None and result.status == "ok" and device == "cuda":
         flops = supervision.number(summary, "flops_per_token") * result.tokens
         result.mfu = devices.mfu(flops, result.training_seconds, result.device_name)
@@ -135,7 +136,7 @@ def prestart(ws: Workspace, config: Config, stage: Path,
     if ex.compat or (ahead and not ex.warm_start):
         return None
     corpus = ws.corpus(config)
-    cache = _compile_cache(corpus)
+    cache = _fresh_cache(stage / "compile-cache")
     return WarmTrainer(ws, stage, limits(config), readable=[corpus.train_path.parent],
                        hidden=[corpus.root.parent], cache=cache,
                        env={**_cache_env(cache), **(env or {})})
@@ -148,11 +149,13 @@ def limits(config: Config) -> supervision.Limits:
     return supervision.Limits(ex.max_processes, memory_gb * 1024)
 
 
-def _compile_cache(corpus) -> Path:
-    """torch.compile's caches, kept across experiments (and shared by a workspace's trees)."""
-    cache = corpus.root.parent.parent / "compile-cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    return cache
+def _fresh_cache(folder: Path) -> Path:
+    """torch.compile's caches for one training process, empty at its start: a cache that
+    outlived an experiment would be a channel from one to the next (bench/compile_cache.py
+    measures what that costs)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def _cache_env(cache: Path) -> dict[str, str]:
@@ -172,7 +175,7 @@ def _handed_over(ws: Workspace, model_dir: Path, result: Result, status: str,
         result.status, result.error = status, error
         return None
     summary = supervision.read_json(model_dir / "summary.json")
-    if not (model_dir / "model.pt2").is_file() or summary is None:
+    if not supervision.regular_file(model_dir / "model.pt2") or summary is None:
         result.error = "train.py finished without handing a model to the harness " \
                        "(prepare.save_model was not called)"
         return None

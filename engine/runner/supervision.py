@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -164,16 +165,27 @@ class Child:
         self.pump = pump_class(self.proc.stdout, log_path, on_line)
         self.pump.start()
 
-    def send(self, line: str) -> bool:
-        """Write one line to the child's stdin and close it; False if the child is gone."""
+    def send(self, line: str, data: bytes = b"") -> bool:
+        """Write one line (and then `data`) to the child's stdin and close it; False if the
+        child is gone. Data goes from a thread of its own, so a child that stops reading can
+        never block the caller (its `stop` closes the pipe)."""
         if self.proc is None or self.proc.stdin is None:
             return False
         try:
             self.proc.stdin.write(line.encode() + b"\n")
-            self.proc.stdin.close()
+            if not data:
+                self.proc.stdin.close()
+                return True
+            self.proc.stdin.flush()
         except (BrokenPipeError, ValueError, OSError):
             return False
+        threading.Thread(target=self._feed, args=(data,), daemon=True).start()
         return True
+
+    def _feed(self, data: bytes) -> None:
+        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            self.proc.stdin.write(data)
+            self.proc.stdin.close()
 
     def watch(self, deadline: float, should_kill: Callable[[], bool] | None = None,
               name: str = "train.py", limit: str = "budget + grace", *,
@@ -249,17 +261,31 @@ def supervise(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path, d
 def model_handed_over(model_dir: Path) -> Callable[[], bool]:
     """Whether the trainer has handed over its model: the harness writes the summary last."""
     def check() -> bool:
-        return (model_dir / "model.pt2").is_file() and read_json(model_dir / "summary.json") \
-            is not None
+        return regular_file(model_dir / "model.pt2") and \
+            read_json(model_dir / "summary.json") is not None
     return check
 
 
-def read_json(path: Path, limit: int = 65536) -> dict | None:
-    """A small JSON object a child handed back, or None if missing, too large or not an object."""
+def regular_file(path: Path) -> bool:
+    """A plain file, not a link: what a child leaves is never followed out of its folder."""
     try:
-        if path.stat().st_size > limit:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_json(path: Path, limit: int = 65536) -> dict | None:
+    """A small JSON object a child handed back, or None if missing, a link, too large or not
+    an object."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            text = f.read(limit + 1)
+        if len(text) > limit:
             return None
-        data = json.loads(path.read_text())
+        data = json.loads(text)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

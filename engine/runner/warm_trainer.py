@@ -77,16 +77,20 @@ class WarmTrainer:
             argv, ws.root, sandbox.child_env({**env, "RATCHET_READY": str(self.ready_file)}),
             stage / "train.log", self._log, stdin=True, limits=limits)
 
-    def wait_ready(self, timeout: float) -> bool:
-        """Wait until the process has done its imports; False if it died or took too long."""
+    def wait_ready(self, timeout: float,
+                   should_kill: Callable[[], bool] | None = None) -> str:
+        """Wait until the process has done its imports: "ready", or "gone" if it died or
+        took too long, or "killed" if a kill was asked for meanwhile."""
         end = time.monotonic() + timeout
         while not self.ready_file.exists():
+            if should_kill and should_kill():
+                return "killed"
             if self.child.proc is None or self.child.proc.poll() is not None \
                     or time.monotonic() > end:
-                return False
+                return "gone"
             time.sleep(0.02)
         self.ready_file.unlink(missing_ok=True)
-        return True
+        return "ready"
 
     def _log(self, record: dict) -> None:
         if self.on_log is not None:
@@ -100,7 +104,11 @@ class WarmTrainer:
         its allowance (`deadline` s) runs out; None if the process is gone (the caller then
         starts one cold)."""
         self.on_log = on_log
-        if not self.wait_ready(READY_TIMEOUT_S):
+        ready = self.wait_ready(READY_TIMEOUT_S, should_kill)
+        if ready == "killed":
+            self.child.stop()
+            return "killed", "killed on request", self.child
+        if ready == "gone":
             return None
         # its clock starts with this line: the deadline is the allowance from now
         env = {**env, "RATCHET_OUT": str(self.stage / "model"),
@@ -112,6 +120,8 @@ class WarmTrainer:
             late="over_budget")
         shutil.rmtree(out_dir / "model", ignore_errors=True)
         for name in ("model", "train.log"):  # a missing model is reported by the caller
+            if (self.stage / name).is_symlink():
+                continue  # the trainer could write its stage: a link is never followed
             with contextlib.suppress(OSError):
                 os.replace(self.stage / name, out_dir / name)
         return status, error, self.child
