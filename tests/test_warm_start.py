@@ -72,7 +72,7 @@ def test_crash_in_a_warm_started_run_is_reported_like_a_cold_one(make_workspace)
     warm = experiment.prestart(ws, ws.config(), ws.root / "runs" / "stage")
     result = experiment.run(ws, ws.config(), ws.root / "runs" / "e", warm=warm)
     assert result.status == "crash"
-    assert result.error == "RuntimeError: boom from train.py"
+    assert result.error == "train.py exited with 1; its last line: RuntimeError: boom from train.py"
     assert "Traceback" in result.tail
 
 

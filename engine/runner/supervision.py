@@ -231,8 +231,10 @@ class Child:
             return "crash", f"{name} was killed by SIGKILL from outside (out of memory?)"
         if status == "ok" and self.proc.returncode != 0:
             status = "crash"
-            error = last_error_line(self.pump.tail_text()) or \
-                f"{name} exited with {self.proc.returncode}"
+            line = last_error_line(self.pump.tail_text())
+            # the child's own words, marked as its own: it cannot pass for the engine's
+            error = f"{name} exited with {self.proc.returncode}" + \
+                (f"; its last line: {line}" if line else "")
         return status, error
 
     def stop(self) -> None:
