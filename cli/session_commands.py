@@ -12,7 +12,7 @@ from ratchet.cli import headless
 from ratchet.cli.arguments import UserError
 from ratchet.cli.workspace_commands import warn_if_unsandboxed
 from ratchet.engine.agents import registry
-from ratchet.engine.loop import daemon, gitops
+from ratchet.engine.loop import daemon, gitops, lock, resume
 from ratchet.engine.loop.session import RunOptions
 from ratchet.engine.protocol import control, paths
 from ratchet.engine.runner import compat
@@ -51,23 +51,8 @@ def cmd_run(args) -> int:
     else:
         ws = layout.find(args.workspace)
     config = ws.config()
-    agent = args.agent or registry.default_kind(config)
-    registry.create(agent, config)  # fail here, not in the detached engine
-    if config.experiment.compat:
-        print(f"ratchet: note: {config.experiment.compat} compat mode: val_bpb is self-reported "
-              f"by train.py, which runs unsandboxed", file=sys.stderr)
-    else:
-        warn_if_unsandboxed()
-    if (args.backend or config.loop.backend) == "ray":
-        from ratchet.engine.workers import ray_backend
-
-        try:
-            ray_backend.import_ray()
-        except ray_backend.RayUnavailable as exc:
-            raise UserError(str(exc)) from None
-    elif args.address:
-        raise UserError("--address is for --backend ray")
     tag = args.tag or free_tag(ws, time.strftime("%b%d").lower())
+    recorded = resume.Recorded()
     if args.resume:
         previous = [p for p in paths.sessions(ws.runs_dir()) if paths.session_tag(p) == tag] \
             if args.tag else paths.sessions(ws.runs_dir())
@@ -79,19 +64,52 @@ def cmd_run(args) -> int:
             raise UserError(f"session {folder.name} is still running (pid "
                             f"{paths.engine_pid(folder)})")
         session, tag = folder.name, paths.session_tag(folder) or tag
+        recorded = resume.read(folder / paths.EVENTS)  # the session's own settings stand
+        problem = resume.refusal(recorded.settings, {
+            "budget": args.budget, "max_experiments": args.max_experiments, "gpus": args.gpus,
+            "backend": args.backend, "address": args.address})
+        if problem:
+            raise UserError(problem)
     else:
         running = [p for p in paths.sessions(ws.runs_dir()) if paths.is_running(p)]
         if running:
             raise UserError(f"session {running[-1].name} is already running in this workspace; "
                             f"attach to it, or `ratchet stop` it first")
         session = daemon.new_session_id(tag)
-    # the engine checks again; checking here too reports the problem before it detaches
-    gitops.check_can_start(gitops.open_repo(ws.root), tag, args.resume,
-                           tuple(config.experiment.editable))
-    options = RunOptions(session=session, tag=tag, agent=agent, budget=args.budget,
-                         max_experiments=args.max_experiments, resume=args.resume,
-                         gpus=args.gpus, backend=args.backend, address=args.address)
-    folder, pid = daemon.spawn(ws, options)
+    was = recorded.settings.get("agent")  # a resume goes on with the session's agent
+    agent = args.agent or (was if was in registry.NAMES else registry.default_kind(config))
+    registry.create(agent, config)  # fail here, not in the detached engine
+    if config.experiment.compat:
+        print(f"ratchet: note: {config.experiment.compat} compat mode: val_bpb is self-reported "
+              f"by train.py, which runs unsandboxed", file=sys.stderr)
+    else:
+        warn_if_unsandboxed()
+    if (args.backend or recorded.settings.get("backend") or config.loop.backend) == "ray":
+        from ratchet.engine.workers import ray_backend
+
+        try:
+            ray_backend.import_ray()
+        except ray_backend.RayUnavailable as exc:
+            raise UserError(str(exc)) from None
+    elif args.address:
+        raise UserError("--address is for --backend ray")
+    try:  # one engine per workspace: taken here, handed to the engine, held for its life
+        held = lock.acquire(ws.runs_dir(), session)
+    except lock.Busy as exc:
+        raise UserError(str(exc)) from None
+    try:
+        # the engine checks again; checking here too reports the problem before it detaches
+        gitops.check_can_start(gitops.open_repo(ws.root), tag, args.resume,
+                               tuple(config.experiment.editable),
+                               recorded.tips() if args.resume else ())
+        options = RunOptions(session=session, tag=tag, agent=agent, budget=args.budget,
+                             max_experiments=args.max_experiments, resume=args.resume,
+                             gpus=args.gpus, backend=args.backend, address=args.address,
+                             lock_fd=held)
+        folder, pid = daemon.spawn(ws, options)
+        lock.record(held, session, pid)
+    finally:
+        os.close(held)  # the engine holds its own copy
     print(f"engine started: session {session} (pid {pid}, agent {agent}, branch ratchet/{tag})",
           flush=True)
     if not args.headless:

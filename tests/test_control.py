@@ -314,3 +314,25 @@ def test_a_closed_server_can_start_again(sock_dir):
         assert send(srv.path, "ping") == {"ok": True, "again": True}
     finally:
         srv.close()
+
+
+def test_connections_are_capped(server):
+    clients = []
+    try:
+        for _ in range(300):  # idle clients: once a thread each, nothing to stop them
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(str(server.path))  # blocking: waits while the backlog is full
+            client.settimeout(5)
+            clients.append(client)
+        time.sleep(0.5)
+        serving = [t for t in threading.enumerate() if t.name == "ratchet-control-conn"]
+        assert len(serving) <= 32
+        # the connections over the cap are closed at once, with one line saying why
+        reply = json.loads(clients[-1].makefile("rb").read())
+        assert reply == {"ok": False, "error": "too many control connections (at most 32); "
+                                               "try again later"}
+    finally:
+        for client in clients:
+            client.close()
+    time.sleep(0.3)
+    assert send(server.path, "ping")["ok"]  # room again once they went

@@ -2,7 +2,8 @@
 
 `ratchet run` calls `spawn`; the child runs `python -m ratchet.engine.loop.daemon`, which builds the
 agent and runs the Session. The child is in a new session (no controlling terminal), so closing
-the terminal or losing SSH does not reach it.
+the terminal or losing SSH does not reach it. It inherits the workspace's engine lock when
+`ratchet run` took it (`options.lock_fd`), and holds it until it exits.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from ratchet.engine.agents import registry
+from ratchet.engine.loop import gitops, lock
 from ratchet.engine.loop.session import RunOptions, Session, session_dir
 from ratchet.engine.protocol import paths
 from ratchet.engine.workspace.layout import Workspace
@@ -42,9 +44,13 @@ def spawn(ws: Workspace, options: RunOptions) -> tuple[Path, int]:
         argv += ["--backend", options.backend]
     if options.address is not None:
         argv += ["--address", options.address]
+    handed = () if options.lock_fd is None else (options.lock_fd,)
+    if handed:
+        argv += ["--lock-fd", str(options.lock_fd)]
     with open(folder / paths.ENGINE_LOG, "ab") as log:
         proc = subprocess.Popen(argv, cwd=ws.root, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                pass_fds=handed)
     (folder / paths.PID).write_text(str(proc.pid))
     return folder, proc.pid
 
@@ -61,16 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=lambda text: [int(d) for d in text.split(",") if d])
     parser.add_argument("--backend")
     parser.add_argument("--address")
+    parser.add_argument("--lock-fd", type=int)
     args = parser.parse_args(argv)
     ws = Workspace(args.workspace)
     config = ws.config()
     options = RunOptions(session=args.session, tag=args.tag, agent=args.agent, budget=args.budget,
                          max_experiments=args.max_experiments, resume=args.resume,
-                         gpus=args.gpus, backend=args.backend, address=args.address)
+                         gpus=args.gpus, backend=args.backend, address=args.address,
+                         lock_fd=args.lock_fd)
     agent = registry.create(args.agent, config)
     session = Session(ws, config, options, agent)
     session.install_signal_handlers()
-    return session.run()
+    try:
+        return session.run()
+    except (lock.Busy, gitops.GitError) as exc:  # refused before it started: one line
+        print(f"ratchet-engine: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -40,11 +40,12 @@ def changed_files(repo: git.Repo) -> list[str]:
 
 
 def check_can_start(repo: git.Repo, tag: str, resume: bool,
-                    engine_files: tuple[str, ...] = ()) -> None:
+                    engine_files: tuple[str, ...] = (), tips: tuple[str, ...] = ()) -> None:
     """Raise GitError unless a session on ratchet/<tag> can start (or resume) from here.
 
     On resume, changes to `engine_files` on the session's own branch are the engine's
     unfinished edit (killed before it committed); the engine discards them, so they are allowed.
+    `tips` are the commits the session's log says its branch may be at (none: not checked).
     """
     name = branch_name(tag)
     exists = name in [h.name for h in repo.heads]
@@ -52,6 +53,8 @@ def check_can_start(repo: git.Repo, tag: str, resume: bool,
         raise GitError(f"branch {name} already exists; pick another --tag or add --resume")
     if not exists and resume:
         raise GitError(f"branch {name} does not exist; nothing to resume")
+    if resume and tips and branch_commit(repo, name) not in tips:
+        raise GitError(moved_message(name))
     changed = changed_files(repo)
     if resume and not repo.head.is_detached and repo.active_branch.name == name:
         changed = [f for f in changed if f not in engine_files]
@@ -61,9 +64,9 @@ def check_can_start(repo: git.Repo, tag: str, resume: bool,
 
 
 def checkout_branch(repo: git.Repo, tag: str, resume: bool,
-                    engine_files: tuple[str, ...] = ()) -> str:
+                    engine_files: tuple[str, ...] = (), tips: tuple[str, ...] = ()) -> str:
     """Check out ratchet/<tag>: created from HEAD for a new session, reused on resume."""
-    check_can_start(repo, tag, resume, engine_files)
+    check_can_start(repo, tag, resume, engine_files, tips)
     name = branch_name(tag)
     head = repo.heads[name] if name in [h.name for h in repo.heads] else repo.create_head(name)
     head.checkout()
@@ -72,6 +75,35 @@ def checkout_branch(repo: git.Repo, tag: str, resume: bool,
 
 def head_sha(repo: git.Repo) -> str:
     return repo.head.commit.hexsha
+
+
+def branch_commit(repo: git.Repo, name: str) -> str:
+    """The commit the branch points at, or '' where there is no such branch."""
+    try:
+        return repo.heads[name].commit.hexsha
+    except (IndexError, ValueError, git.GitError):
+        return ""
+
+
+def checked_out(repo: git.Repo, name: str) -> bool:
+    """Whether HEAD is the branch `name` (not another branch, not detached)."""
+    try:
+        return repo.head.reference.name == name
+    except (TypeError, ValueError, git.GitError):  # detached, or HEAD names no branch
+        return False
+
+
+def moved_message(name: str) -> str:
+    return f"the branch {name} was moved or checked out by someone else; stopping without " \
+           f"touching it"
+
+
+def ownership_problem(repo: git.Repo, name: str, expected: tuple[str, ...]) -> str:
+    """Why the engine may not move its branch now (or ''): HEAD must be the branch, and the
+    branch at a commit the engine put it at (`expected`)."""
+    if checked_out(repo, name) and branch_commit(repo, name) in expected:
+        return ""
+    return moved_message(name)
 
 
 def reset_to(repo: git.Repo, sha: str) -> None:

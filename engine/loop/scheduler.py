@@ -13,7 +13,9 @@ The ratchet stays one line that only moves forward:
 - A winner based on an older best is rebased onto the current best and confirmed there; then
   only the confirmation counts (the first run measured other code). If the best moves again
   during a confirmation, it is rebased and confirmed again, at most MAX_CONFIRM_ROUNDS times.
-- A keep fast-forwards the branch to a commit whose parent is the current best.
+- A keep fast-forwards the branch to a commit whose parent is the current best: logged first
+  (and on disk), then the branch moves, then results.tsv gets the rows, so a kill in between
+  leaves nothing a resume cannot complete (`Session._recover`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Scheduler:
         self.s = session
         self.backend = backend
         self.lock = threading.Lock()
-        self.next_exp = session.state.last_exp + 1
+        self.next_exp = session.last_exp + 1  # above every number the log mentions
         self.free = list(backend.workers)
         self.running: dict[int, pool.Job] = {}
         self.ready: deque[Candidate] = deque()
@@ -212,11 +214,9 @@ class Scheduler:
                     stage=stage, changes=changes or {})
 
     def _drop_winner(self, c: Candidate, reason: str) -> None:
-        pending = self.s.state.pending_confirms.get(c.exp)
         self._drop(c.exp, reason, c.proposal.description, "confirm", c.proposal.changes)
-        if pending is not None:
-            self.s.write_row(pending, "discard", f" (dropped: {reason})")
         self.s.log.sync()
+        self.s.write_rows()  # the winner's own row, a discard now
 
     # --- dispatching -----------------------------------------------------------------------
 
@@ -331,11 +331,10 @@ class Scheduler:
         verdict = keep_rule.judge_candidate(
             _score(result), self.s.state.best_bpb, self.s.margin(),
             confirm=self.s.config.loop.confirm, fresh=c.based_on == self.s.state.best_commit)
-        pending = verdict.decision == keep_rule.PENDING_CONFIRM
         self.s.record_end(job.exp, "candidate", job.commit, result, job.description,
-                          verdict.decision, changes=c.proposal.changes, write_row=not pending,
+                          verdict.decision, changes=c.proposal.changes,
                           worker=job.worker, based_on=c.based_on)
-        if pending:
+        if verdict.decision == keep_rule.PENDING_CONFIRM:
             c.first, c.first_commit = result, job.commit
             if self.s.stop_reason:
                 self._drop_winner(c, "the session stopped before its confirmation")
@@ -359,15 +358,11 @@ class Scheduler:
             may_rerun=not self.s.stop_reason and c.confirm_rounds < MAX_CONFIRM_ROUNDS)
         extra = {"confirms": c.exp, "worker": job.worker}
         if verdict.decision == keep_rule.CONFIRM_AGAIN:
-            end = self.s.record_end(job.exp, "confirm", job.commit, result,
-                                    c.proposal.description, verdict.decision,
-                                    changes=c.proposal.changes, write_row=False, **extra)
-            self.s.write_row(end, "discard", " (the best moved; confirming again)")
+            self.s.record_end(job.exp, "confirm", job.commit, result, c.proposal.description,
+                              verdict.decision, changes=c.proposal.changes, **extra)
             self.confirms.appendleft(c)  # rebased onto the new best when it next starts
             return
-        pending = self.s.state.pending_confirms.get(c.exp)
-        if pending is not None:
-            self.s.write_row(pending, *keep_rule.tsv_confirmed(verdict.decision))
+        # the candidate's row is written with this run's, from the log (`ledger`)
         self.s.record_end(job.exp, "confirm", job.commit, result, c.proposal.description,
                           verdict.decision, changes=c.proposal.changes,
                           new_best=verdict.new_best, **extra)
@@ -376,10 +371,13 @@ class Scheduler:
         self._observe(c)
 
     def _advance(self, commit: str) -> None:
-        """The branch moves forward to a kept commit (its parent is the current best)."""
-        gitops.reset_to(self.s.repo, commit)
-        self.best = (commit, self._files_at(commit))
-        self.proposer.wake.set()
+        """The branch moves forward to a kept commit (its parent is the current best), whose
+        exp_end is on disk already; then results.tsv gets its rows. If the branch is no longer
+        the engine's, nothing moves and the session stops (`Session.move_branch`)."""
+        if self.s.move_branch(commit):
+            self.best = (commit, self._files_at(commit))
+            self.proposer.wake.set()
+        self.s.write_rows()
 
     def _observe(self, c: Candidate) -> None:
         entry = self.s.state.history[-1] if self.s.state.history else None

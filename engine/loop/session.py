@@ -2,7 +2,8 @@
 
 One Session runs in the engine process. It owns git, the event log and results.tsv; every
 decision it takes is appended (and flushed) before the next step starts, so a killed engine
-resumes from its log and the branch.
+resumes from its log and the branch. It moves only its own branch, and only from where it last
+put it (`move_branch`); results.tsv rows follow the log (`ledger`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from ratchet.engine.agents.base import (
     Context,
     Proposal,
 )
-from ratchet.engine.loop import gitops, keep_rule, proposal_check, results_tsv, scheduler
+from ratchet.engine.loop import (
+    gitops,
+    keep_rule,
+    ledger,
+    lock,
+    proposal_check,
+    results_tsv,
+    resume,
+    scheduler,
+)
 from ratchet.engine.protocol import control, events, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.runner import experiment
@@ -40,6 +50,7 @@ class RunOptions:
     gpus: list[int] | None = None  # overrides [loop] gpus: one worker per device
     backend: str | None = None  # overrides [loop] backend: local or ray
     address: str | None = None  # overrides [loop] ray_address
+    lock_fd: int | None = None  # the workspace's engine lock, taken by `ratchet run`
 
 
 def session_dir(ws: Workspace, session: str) -> Path:
@@ -49,6 +60,12 @@ def session_dir(ws: Workspace, session: str) -> Path:
 class Session:
     def __init__(self, ws: Workspace, config: Config, options: RunOptions, agent: Agent):
         self.ws, self.config, self.options, self.agent = ws, config, options, agent
+        self.dir = session_dir(ws, options.session)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.events_path = self.dir / "events.jsonl"
+        # on resume: the log read back, and the settings not given are the session's own
+        self.recorded = resume.read(self.events_path) if options.resume else resume.Recorded()
+        resume.fill(options, self.recorded.settings)
         if options.budget:
             config.experiment.budget_seconds = options.budget
         if options.gpus is not None:
@@ -57,14 +74,16 @@ class Session:
             config.loop.backend = options.backend
         if options.address is not None:
             config.loop.ray_address = options.address
-        self.dir = session_dir(ws, options.session)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.events_path = self.dir / "events.jsonl"
-        self.state = statemod.fold(events.iter_events(self.events_path)) \
-            if options.resume and self.events_path.exists() else statemod.LoopState()
+        self.state = self.recorded.state
+        self.last_exp = max(self.state.last_exp, self.recorded.top_exp)  # numbers given out
         self.log = events.EventLog(self.events_path)
         self.repo = gitops.open_repo(ws.root)
+        self.branch = gitops.branch_name(options.tag)
+        self.tip = ""  # the commit the engine last put its branch at
+        self.disowned = ""  # why the branch is no longer the engine's: git is left alone
         self.results_path = ws.root / "results.tsv"
+        self.rows = list(self.recorded.rows)  # every results.tsv row the log backs, in order
+        self.rows_written: int | None = None if options.resume else 0  # None: not repaired yet
         self.steer: queue.Queue[str] = queue.Queue()
         self.paused = threading.Event()
         self.resume_wakeup = threading.Event()
@@ -80,6 +99,7 @@ class Session:
         """Append an event and fold it into the state; any thread may call it."""
         with self._lock:
             event = self.log.append(event_type, exp=exp, **fields)
+            self.rows += ledger.rows_for(event, self.state.pending_confirms)
             statemod.apply(self.state, event)
             return event
 
@@ -117,10 +137,19 @@ class Session:
     # --- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
+        held = lock.acquire(self.ws.runs_dir(), self.options.session, self.options.lock_fd)
+        try:
+            return self._run()
+        finally:
+            lock.release(held)
+
+    def _run(self) -> int:
         ex = self.config.experiment
         branch = gitops.checkout_branch(self.repo, self.options.tag, self.options.resume,
-                                        tuple(ex.editable))
+                                        tuple(ex.editable),
+                                        self.recorded.tips() if self.options.resume else ())
         base = self.state.base_commit or gitops.head_sha(self.repo)
+        self.tip = gitops.head_sha(self.repo)
         self.server = control.ControlServer(self.dir / "control.sock", self.handle)
         self.server.start()
         (self.dir / "engine.pid").write_text(str(os.getpid()))
@@ -128,21 +157,15 @@ class Session:
                   branch=branch, base_commit=base, config=self.config.to_dict(),
                   hardware=telemetry.hardware(), agent=self.agent.name,
                   resumed=self.options.resume, pid=os.getpid(),
+                  options=resume.current(self.config, self.options.max_experiments),
                   **({"compat": ex.compat} if ex.compat else {}))
         self.sampler = telemetry.ResourceSampler(lambda s: self.log.append(schema.RESOURCES, **s))
         self.sampler.start()
         try:
             self._recover()
-            for entry in self.state.history:  # a resumed agent relearns what the log knows
-                self.agent.observe(Proposal(entry.description, {}, changes=entry.changes), entry)
-            backend = pool.create(self.ws, self.config, self.repo, self.dir, pool.Hooks(
-                on_log=lambda job, record: self.log.append(
-                    "train_log", exp=job.exp, worker=job.worker, **record),
-                on_phase=lambda job, name: self.emit(
-                    "phase", exp=job.exp, phase=name, worker=job.worker)))
-            error = scheduler.Scheduler(self, backend).run()
-            self._finish("error" if error else self.stop_reason, error=error)
-            return 1 if error else 0
+            # an error of the loop's, or why the engine stopped without touching its branch
+            error = self.disowned or self._loop()
+            return 1 if self._finish("error" if error else self.stop_reason, error=error) else 0
         except Exception as exc:  # the engine's own failure: recorded, never silent
             self._finish("error", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -151,18 +174,42 @@ class Session:
             self.server.close()
             self.log.close()
 
-    def _finish(self, reason: str, error: str = "") -> None:
+    def _loop(self) -> str:
+        for entry in self.state.history:  # a resumed agent relearns what the log knows
+            self.agent.observe(Proposal(entry.description, {}, changes=entry.changes), entry)
+        backend = pool.create(self.ws, self.config, self.repo, self.dir, pool.Hooks(
+            on_log=lambda job, record: self.log.append(
+                "train_log", exp=job.exp, worker=job.worker, **record),
+            on_phase=lambda job, name: self.emit(
+                "phase", exp=job.exp, phase=name, worker=job.worker)))
+        return scheduler.Scheduler(self, backend).run()
+
+    def _finish(self, reason: str, error: str = "") -> str:
+        """Leave the branch at the best commit and record the end; returns its error."""
         if self.state.ended:
-            return
-        gitops.reset_to(self.repo, self.state.best_commit)
+            return error
+        best = self.state.best_commit
+        untouched = gitops.branch_commit(self.repo, self.branch) == self.tip == best
+        if not self.disowned and (gitops.checked_out(self.repo, self.branch) or not untouched):
+            self.move_branch(best)  # left at the best; a branch it no longer owns stays as it is
+        if self.disowned:
+            reason, error = "error", self.disowned
+        self.write_rows()
         self.emit(schema.SESSION_END, reason=reason, experiments=self.state.last_exp,
                   kept=self.state.kept, best_bpb=self.state.best_bpb,
                   baseline_bpb=self.state.baseline_bpb, best_commit=self.state.best_commit,
                   **({"error": error} if error else {}))
         self.log.sync()
+        return error
 
     def _recover(self) -> None:
-        """After a crash of the engine: close what was in flight, back to the best commit."""
+        """After a crash of the engine: the branch at the best commit (a keep the log has
+        completed), results.tsv as the log says, and what was in flight closed."""
+        if not self.move_branch(self.state.best_commit, self.recorded.tips()):
+            return
+        self.write_rows()
+        for n in self.recorded.unreadable_ends:  # recorded already, only unreadable now
+            self.state.running.pop(n, None)
         for start in sorted(self.state.running.values(), key=lambda e: e.get("exp", 0)):
             self.record_end(start["exp"], start.get("kind", "candidate"), start.get("commit", ""),
                              experiment.Result(status="interrupted",
@@ -170,11 +217,37 @@ class Session:
                              start.get("description", ""), decision=keep_rule.CRASH,
                              **({"worker": start["worker"]} if "worker" in start else {}))
         for n, pending in sorted(self.state.pending_confirms.items()):
-            self.write_row(pending, "discard", " (confirmation interrupted)")
             self.emit(schema.PROPOSAL_DROPPED, exp=n, reason="the engine stopped before its "
                       "confirmation", description=pending.get("description", ""),
                       stage="confirm", changes=pending.get("changes") or {})
-        gitops.reset_to(self.repo, self.state.best_commit)
+        self.log.sync()
+        self.write_rows()
+
+    def move_branch(self, sha: str, expected: tuple[str, ...] = ()) -> bool:
+        """Reset the session's branch and working tree to `sha`, only while HEAD is that branch
+        and it is where the engine left it (`expected`: the last tip). Otherwise touch nothing,
+        stop the session with the reason (`disowned`) and return False."""
+        problem = self.disowned or gitops.ownership_problem(self.repo, self.branch,
+                                                            expected or (self.tip,))
+        if problem:
+            self.disowned = problem
+            self.request_stop("error")
+            return False
+        gitops.reset_to(self.repo, sha)
+        self.tip = sha
+        return True
+
+    def write_rows(self) -> None:
+        """Append the results.tsv rows of what the log holds; called once those events are on
+        disk, and a keep's branch has moved. The first call of a resume repairs the file."""
+        with self._lock:
+            if self.rows_written is None:
+                theirs = set(self.recorded.unreadable_ends.values())
+                ledger.repair(self.results_path, self.rows, self.recorded.ours - theirs)
+            else:
+                for row in self.rows[self.rows_written:]:
+                    results_tsv.append(self.results_path, *row)
+            self.rows_written = len(self.rows)
 
     def context_for(self, files: dict[str, str], based_on: str,
                  in_flight: list[str] | None = None) -> Context:
@@ -211,7 +284,9 @@ class Session:
 
     def record_end(self, n: int, kind: str, commit: str, result: experiment.Result,
                     description: str, decision: str, changes: dict | None = None,
-                    write_row: bool = True, **extra) -> dict:
+                    **extra) -> dict:
+        """Log an experiment's end and put it on disk; its results.tsv rows follow, except for
+        a keep's, which wait until the branch has moved (`Scheduler._advance`)."""
         best = self.state.best_bpb
         delta = (result.val_bpb - best) if (result.val_bpb is not None and best is not None
                                             and kind != "baseline") else None
@@ -221,15 +296,7 @@ class Session:
                           val_bpb=result.val_bpb, best_before=best, delta=delta,
                           margin=self.margin(), commit=commit, description=description,
                           changes=changes or {}, result=summary, **extra)
-        if write_row:
-            self.write_row(event, *keep_rule.tsv_row(decision, result.status))
         self.log.sync()
+        if decision != keep_rule.KEEP:
+            self.write_rows()
         return event
-
-    def write_row(self, end: dict, status: str, suffix: str = "") -> None:
-        label = end.get("description", "")
-        if end.get("kind") == "confirm":
-            label = f"confirm: {label}"
-        results_tsv.append(self.results_path, end.get("commit", ""), end.get("val_bpb"),
-                           (end.get("result") or {}).get("peak_memory_mb", 0.0), status,
-                           label + suffix)

@@ -28,6 +28,7 @@ MAX_REQUEST_BYTES = 64 * 1024  # one request line, newline excluded
 MAX_PATH_BYTES = 100  # sun_path holds 108 bytes on Linux, 104 on macOS, the NUL included
 PROC_FD = "/proc/self/fd"  # where long socket paths are shortened, on Linux
 PROBE_TIMEOUT = 1.0  # seconds to wait for a live engine on an existing socket file
+MAX_CONNECTIONS = 32  # served at once (a thread each); one more is told so and closed at once
 
 
 class ControlError(Exception):
@@ -92,7 +93,8 @@ def _reply_line(reply: dict) -> bytes:
 
 
 class ControlServer:
-    """Serves the control socket in a daemon thread, a thread per connection.
+    """Serves the control socket in a daemon thread, a thread per connection, at most
+    MAX_CONNECTIONS of them.
 
     `handler(request) -> reply` runs for valid requests only, one at a time (calls are
     serialised, so it need not be thread-safe); a reply without "ok" gets "ok": true, and an
@@ -167,7 +169,12 @@ class ControlServer:
                         time.sleep(0.05)  # out of file descriptors, say: do not spin
                         continue
                     with self._conns_lock:
-                        self._conns.add(conn)
+                        full = len(self._conns) >= MAX_CONNECTIONS
+                        if not full:
+                            self._conns.add(conn)
+                    if full:
+                        _turn_away(conn)
+                        continue
                     threading.Thread(
                         target=self._serve_conn,
                         args=(conn,),
@@ -243,6 +250,14 @@ class ControlServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _turn_away(conn: socket.socket) -> None:
+    """Close a connection over the cap, with one line saying why (if it fits in at once)."""
+    with conn, contextlib.suppress(OSError):
+        conn.setblocking(False)
+        conn.send(_reply_line(_error(f"too many control connections (at most "
+                                     f"{MAX_CONNECTIONS}); try again later")))
 
 
 def _inode(path: Path) -> tuple[int, int]:

@@ -77,6 +77,8 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         "config": "the ratchet.toml settings as a dict",
         "hardware": "{cpu_count, memory_gb, gpus: [names]}", "agent": "the agent's name",
         "resumed": "true on --resume", "pid": "the engine's process id"}, {
+        "options": "the run's settings {budget, max_experiments, gpus, backend, address}: "
+                   "a resume runs with them",
         "compat": "'autoresearch' when driving an autoresearch checkout",
         "imported": "true for a session written by `ratchet import`",
         "source": "imports: the results.tsv path",

@@ -1,0 +1,75 @@
+"""results.tsv as a function of the event log: the rows each event means, and their repair.
+
+The log is the single source of truth. A row is written only once its event is on disk (and,
+for a keep, once the branch has moved), so a killed engine leaves results.tsv behind the log,
+never ahead of it. A resuming engine brings the file in line with the rows its log backs
+(`repair`): rows of this session the log does not back are dropped, missing ones appended, and
+every other line (earlier sessions, autoresearch's own rows) stays as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from ratchet.engine.loop import keep_rule, results_tsv
+from ratchet.engine.protocol import schema
+
+# results_tsv.append's arguments: commit, val_bpb, memory_mb, status, description
+Row = tuple[str, float | None, float, str, str]
+
+AGAIN = " (the best moved; confirming again)"
+
+
+def rows_for(event: dict, pending: Mapping[int, dict]) -> list[Row]:
+    """The rows an event adds to results.tsv; `pending` holds the candidates waiting for a
+    confirmation before the event (the folded state's `pending_confirms`, not yet updated)."""
+    kind = event.get("type")
+    if kind == schema.PROPOSAL_DROPPED:
+        waiting = pending.get(event.get("exp", 0))
+        return [] if waiting is None else [
+            row(waiting, "discard", f" (dropped: {event.get('reason', '')})")]
+    decision = event.get("decision", "")
+    if kind != schema.EXP_END or decision == schema.PENDING_CONFIRM:
+        return []  # a winner's row waits until its confirmation says what it is
+    if decision == schema.CONFIRM_AGAIN:
+        return [row(event, "discard", AGAIN)]
+    rows = []
+    if event.get("kind") == "confirm" and decision != schema.RETRY:
+        waiting = pending.get(event.get("confirms", 0))
+        if waiting is not None:
+            rows.append(row(waiting, *keep_rule.tsv_confirmed(decision)))
+    return rows + [row(event, *keep_rule.tsv_row(decision, event.get("status", "")))]
+
+
+def row(end: dict, status: str, suffix: str = "") -> Row:
+    label = str(end.get("description", ""))
+    if end.get("kind") == "confirm":
+        label = f"confirm: {label}"
+    memory = (end.get("result") or {}).get("peak_memory_mb")
+    memory = memory if isinstance(memory, (int, float)) else 0.0
+    return str(end.get("commit", "")), end.get("val_bpb"), memory, status, label + suffix
+
+
+def repair(path: Path, backed: list[Row], ours: set[str]) -> None:
+    """Make results.tsv hold `backed` (every row this session's log backs, in order).
+
+    Rows are matched in order; an unmatched row whose commit (7 characters) is in `ours`, this
+    session's own candidates, is not backed by the log and goes; what is missing is appended.
+    """
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() \
+        if path.exists() else []
+    wanted = [results_tsv.cells(*r) for r in backed]
+    kept, matched, dropped = lines[:1], 0, False
+    for line in lines[1:]:
+        found = tuple(line.split("\t"))
+        if matched < len(wanted) and found == wanted[matched]:
+            matched += 1
+        elif found[0] in ours:
+            dropped = True
+            continue
+        kept.append(line)
+    if dropped:
+        results_tsv.rewrite(path, kept)
+    for missing in backed[matched:]:
+        results_tsv.append(path, *missing)
