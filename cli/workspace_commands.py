@@ -13,9 +13,10 @@ from ratchet.engine.workspace import catalog, importer, layout
 
 def cmd_init(args) -> int:
     source, paths = data_source(args)
-    layout.init(Path(args.dir), device=args.device, budget=args.budget,
-                   source=source or "stdlib", paths=paths, column=args.column or "text")
+    ws = layout.init(Path(args.dir), device=args.device, budget=args.budget,
+                     source=source or "stdlib", paths=paths, column=args.column or "text")
     warn_if_unsandboxed()
+    layout.probe_validation(ws)
     return 0
 
 
@@ -24,7 +25,9 @@ def cmd_prepare(args) -> int:
     source, paths = data_source(args)
     if args.stdlib:
         source, paths = "stdlib", []
-    layout.prepare_data(ws, source, paths, column=args.column, val_percent=args.val_percent)
+    built = layout.prepare_data(ws, source, paths, column=args.column,
+                                val_percent=args.val_percent)
+    layout.probe_validation(ws, built, again=True)  # an explicit data step checks again
     return 0
 
 

@@ -5,9 +5,18 @@ Sources, in a deterministic order:
 * text files, or folders of them;
 * parquet files with a text column (autoresearch's shards).
 
-Documents (a file, or a parquet row) are split into train and validation by a hash of their
-name, so the split is stable when documents are added, and no document is in both splits.
-Tokens are bytes. The splits are written to separate folders so a sandbox can hide one.
+Splits (no document is in both; each is stable when documents are added):
+* `stdlib` ("held-out-packages"): validation is every .py file of a fixed list of packages a
+  training process never imports (HELD_OUT_PACKAGES: idlelib, tkinter, lib2to3, pydoc_data, ...;
+  those this Python has), training is the rest of the standard library. The trainer's sandbox
+  hides those packages in every copy of the standard library it shows, so train.py cannot read
+  the validation text anywhere, not only in the corpus cache.
+* `text` and `parquet` ("name-hash"): documents (a file, or a parquet row) go to validation by a
+  hash of their name (`val_percent` of them). Their files live where the user put them, outside
+  the trainer's view unless that is inside a folder it sees.
+Corpora built before version 2 split the stdlib by name hash too: their validation files are
+readable by train.py, and `describe` says so. Tokens are bytes. The splits are written to separate
+folders so a sandbox can hide one.
 """
 
 from __future__ import annotations
@@ -15,13 +24,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the stdlib is split by held-out packages
+# The stdlib packages whose sources are the default validation split: torch, numpy and the
+# train.py template never import them, so the trainer's sandbox can hide them everywhere.
+HELD_OUT_PACKAGES = ("curses", "dbm", "ensurepip", "idlelib", "lib2to3", "msilib", "pydoc_data",
+                     "tkinter", "turtledemo", "venv", "wsgiref", "xmlrpc")
+MIN_HELD_OUT_BYTES = 262_145  # the CPU profile's eval_tokens (262,144) plus the next byte
 SEPARATOR = b"\x00"  # between documents; never appears in text sources
 TEXT_SUFFIXES = {".txt", ".md", ".py", ".rst", ".json", ".csv", ".tex", ".html", ".c", ".h",
                  ".js", ".ts", ".rs", ".go", ".java", ".toml", ".yaml", ".yml", ".sh"}
@@ -48,6 +63,53 @@ class Corpus:
     def meta(self) -> dict:
         return json.loads((self.root / "meta.json").read_text())
 
+    def record(self, **fields) -> None:
+        """Add fields (e.g. the probe's verdict) to meta.json, replacing it atomically."""
+        meta = {**self.meta, **fields}
+        staging = self.root / f"meta.json.tmp{os.getpid()}"
+        staging.write_text(json.dumps(meta, indent=2))
+        staging.replace(self.root / "meta.json")
+
+    def samples(self, count: int = 64, size: int = 64) -> list[bytes]:
+        """`count` pieces of validation text of `size` bytes that are not in the training split,
+        each the start of a line (printable text, not mostly one character), chosen at random
+        but the same for the same corpus: what a search for copies of the validation text
+        looks for."""
+        train = self.train_path.read_bytes()
+        lines = sorted({line[:size] for line in self.val_path.read_bytes().split(b"\n")
+                        if len(line) >= size})
+        random.Random(self.key).shuffle(lines)
+        chosen: list[bytes] = []
+        for piece in lines:
+            if len(chosen) == count:
+                break
+            try:
+                printable = piece.decode().isprintable()
+            except UnicodeDecodeError:  # cut inside a character
+                continue
+            if printable and len(set(piece)) >= 16 and piece not in train:
+                chosen.append(piece)
+        return chosen
+
+
+def describe(meta: dict) -> str:
+    """Which split a corpus uses and whether train.py can read its validation text."""
+    split = meta.get("split", "name-hash")
+    if split == "held-out-packages":
+        names = ", ".join(meta.get("held_out", []))
+        text = f"{meta['source']}, validation = held-out packages {names} (hidden from train.py)"
+    elif meta.get("source") == "stdlib":
+        text = ("stdlib, name-hash split (validation readable by train.py; run "
+                "`ratchet prepare --stdlib` to switch)")
+    else:
+        text = (f"{meta.get('source')}, name-hash split ({meta.get('val_percent', 5.0):g}% of "
+                f"documents in validation)")
+    if meta.get("val_hidden") is True:
+        text += "; probe: no validation text readable by train.py"
+    elif meta.get("val_hidden") is False:
+        text += "; probe: validation text READABLE by train.py"
+    return text
+
 
 def default_cache_dir() -> Path:
     override = os.environ.get("RATCHET_CACHE_DIR")
@@ -57,8 +119,19 @@ def default_cache_dir() -> Path:
     return Path(base) / "ratchet"
 
 
+def _stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def held_out_here() -> list[str]:
+    """The held-out packages this Python's standard library has."""
+    root = _stdlib_root()
+    return [name for name in HELD_OUT_PACKAGES
+            if (root / name).is_dir() and any((root / name).rglob("*.py"))]
+
+
 def _stdlib_files() -> list[tuple[str, Path]]:
-    root = Path(sysconfig.get_paths()["stdlib"])
+    root = _stdlib_root()
     files = []
     for path in root.rglob("*.py"):
         rel = path.relative_to(root).as_posix()
@@ -135,6 +208,11 @@ def _is_validation(name: str, val_percent: float) -> bool:
     return bucket < val_percent * 100
 
 
+def _in_held_out(name: str, held_out: list[str]) -> bool:
+    parts = name.split("/")  # stdlib/<package>/...
+    return len(parts) > 2 and parts[1] in held_out
+
+
 def build(source: str = "stdlib", paths: list[Path] | None = None, *, column: str = "text",
           val_percent: float = 5.0, cache_dir: Path | None = None) -> tuple[Corpus, bool]:
     """Build (or find in the cache) the corpus; returns it and whether it was already cached."""
@@ -144,7 +222,10 @@ def build(source: str = "stdlib", paths: list[Path] | None = None, *, column: st
     if not 0 < val_percent < 100:
         raise CorpusError(f"val_percent must be between 0 and 100, got {val_percent}")
     docs = list(_documents(source, paths, column))
-    digest = hashlib.sha256(f"v{FORMAT_VERSION} {float(val_percent)}".encode())
+    held_out = held_out_here() if source == "stdlib" else []
+    split_kind = (f"held-out-packages {','.join(held_out)}" if source == "stdlib"
+                  else f"name-hash {float(val_percent)}")
+    digest = hashlib.sha256(f"v{FORMAT_VERSION} {split_kind}".encode())
     for name, data in docs:
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     key = digest.hexdigest()[:16]
@@ -152,8 +233,18 @@ def build(source: str = "stdlib", paths: list[Path] | None = None, *, column: st
     if (corpus.root / "meta.json").is_file():
         return corpus, True
 
-    train = [d for d in docs if not _is_validation(d[0], val_percent)]
-    val = [d for d in docs if _is_validation(d[0], val_percent)]
+    if source == "stdlib":
+        val = [d for d in docs if _in_held_out(d[0], held_out)]
+        train = [d for d in docs if not _in_held_out(d[0], held_out)]
+        held = sum(len(d) for _, d in val) + max(len(val) - 1, 0)
+        if held < MIN_HELD_OUT_BYTES:
+            names = ", ".join(held_out) or "none of them"
+            raise CorpusError(f"this Python's held-out stdlib packages ({names}) hold {held:,} "
+                              f"bytes, fewer than the {MIN_HELD_OUT_BYTES:,} validation needs; "
+                              f"use --text or --parquet data")
+    else:
+        train = [d for d in docs if not _is_validation(d[0], val_percent)]
+        val = [d for d in docs if _is_validation(d[0], val_percent)]
     if not val:  # tiny sources: hold out the last document so evaluation has something
         val = [train.pop()]
     if not train:
@@ -175,8 +266,11 @@ def build(source: str = "stdlib", paths: list[Path] | None = None, *, column: st
         "val_files": len(val),
         "train_bytes": (staging / "train" / "train.bin").stat().st_size,
         "val_bytes": (staging / "val" / "val.bin").stat().st_size,
-        "val_percent": val_percent,
     }
+    if source == "stdlib":
+        meta.update(split="held-out-packages", held_out=held_out)
+    else:
+        meta.update(split="name-hash", val_percent=val_percent)
     (staging / "meta.json").write_text(json.dumps(meta, indent=2))
     try:
         staging.rename(corpus.root)  # atomic: a half-written corpus is never found in the cache

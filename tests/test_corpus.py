@@ -249,3 +249,83 @@ def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("RATCHET_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert corpus.default_cache_dir() == tmp_path / "xdg" / "ratchet"
+
+
+def _stdlib_docs(names) -> list[bytes]:
+    return [path.read_bytes().replace(corpus.SEPARATOR, b"")
+            for name, path in corpus._stdlib_files() if name in names]
+
+
+def test_stdlib_validation_is_exactly_the_held_out_packages(tmp_path):
+    """Every .py file of the held-out packages is in validation, in order, and nothing else; the
+    rest of the standard library is the training split."""
+    built, _ = corpus.build("stdlib", cache_dir=tmp_path / "cache")
+    meta = built.meta
+    assert meta["split"] == "held-out-packages"
+    assert meta["held_out"] == corpus.held_out_here()
+    assert {"idlelib", "pydoc_data", "xmlrpc"} <= set(meta["held_out"])
+    assert set(meta["held_out"]) <= set(corpus.HELD_OUT_PACKAGES)
+    names = [name for name, _ in corpus._stdlib_files()]
+    held = {n for n in names if n.split("/")[1] in meta["held_out"] and n.count("/") > 1}
+    assert any(n.startswith("stdlib/idlelib/") for n in held)
+    assert _documents(built.val_path) == _stdlib_docs(held)
+    assert _documents(built.train_path) == _stdlib_docs(set(names) - held)
+    assert meta["val_files"] == len(held) and meta["train_files"] == len(names) - len(held)
+    assert meta["val_bytes"] > 4 * corpus.MIN_HELD_OUT_BYTES  # well above what evaluation needs
+    assert "val_percent" not in meta
+    assert corpus.describe(meta).startswith("stdlib, validation = held-out packages ")
+
+
+def test_stdlib_split_is_stable(tmp_path):
+    """The same interpreter gives the same corpus key, split and bytes every time."""
+    one, _ = corpus.build("stdlib", cache_dir=tmp_path / "one")
+    two, cached = corpus.build("stdlib", cache_dir=tmp_path / "two")
+    assert not cached and one.key == two.key and one.meta == two.meta
+    assert one.val_path.read_bytes() == two.val_path.read_bytes()
+    assert corpus.build("stdlib", cache_dir=tmp_path / "one") == (one, True)
+
+
+def test_too_few_held_out_bytes_is_one_line_error(tmp_path, monkeypatch):
+    """A Python whose held-out packages are (nearly) missing cannot make the default corpus."""
+    monkeypatch.setattr(corpus, "HELD_OUT_PACKAGES", ("dbm", "no_such_package"))
+    with pytest.raises(corpus.CorpusError, match=r"held-out stdlib packages \(dbm\)") as info:
+        corpus.build("stdlib", cache_dir=tmp_path / "cache")
+    assert "\n" not in str(info.value) and "--text" in str(info.value)
+
+
+def test_text_corpus_keeps_the_name_hash_split(tmp_path):
+    _text_tree(tmp_path / "src", count=12)
+    meta = corpus.build("text", [tmp_path / "src"], cache_dir=tmp_path / "cache")[0].meta
+    assert meta["split"] == "name-hash" and meta["val_percent"] == 5.0
+    assert corpus.describe(meta) == "text, name-hash split (5% of documents in validation)"
+
+
+def test_old_stdlib_corpus_still_loads_and_says_so(tmp_path):
+    """A corpus cached by an earlier release (meta.json without "split") is used as it is, and
+    described as the name-hash split whose validation train.py could read."""
+    root = tmp_path / "data" / "0123456789abcdef"
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / split / f"{split}.bin").write_bytes(b"x = 1\n" * 1000)
+    (root / "meta.json").write_text('{"key": "0123456789abcdef", "source": "stdlib", '
+                                    '"val_percent": 5.0, "val_bytes": 6000}')
+    old = corpus.Corpus("0123456789abcdef", root)
+    assert old.meta["val_bytes"] == 6000
+    text = corpus.describe(old.meta)
+    assert text.startswith("stdlib, name-hash split (validation readable by train.py")
+    assert "ratchet prepare --stdlib" in text
+    old.record(val_hidden=False)
+    assert old.meta == {"key": "0123456789abcdef", "source": "stdlib", "val_percent": 5.0,
+                        "val_bytes": 6000, "val_hidden": False}
+    assert corpus.describe(old.meta).endswith("; probe: validation text READABLE by train.py")
+
+
+def test_samples_are_validation_line_starts_not_in_training(tmp_path):
+    built, _ = corpus.build("stdlib", cache_dir=tmp_path / "cache")
+    samples = built.samples(64)
+    assert len(set(samples)) == 64 and {len(s) for s in samples} == {64}
+    assert built.samples(64) == samples  # the same for the same corpus
+    val, train = built.val_path.read_bytes(), built.train_path.read_bytes()
+    for sample in samples:
+        assert b"\n" + sample in val or val.startswith(sample)
+        assert sample not in train and b"\n" not in sample

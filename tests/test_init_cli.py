@@ -16,6 +16,12 @@ from ratchet.model import corpus, profiles
 WORKSPACE_FILES = {"train.py", "prepare.py", "program.md", "ratchet.toml", ".gitignore"}
 
 
+@pytest.fixture(autouse=True)
+def _no_probe(monkeypatch):
+    """The validation probe searches the whole filesystem (test_hidden_validation.py runs it)."""
+    monkeypatch.setenv("RATCHET_PROBE_SECONDS", "0")
+
+
 def _run(capsys, *argv) -> tuple[int, str, str]:
     code = main.main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -61,6 +67,8 @@ def test_init_creates_committed_workspace(tmp_path, capsys):
     code, out, _ = _run(capsys, "init", target, "--device", "cpu")
     assert code == 0
     assert "workspace ready" in out
+    assert "split: stdlib, validation = held-out packages" in out
+    assert "validation probe" in out  # skipped here; test_hidden_validation.py runs it
 
     assert {p.name for p in target.iterdir()} == WORKSPACE_FILES | {".git"}
     repo = git.Repo(target)
