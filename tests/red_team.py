@@ -137,3 +137,43 @@ import os, signal
 print("allocated 2 GiB", flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 '''
+
+# State between experiments: the first run leaves traces everywhere it can write; the second
+# looks for them, and for any earlier run's exported model, across everything it can read.
+_HONEST_MODEL = '''
+class Cheat(torch.nn.Module):
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, idx):
+        return self.table[idx]
+'''
+
+LEAVES_TRACES = '''
+import os
+for folder in ("/dev/shm", "/tmp", os.environ.get("TORCHINDUCTOR_CACHE_DIR", "/tmp")):
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "ratchet-trace"), "w") as f:
+            f.write("weights from an earlier run")
+        print(f"left a trace in {folder}", flush=True)
+    except OSError as exc:
+        print(f"cannot write {folder}: {exc}", flush=True)
+''' + attack(_HONEST_MODEL)
+
+LOOKS_FOR_TRACES = '''
+import os
+own = os.path.realpath(os.environ["RATCHET_OUT"])
+found = []
+for top, dirs, files in os.walk("/"):
+    if top.startswith(("/proc", "/sys", "/dev/pts", "/usr", "/opt")):
+        dirs[:] = []
+        continue
+    for name in files:
+        path = os.path.join(top, name)
+        if name == "ratchet-trace" or (name == "model.pt2"
+                                       and not os.path.realpath(path).startswith(own)):
+            found.append(path)
+print(f"traces found: {found}", flush=True)
+''' + attack(_HONEST_MODEL)

@@ -14,7 +14,7 @@ import git
 import pytest
 import red_team
 import torch
-from conftest import FAST, run_with
+from conftest import FAST, requires_sandbox, run_with
 
 from ratchet.engine.agents.base import Agent, AgentError, Context, Emit, Proposal
 from ratchet.engine.loop.session import RunOptions, Session
@@ -175,3 +175,15 @@ class Cheat(torch.nn.Module):
     assert ends["trains past the budget"]["status"] == "over_budget"
     assert not [e for e in log if e["type"] == "exp_end" and e["decision"] == "keep"]
     assert repo.head.commit.message == "honest bigram"
+
+
+@requires_sandbox
+def test_nothing_passes_from_one_experiment_to_the_next(make_workspace):
+    ws = make_workspace(**FAST)
+    first = run_with(ws, red_team.LEAVES_TRACES, "first")
+    assert first.status == "ok", first.error
+    assert "left a trace in /dev/shm" in first.tail  # it could write: the test is real
+    assert (ws.root / "runs" / "first" / "model" / "model.pt2").is_file()
+    second = run_with(ws, red_team.LOOKS_FOR_TRACES, "second")
+    assert second.status == "ok", second.error
+    assert "traces found: []" in second.tail, second.tail

@@ -102,7 +102,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
             argv, result.sandboxed = sandbox.wrap(
                 [sys.executable, TRAIN], cwd=ws.root,
                 readable=[ws.root, corpus.train_path.parent], writable=[model_dir, cache],
-                hidden=[corpus.root.parent], held_out=sandbox.HELD_OUT)
+                hidden=_unseen(ws, corpus), held_out=sandbox.HELD_OUT)
             env = sandbox.child_env({**_cache_env(cache), **extra_env, **job_env})
             child = supervision.Child(argv, ws.root, env, out_dir / "train.log", on_log,
                                       limits=limits(config))
@@ -138,7 +138,7 @@ def prestart(ws: Workspace, config: Config, stage: Path,
     corpus = ws.corpus(config)
     cache = _fresh_cache(stage / "compile-cache")
     return WarmTrainer(ws, stage, limits(config), readable=[corpus.train_path.parent],
-                       hidden=[corpus.root.parent], cache=cache,
+                       hidden=_unseen(ws, corpus), cache=cache,
                        env={**_cache_env(cache), **(env or {})})
 
 
@@ -147,6 +147,12 @@ def limits(config: Config) -> supervision.Limits:
     ex = config.experiment
     memory_gb = ex.memory_limit_gb or 0.9 * psutil.virtual_memory().total / 2**30
     return supervision.Limits(ex.max_processes, memory_gb * 1024)
+
+
+def _unseen(ws: Workspace, corpus) -> list[Path]:
+    """What a trainer must not see: every prepared corpus (the training split is shown again),
+    and the workspace's runs, where earlier experiments left their models and logs."""
+    return [corpus.root.parent, ws.runs_dir()]
 
 
 def _fresh_cache(folder: Path) -> Path:

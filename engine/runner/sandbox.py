@@ -124,24 +124,21 @@ def wrap(command: list[str], *, cwd: Path, readable: list[Path], writable: list[
     """The command, wrapped in a sandbox if possible; returns (argv, sandboxed).
 
     The child sees the system folders and the interpreter's read-only. `held_out` packages are
-    hidden in every standard library copy, and `hidden` folders are replaced by empty ones; then
-    `readable` paths are shown read-only and `writable` ones read-write, in that order, so a
-    readable path inside a hidden folder shows.
+    hidden in every standard library copy, `hidden` folders are replaced by empty ones,
+    `readable` paths are shown read-only and `writable` ones read-write. Mounts go from the
+    outermost path in, so the innermost rule wins: a readable path inside a hidden folder shows,
+    and a hidden folder inside a readable one stays hidden.
     """
     bwrap = bwrap_path()
     if bwrap is None:
         return command, False
     argv = [bwrap, *_system_view(), "--dev-bind", "/dev", "/dev", "--tmpfs", "/dev/shm",
             "--proc", "/proc", "--tmpfs", "/tmp"]
-    for path in python_paths():
-        argv += ["--ro-bind", str(path), str(path)]
-    for path in [*held_out_folders(held_out), *hidden]:
-        if path.exists():
-            argv += ["--tmpfs", str(path)]
-    for path in readable:
-        argv += ["--ro-bind", str(path), str(path)]
-    for path in writable:
-        argv += ["--bind", str(path), str(path)]
+    mounts = [("--ro-bind", p) for p in python_paths()]
+    mounts += [("--tmpfs", p) for p in [*held_out_folders(held_out), *hidden] if p.exists()]
+    mounts += [("--ro-bind", p) for p in readable] + [("--bind", p) for p in writable]
+    for option, path in sorted(mounts, key=lambda m: len(Path(m[1]).parts)):  # stable sort
+        argv += [option, str(path)] if option == "--tmpfs" else [option, str(path), str(path)]
     argv += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
              "--new-session", "--chdir", str(cwd), "--"]
     return argv + command, True
