@@ -103,7 +103,7 @@ def test_train_py_walking_the_filesystem_finds_no_validation_text(make_workspace
     """A train.py given 64 pieces of the validation split searches every file it can read for
     them and finds none; it does find pieces of the training split (the canaries), and the same
     search outside the sandbox finds every validation piece in the standard library."""
-    ws = make_workspace(**{**FAST, "budget_seconds": 60.0})
+    ws = make_workspace(**{**FAST, "budget_seconds": 150.0})  # a walk of gigabytes
     built = ws.corpus()
     samples, canaries = built.samples(64), _canaries(built)
     attack = SEARCH + ATTACK.format(samples=[s.hex() for s in samples],
