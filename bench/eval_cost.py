@@ -46,16 +46,18 @@ def main() -> None:
         harnesses = {"ours": ws.root / "prepare.py"}
         if args.against:
             harnesses["other"] = args.against
-        for label, path in harnesses.items():
-            harness = _load(path, f"prepare_{label}")
-            times, bpb = [], None
-            for _ in range(args.repeat):
+        loaded = {label: _load(path, f"prepare_{label}") for label, path in harnesses.items()}
+        times: dict[str, list[float]] = {label: [] for label in loaded}
+        bpb: dict[str, float] = {}
+        for _ in range(args.repeat):  # alternated, so both see the same machine load
+            for label, harness in loaded.items():
                 t0 = time.perf_counter()
-                bpb = harness.evaluate_bpb(str(model), str(val), data.eval_tokens, "cpu",
-                                           (data.eval_batch, data.eval_seq))["val_bpb"]
-                times.append(time.perf_counter() - t0)
-            print(f"{label:6s} {path}: median {statistics.median(times):.3f} s "
-                  f"(min {min(times):.3f}) over {args.repeat}, val_bpb {bpb:.6f}")
+                bpb[label] = harness.evaluate_bpb(str(model), str(val), data.eval_tokens, "cpu",
+                                                  (data.eval_batch, data.eval_seq))["val_bpb"]
+                times[label].append(time.perf_counter() - t0)
+        for label, path in harnesses.items():
+            print(f"{label:6s} {path}: median {statistics.median(times[label]):.3f} s "
+                  f"(min {min(times[label]):.3f}) over {args.repeat}, val_bpb {bpb[label]:.6f}")
 
 
 if __name__ == "__main__":
