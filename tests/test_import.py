@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import autoresearch_checkout as ar
 import git
 import pytest
 
 from ratchet.cli import main, report
 from ratchet.engine.protocol import events
-from ratchet.engine.workspace import catalog
+from ratchet.engine.workspace import catalog, importer
 from ratchet.engine.workspace import config as configmod
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -174,3 +175,83 @@ def test_a_torn_last_row_is_left_out_with_one_warning(autoresearch_run, tmp_path
     captured = capsys.readouterr()
     assert "imported 5 experiments" in captured.out
     assert captured.err.count("ratchet: warning:") == 1 and "partial last line" in captured.err
+
+
+# Three sessions in one checkout's results.tsv, as every run appending to it leaves them: the
+# first has a crashed baseline before the one that ran and keeps one change that is worse than
+# its best; the second begins at its baseline row; the third after a header line repeated.
+SESSIONS = [
+    ("commit", "val_bpb", "memory_gb", "status", "description"),
+    ("a000001", "0.000000", "0.0", "crash", "baseline"),
+    ("a000002", "2.600000", "44.0", "keep", "baseline"),
+    ("a000003", "2.478000", "44.0", "keep", "matrix lr 0.04"),
+    ("a000004", "2.550000", "44.0", "discard", "depth 12"),
+    ("a000005", "2.490000", "43.0", "keep", "drop value embeddings (simpler)"),
+    ("b000001", "2.793000", "44.0", "keep", "baseline"),
+    ("b000002", "2.700000", "44.0", "keep", "warmup 0.1"),
+    ("commit", "val_bpb", "memory_gb", "status", "description"),
+    ("c000001", "1.500000", "44.0", "keep", "first run on the new box"),
+    ("c000002", "1.400000", "44.0", "keep", "batch 2^18"),
+]
+
+
+def sessions_in(ws: Path) -> list[list[dict]]:
+    return [catalog.load(s.folder) for s in catalog.summarise_all(catalog.locate(ws))]
+
+
+def test_a_results_file_holding_several_sessions(tmp_path, capsys):
+    checkout = ar.make(tmp_path / "autoresearch")
+    ar.write_results(checkout / "results.tsv", SESSIONS)
+    ws = make_ws(tmp_path / "ws")
+    assert main.main(["import", str(checkout), "-C", str(ws)]) == 0
+    out, err = capsys.readouterr()
+    assert "imported 2 experiments" in out
+    assert err.count("\n") == 1 and "holds 3 sessions" in err
+
+    first, second, third = sessions_in(ws)
+    ends = [e for e in first if e["type"] == "exp_end"]
+    assert [e["kind"] for e in ends] == ["baseline"] * 2 + ["candidate"] * 3
+    assert [e["decision"] for e in ends] == ["baseline", "baseline", "keep", "discard", "keep"]
+    assert ends[0]["status"] == "crash" and ends[1]["status"] == "ok"
+    # deltas against the best so far: the baseline that ran, then the best kept row
+    assert [e["delta"] for e in ends[2:]] == pytest.approx([-0.122, 0.072, 0.012])
+    fig = report.figures(first)
+    assert (fig.baseline_bpb, fig.best_bpb, fig.crashed) == (2.6, 2.478, 0)
+    assert [k.delta for k in fig.kept] == pytest.approx([-0.122, 0.0])
+    assert first[-1]["baseline_bpb"] == 2.6 and first[-1]["best_bpb"] == 2.478
+
+    fig = report.figures(second)
+    assert (fig.baseline_bpb, fig.best_bpb) == (2.793, 2.7)
+    assert [k.delta for k in fig.kept] == pytest.approx([-0.093])
+    fig = report.figures(third)
+    assert (fig.baseline_bpb, fig.best_bpb, fig.candidates) == (1.5, 1.4, 1)
+    assert len({log[0]["session"] for log in (first, second, third)}) == 3
+
+
+def test_each_file_of_a_checkout_is_its_own_import(tmp_path, capsys, monkeypatch):
+    checkout = ar.make(tmp_path / "autoresearch")
+    head = git.Repo(checkout).head.commit.hexsha[:7]  # both files start at the same commit
+    rows = [SESSIONS[0], (head, *SESSIONS[1][1:]), *SESSIONS[2:6]]
+    ar.write_results(checkout / "results.tsv", rows)
+    ar.write_results(checkout / "results-gpu2.tsv", rows[:5])
+    ws = make_ws(tmp_path / "ws")
+    assert main.main(["import", str(checkout / "results.tsv"), "-C", str(ws)]) == 0
+    assert main.main(["import", str(checkout / "results-gpu2.tsv"), "-C", str(ws)]) == 0
+    logs = sessions_in(ws)
+    assert sorted(Path(log[0]["source"]).name for log in logs) == [
+        "results-gpu2.tsv", "results.tsv"]
+    assert len({log[0]["session"] for log in logs}) == 2
+
+    # a session of another file in the way is never replaced silently
+    monkeypatch.setattr(importer, "session_name", lambda *_args: "20250101-000000-import-x")
+    assert main.main(["import", str(checkout / "results.tsv"), "-C", str(ws), "--force"]) == 0
+    ar.write_results(checkout / "results-old.tsv", rows[:4])
+    capsys.readouterr()
+    assert main.main(["import", str(checkout / "results-old.tsv"), "-C", str(ws)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ratchet: error:") and err.count("\n") == 1
+    assert "an import of" in err and "results.tsv" in err and "--force" in err
+    assert main.main(["import", str(checkout / "results-old.tsv"), "-C", str(ws),
+                      "--force"]) == 0
+    assert sorted(Path(log[0]["source"]).name for log in sessions_in(ws)) == [
+        "results-gpu2.tsv", "results-old.tsv"]

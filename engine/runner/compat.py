@@ -4,7 +4,8 @@ autoresearch's train.py trains for prepare.py's TIME_BUDGET, evaluates itself an
 block after a `---` line (`val_bpb:`, `peak_vram_mb:`, ...). Ratchet runs it under the same
 supervision as its own experiments (own process group, hard deadline, bounded output) and reads
 the metric from that block; every record marks it as self-reported, since train.py could print
-anything. The checkout's prepare.py is still guarded: a run that changes it is undone and counted
+anything. The printed block is the hand-off: a run that printed it is done, whatever it does
+after. The checkout's prepare.py is still guarded: a run that changes it is undone and counted
 as a crash.
 """
 
@@ -16,6 +17,7 @@ import os
 import re
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,10 +30,38 @@ from ratchet.engine.workspace.layout import HARNESS, PROGRAM, TRAIN, Workspace
 
 KIND = "autoresearch"
 DEFAULT_BUDGET_S = 300.0  # autoresearch's TIME_BUDGET, when prepare.py does not say plainly
+# What a change must gain when train.py fixes its own seed and noise cannot be measured
+MIN_IMPROVEMENT = 0.01
+SEED_VARIABLE = "RATCHET_SEED"  # a train.py that reads it takes Ratchet's seed
+HANDOFF_S = 5.0  # after its summary, the seconds a run gets to exit before it is stopped
 EXCLUDED = ("ratchet.toml", "runs/")  # kept out of the checkout's `git status`
 STEP_EVERY_S = 0.5  # progress lines become train_log records at most this often
 _STEP = re.compile(rb"step\s+(\d+).*?loss:\s*([-+0-9.eE]+)")
 _TOK_S = re.compile(rb"tok/sec:\s*([0-9,]+)")
+_SUMMARY_VAL = re.compile(rb"\s*val_bpb:\s*\S")
+SUMMARY_LINES = 200  # lines of the summary block kept
+_CUT = b"\n[ratchet: output beyond this point not stored]\n"
+# train.py with a budget of its own: prepare.TIME_BUDGET set as train.py imports prepare, before
+# train.py reads it, so the file on disk stays as it is and train.py's imports keep their order
+_WITH_BUDGET = """import importlib.machinery, runpy, sys
+budget = float(sys.argv[1])
+class Budget:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "prepare":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            load = spec.loader.exec_module
+            def exec_module(module):
+                load(module)
+                module.TIME_BUDGET = budget
+            spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Budget)
+sys.argv = ["train.py"]
+runpy.run_path("train.py", run_name="__main__")
+"""
 
 
 class CompatError(Exception):
@@ -58,11 +88,18 @@ def time_budget(prepare_source: str) -> float | None:
     return None
 
 
+def takes_seed(train_source: str) -> bool:
+    """Whether train.py reads the seed Ratchet gives each run (RATCHET_SEED)."""
+    return SEED_VARIABLE in train_source
+
+
 def checkout_config(root: Path) -> Config:
-    """Settings for driving this checkout: its budget, generous grace, one baseline, no confirm.
+    """Settings for driving this checkout: its budget, generous grace, and the native statistics
+    where train.py takes a seed.
 
     autoresearch's train.py fixes its own seed, so extra baseline seeds and a confirmation run
-    with another seed would only repeat the same run.
+    with another seed would only repeat the same run: then one baseline, no confirmation, and a
+    change must gain MIN_IMPROVEMENT, since the noise cannot be measured.
     """
     config = Config()
     ex = config.experiment
@@ -73,10 +110,24 @@ def checkout_config(root: Path) -> Config:
         or DEFAULT_BUDGET_S
     # start-up, compilation and the final evaluation all happen inside train.py
     ex.grace_seconds = max(180.0, ex.budget_seconds)
-    ex.min_improvement = 0.0
-    config.loop.baseline_seeds = 1
-    config.loop.confirm = False
+    if not takes_seed((root / TRAIN).read_text(errors="replace")):
+        ex.min_improvement = MIN_IMPROVEMENT
+        config.loop.baseline_seeds = 1
+        config.loop.confirm = False
     return config
+
+
+def statistics_note(root: Path, config: Config) -> str:
+    """One line on how this checkout's runs are judged."""
+    ex, loop = config.experiment, config.loop
+    if not takes_seed((root / TRAIN).read_text(errors="replace")):
+        low = ex.min_improvement < MIN_IMPROVEMENT
+        return (f"compat: {TRAIN} takes no seed ({SEED_VARIABLE}); baseline noise cannot be "
+                f"measured, keeping only gains above min_improvement = {ex.min_improvement:g}"
+                + (f" (ratchet.toml; compat's default is {MIN_IMPROVEMENT:g})" if low else ""))
+    return (f"compat: {TRAIN} reads {SEED_VARIABLE}: {loop.baseline_seeds} baseline seeds "
+            f"measure its noise" + (", and each winner is confirmed with another seed"
+                                    if loop.confirm else ""))
 
 
 def prepare_checkout(root: Path, echo: Callable[[str], None] = print) -> Workspace:
@@ -102,6 +153,10 @@ def prepare_checkout(root: Path, echo: Callable[[str], None] = print) -> Workspa
              f"{configmod.load(root).experiment.budget_seconds:g} s from {HARNESS}); it and runs/ "
              f"are listed in .git/info/exclude")
     _exclude(repo, EXCLUDED)
+    if _own_python(root) is None:
+        echo(f"compat: no .venv/bin/python in {root}; {TRAIN} runs with Ratchet's interpreter, "
+             f"{sys.executable}")
+    echo(statistics_note(root, configmod.load(root)))
     return Workspace(root)
 
 
@@ -116,18 +171,35 @@ def _exclude(repo: git.Repo, patterns: tuple[str, ...]) -> None:
 
 
 class _ProgressPump(supervision.OutputPump):
-    """Reads autoresearch's `\\rstep 00042 (12.3%) | loss: 3.21 | ... | tok/sec: 1,234` lines."""
+    """Reads autoresearch's `\\rstep 00042 (12.3%) | loss: 3.21 | ... | tok/sec: 1,234` lines,
+    and the summary block after the last `---` line (`summary_at`: when its val_bpb came)."""
 
     def __init__(self, stream, log_path: Path, on_line):
         super().__init__(stream, log_path, on_line)
         self._since = time.monotonic()
         self._last = -math.inf
         self._line = b""
+        self.block: deque[bytes] = deque(maxlen=SUMMARY_LINES)
+        self.marked = False  # a `---` line came
+        self.summary_at: float | None = None
+
+    def run(self) -> None:
+        """OutputPump's, written unbuffered: each chunk is on disk as it arrives, so train.log
+        can be followed live (`tail -f`), as autoresearch users follow its run.log."""
+        with open(self.log_path, "wb", buffering=0) as log:
+            while chunk := self.stream.read1(65536):
+                room = supervision.LOG_CAP_BYTES - self.total
+                self.total += len(chunk)
+                if room > 0:
+                    log.write(chunk[:room] + (_CUT if len(chunk) > room else b""))
+                self._keep_tail(chunk)
+                self._parse(chunk)
 
     def _parse(self, chunk: bytes) -> None:
         lines = (self._line + chunk.replace(b"\r", b"\n")).split(b"\n")
         self._line = lines.pop()[-supervision.MAX_LOG_LINE:]
         for line in lines:
+            self._summary(line[:supervision.MAX_LOG_LINE])
             match = _STEP.search(line[:supervision.MAX_LOG_LINE])
             now = time.monotonic()
             if match is None or now - self._last < STEP_EVERY_S:
@@ -147,6 +219,22 @@ class _ProgressPump(supervision.OutputPump):
             if self.on_line:
                 self.on_line(record)
 
+    def _summary(self, line: bytes) -> None:
+        if self.summary_at is not None:  # what follows the summary never pushes it out
+            if len(self.block) < SUMMARY_LINES and line.strip() != b"---":
+                self.block.append(line)
+        elif line.strip() == b"---":
+            self.block.clear()  # a block begins
+            self.marked = True
+        else:
+            self.block.append(line)
+            if self.marked and _SUMMARY_VAL.match(line):
+                self.summary_at = time.monotonic()
+
+    def summary_text(self) -> str:
+        """The summary block's lines (all output, when there was no `---` line)."""
+        return b"\n".join([*self.block, self._line]).decode("utf-8", errors="replace")
+
 
 def parse_summary(text: str) -> dict[str, float]:
     """The `key: number` lines after the last `---` line of train.py's output."""
@@ -164,10 +252,28 @@ def parse_summary(text: str) -> dict[str, float]:
     return summary
 
 
-def _python(root: Path) -> str:
-    """The checkout's own environment (uv makes .venv there), else Ratchet's interpreter."""
-    own = root / ".venv" / "bin" / "python"
-    return str(own) if own.is_file() and os.access(own, os.X_OK) else sys.executable
+def checkout_root(tree: Path) -> Path:
+    """The checkout a tree belongs to: its main working tree when the tree is one of its git
+    worktrees (where experiments run, under runs/), else the tree itself."""
+    try:
+        common = Path(git.Repo(tree).common_dir).resolve()
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
+        return tree
+    return common.parent if common.name == ".git" else tree
+
+
+def _own_python(root: Path) -> Path | None:
+    """The checkout's own environment, which uv makes in .venv; None where there is none."""
+    own = checkout_root(root) / ".venv" / "bin" / "python"
+    return own if own.is_file() and os.access(own, os.X_OK) else None
+
+
+def _argv(ws: Workspace, budget: float) -> list[str]:
+    """train.py, under the checkout's own Python, training for `budget` seconds."""
+    python = str(_own_python(ws.root) or sys.executable)
+    if time_budget((ws.root / HARNESS).read_text(errors="replace")) == budget:
+        return [python, TRAIN]
+    return [python, "-c", _WITH_BUDGET, repr(budget)]
 
 
 def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: experiment.Result,
@@ -183,9 +289,16 @@ def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: exper
                RATCHET_BUDGET_S=repr(result.budget_seconds))
     deadline = result.budget_seconds + config.experiment.grace_seconds
     on_phase("training")
-    status, error, pump = supervision.supervise(
-        [_python(ws.root), TRAIN], ws.root, env, out_dir / "train.log", deadline, on_log,
-        should_kill, pump_class=_ProgressPump)
+    child = supervision.Child(_argv(ws, result.budget_seconds), ws.root, env,
+                              out_dir / "train.log", on_log, pump_class=_ProgressPump)
+    pump: _ProgressPump = child.pump
+
+    def summary_done() -> bool:  # printed its summary a while ago: stop it, keep the result
+        return pump.summary_at is not None and time.monotonic() - pump.summary_at >= HANDOFF_S
+
+    status, error = child.watch(deadline, should_kill, handed_over=summary_done)
+    if pump.summary_at is not None:  # whatever came after the summary: the run was done
+        status, error = "ok", ""
     pump.record_into(result)
     if before is not None and (not harness.is_file() or harness.read_bytes() != before):
         harness.write_bytes(before)  # the next experiment gets the checkout's own prepare.py
@@ -194,7 +307,7 @@ def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: exper
     if status != "ok":
         result.status, result.error = status, error
         return
-    summary = parse_summary(result.tail)
+    summary = parse_summary(pump.summary_text())
     result.reported = summary
     val = summary.get("val_bpb")
     if val is None:
@@ -204,7 +317,8 @@ def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: exper
         result.status, result.error = "crash", "val_bpb is not finite (the model diverged)"
         return
     result.status, result.val_bpb = "ok", val
-    result.training_seconds = round(summary.get("training_seconds", 0.0), 3)
+    for name in ("training_seconds", "startup_seconds", "compile_seconds", "eval_seconds"):
+        setattr(result, name, round(summary.get(name, 0.0), 3))  # 0 where it prints none
     result.peak_memory_mb = round(summary.get("peak_vram_mb", 0.0), 1)
     result.mfu = summary.get("mfu_percent")
     result.tokens = int(summary.get("total_tokens_M", 0.0) * 1e6)

@@ -1,6 +1,9 @@
-"""`ratchet import`: an autoresearch run (results.tsv + its git history) as a Ratchet session.
+"""`ratchet import`: an autoresearch run (results.tsv + its git history) as Ratchet sessions.
 
-Columns are found by header name and extra ones are kept in each `exp_end` as `row`. Commit times
+A file every run appended to holds several sessions, each beginning at its baseline row; each
+becomes a session of its own (`split_sessions`), named after the file's path and its rows, so
+that no import takes another's place. Columns are found by header name and extra ones are kept
+in each `exp_end` as `row`. Commit times
 stand in for the timings autoresearch does not log: an experiment starts at its commit and ends
 at the next one. Commits that git no longer has (a discarded change, garbage-collected) are
 tolerated: no diff, and their times are interpolated between their neighbours.
@@ -8,8 +11,10 @@ tolerated: no diff, and their times are interpolated between their neighbours.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ from ratchet.engine.workspace import layout
 RESULTS = "results.tsv"
 MAX_DIFF_CHARS = 200_000  # a diff beyond this is cut: the log is read whole by every view
 _SHA = re.compile(r"^[0-9a-fA-F]{4,40}$")
+_BASELINE = re.compile(r"\s*baseline\b", re.IGNORECASE)  # a description that starts a session
 
 
 class ImportFailed(Exception):
@@ -131,16 +137,6 @@ def destination(path: Path, workspace_dir: Path | None) -> Path:
         return Path(repo.working_tree_dir) / "runs"
 
 
-def _previous_imports(runs: Path, source: Path) -> list[Path]:
-    ws = layout.Workspace(runs.parent)
-    found = []
-    for folder in paths.sessions(ws.runs_dir()):
-        first = next(events.iter_events(folder / "events.jsonl"), {})
-        if first.get("imported") and first.get("source") == str(source):
-            found.append(folder)
-    return found
-
-
 def _exclude_runs(folder: Path) -> None:
     """Keep `runs/` out of `git status` in a checkout that is not a Ratchet layout."""
     repo = _open_repo(folder)
@@ -166,9 +162,82 @@ def _read_rows(tsv: Path, on_warning: Callable[[str], None] | None) -> list[dict
     return rows
 
 
+
+@dataclass
+class Part:
+    """One session of a results file: its rows, the first `baselines` of them baseline runs."""
+
+    rows: list[dict[str, str]]
+    baselines: int = 0
+    measured: bool = False  # one of its baseline runs has a value
+
+
+def _value(row: dict[str, str]) -> float | None:
+    """The row's val_bpb, or None for a crash (autoresearch logs those as 0.000000)."""
+    val = _float(row.get("val_bpb", ""))
+    crashed = row.get("status", "").strip().lower() == "crash" or val is None or val <= 0.0
+    return None if crashed else val
+
+
+def split_sessions(rows: list[dict[str, str]]) -> list[Part]:
+    """The sessions a results file holds, in order.
+
+    A session begins with its baseline runs: every row up to the first one with a value, and
+    the rows right after that whose description begins with "baseline" (Ratchet's other
+    baseline seeds). A new session begins at a header line repeated, or at a row whose
+    description begins with "baseline" once the current session has had a candidate.
+    """
+    parts: list[Part] = []
+    current: Part | None = None
+    for row in rows:
+        if all(row.get(c, "").strip() == c for c in ("val_bpb", "status")):
+            current = None  # a header again: what follows is a session of its own
+            continue
+        says_baseline = bool(_BASELINE.match(row.get("description", "")))
+        if current is None or (says_baseline and current.baselines < len(current.rows)):
+            current = Part([])
+            parts.append(current)
+        if current.baselines == len(current.rows) and (says_baseline or not current.measured):
+            current.baselines += 1
+            current.measured = current.measured or _value(row) is not None
+        current.rows.append(row)
+    return parts
+
+
+def session_name(tsv: Path, rows: list[dict[str, str]], start: float) -> str:
+    """`<start>-import-<folder>[-<file>]-<hash>`: the hash, of the file's path and the
+    session's rows, keeps imports of different files (or sessions) apart."""
+    label = tsv.parent.name or "results"
+    if tsv.stem != "results":
+        label += f"-{tsv.stem}"
+    digest = hashlib.sha256("\n".join([str(tsv), *("\t".join(r.values()) for r in rows)])
+                            .encode()).hexdigest()[:8]
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(start))
+    return f"{stamp}-import-{re.sub(r'[^A-Za-z0-9_.-]+', '-', label)[:40]}-{digest}"
+
+
+def _source_of(folder: Path) -> str | None:
+    """The results file an imported session came from; None for a session Ratchet ran."""
+    first = next(events.iter_events(folder / "events.jsonl"), {})
+    return first.get("source") if first.get("imported") else None
+
+
 def import_run(path: Path, runs: Path, force: bool = False,
                on_warning: Callable[[str], None] | None = None) -> tuple[Path, int]:
-    """Write the session; returns its folder and the number of experiments imported."""
+    """Write the file's sessions; returns the last one's folder and experiments. A file that
+    holds several sessions says so (and names the others) through `on_warning`."""
+    written = import_sessions(path, runs, force, on_warning)
+    if len(written) > 1 and on_warning is not None:
+        others = ", ".join(f"{folder.name} ({n})" for folder, n in written[:-1])
+        on_warning(f"{_results_file(path)} holds {len(written)} sessions (each begins at its "
+                   f"baseline row); the earlier ones are imported as {others}")
+    return written[-1]
+
+
+def import_sessions(path: Path, runs: Path, force: bool = False,
+                    on_warning: Callable[[str], None] | None = None) -> list[tuple[Path, int]]:
+    """Write one session for each the file holds (`split_sessions`); returns each one's folder
+    and number of experiments, oldest first."""
     tsv = _results_file(path)
     rows = _read_rows(tsv, on_warning)
     if not rows:
@@ -177,27 +246,62 @@ def import_run(path: Path, runs: Path, force: bool = False,
     if missing:
         raise ImportFailed(f"{tsv} lacks the column{'s' if len(missing) > 1 else ''} "
                            f"{', '.join(missing)} (found: {', '.join(rows[0])})")
-    previous = _previous_imports(runs, tsv)
-    if previous and not force:
-        raise ImportFailed(f"{tsv} is already imported as session {previous[-1].name}; "
+    parts = split_sessions(rows)
+    if not parts:
+        raise ImportFailed(f"{tsv} has no rows")
+    earlier = [f for f in paths.sessions(runs) if _source_of(f) == str(tsv)]
+    if earlier and not force:
+        raise ImportFailed(f"{tsv} is already imported as session {earlier[-1].name}; "
                            f"add --force to import it again in its place")
     repo = _open_repo(tsv.parent)
     history = _branch_commits(repo) if repo is not None else {}
+    rows = [row for part in parts for row in part.rows]
     commits = [_find_commit(repo, history, row.get("commit", "").strip()) for row in rows]
+    times, ends = _timeline(tsv, commits)
+    cut, folders = 0, []
+    for part in parts:
+        span = slice(cut, cut + len(part.rows))
+        cut = span.stop
+        folder = runs / session_name(tsv, part.rows, times[span][0])
+        other = _source_of(folder) if (folder / "events.jsonl").exists() else str(tsv)
+        if other is None:
+            raise ImportFailed(f"session {folder.name} in {runs} is a run, not an import; "
+                               f"move it away to import {tsv}")
+        if other != str(tsv) and not force:
+            raise ImportFailed(f"session {folder.name} in {runs} holds an import of {other}, "
+                               f"not {tsv}; add --force to replace it")
+        found = [c for c in commits[span] if c is not None]
+        timing = "none" if not any(commits) else (
+            "commits" if len(found) == len(part.rows) else "interpolated")
+        folders.append((folder, part, commits[span], times[span], ends[span], timing))
+    for folder in earlier:
+        shutil.rmtree(folder, ignore_errors=True)
+    written = []
+    try:
+        for folder, part, *timeline in folders:
+            _fresh(folder, runs)
+            written.append(folder)
+            _write(folder / "events.jsonl", tsv, part, *timeline, repo)
+    except BaseException:
+        for folder in written:  # no half-imported file left behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return [(folder, len(part.rows)) for folder, part, *_ in folders]
+
+
+def _timeline(tsv: Path, commits: list[Commit | None]) -> tuple[list[float], list[float]]:
+    """Each row's start and end: its commit's time and the next one's."""
     times = _interpolate([c.time if c else None for c in commits])
-    timing = "commits" if all(c is not None for c in commits) else (
-        "interpolated" if any(c is not None for c in commits) else "none")
-    if timing == "none":  # order is all we know; the file's time anchors the last one
+    if not any(commits):  # order is all we know; the file's time anchors the last one
         end = tsv.stat().st_mtime
-        times = [end - 300.0 * (len(rows) - i) for i in range(len(rows))]
+        times = [end - 300.0 * (len(commits) - i) for i in range(len(commits))]
     for i in range(1, len(times)):  # rewritten history can misorder commit times
         times[i] = max(times[i], times[i - 1])
     step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 300.0
-    ends = times[1:] + [times[-1] + (step if step > 0 else 300.0)]
+    return times, times[1:] + [times[-1] + (step if step > 0 else 300.0)]
 
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", (tsv.parent.name or "results"))[:40]
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(times[0]))
-    folder = previous[-1] if previous else runs / f"{stamp}-import-{name}"
+
+def _fresh(folder: Path, runs: Path) -> None:
     try:
         if folder.exists():
             shutil.rmtree(folder)
@@ -206,21 +310,16 @@ def import_run(path: Path, runs: Path, force: bool = False,
     except OSError as exc:
         raise ImportFailed(f"cannot write the session to {runs}: {exc.strerror or exc}; "
                            f"import into a workspace with -C DIR") from None
-    try:
-        _write(folder / "events.jsonl", tsv, rows, commits, times, ends, timing, repo)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # no half-imported session left behind
-        raise
-    return folder, len(rows)
 
 
-def _write(path: Path, tsv: Path, rows, commits, times, ends, timing, repo) -> None:
+def _write(path: Path, tsv: Path, part: Part, commits, times, ends, timing, repo) -> None:
     log = EventLog(path)
+    rows = part.rows
     branch = ""
     if repo is not None and not repo.head.is_detached:
         branch = repo.active_branch.name
     base = commits[0].sha if commits[0] else rows[0].get("commit", "")
-    best, best_commit = None, ""
+    best, best_commit, baseline = None, "", []
     kept = 0
     try:
         def emit(t: float, type_: str, exp: int | None = None, **fields) -> None:
@@ -234,11 +333,8 @@ def _write(path: Path, tsv: Path, rows, commits, times, ends, timing, repo) -> N
         for n, (row, commit, start, end) in enumerate(zip(rows, commits, times, ends,
                                                           strict=True), start=1):
             description = row.get("description", "")
-            status_text = row.get("status", "").strip().lower()
-            val = _float(row.get("val_bpb", ""))
-            crashed = status_text == "crash" or val is None or val <= 0.0
-            val = None if crashed else val
-            kind = "baseline" if n == 1 else "candidate"
+            val = _value(row)
+            kind = "baseline" if n <= part.baselines else "candidate"
             sha = commit.sha if commit else row.get("commit", "")
             if kind == "candidate":
                 emit(start, schema.PROPOSAL, exp=n, description=description, rationale="",
@@ -248,25 +344,33 @@ def _write(path: Path, tsv: Path, rows, commits, times, ends, timing, repo) -> N
                  description=description)
             if kind == "baseline":
                 decision = schema.BASELINE
-            elif crashed:
+            elif val is None:
                 decision = schema.CRASH
             else:
-                decision = schema.KEEP if status_text == "keep" else schema.DISCARD
-            delta = val - best if val is not None and best is not None and n > 1 else None
+                keep = row.get("status", "").strip().lower() == "keep"
+                decision = schema.KEEP if keep else schema.DISCARD
+            # the best so far: the baseline runs' mean, then the best kept row (a kept row
+            # worse than it, say a simplification, leaves it where it is)
+            new_best = val if best is None or val is None else min(best, val)
             memory = _float(row.get("memory_gb", ""))
-            emit(end, schema.EXP_END, exp=n, kind=kind, status="crash" if crashed else "ok",
-                 decision=decision, val_bpb=val, best_before=best, delta=delta, margin=None,
+            emit(end, schema.EXP_END, exp=n, kind=kind, status="crash" if val is None else "ok",
+                 decision=decision, val_bpb=val, best_before=best,
+                 delta=val - best if val is not None and best is not None
+                 and kind == "candidate" else None, margin=None,
                  commit=sha, description=description, changes={},
                  result={"metric_source": "self_reported",
                          "peak_memory_mb": memory * 1024 if memory is not None else None,
-                         "error": "crashed (as logged in results.tsv)" if crashed else "",
+                         "error": "crashed (as logged in results.tsv)" if val is None else "",
                          "tail": ""},
-                 row=row)
-            if val is not None and decision in (schema.BASELINE, schema.KEEP):
-                best, best_commit = val, sha  # autoresearch's branch moves to every keep
-                kept += decision == schema.KEEP
+                 row=row, **({"new_best": new_best} if decision == schema.KEEP else {}))
+            if val is not None and kind == "baseline":
+                baseline.append(val)
+                best, best_commit = statistics.mean(baseline), best_commit or sha
+            elif decision == schema.KEEP:
+                best, best_commit = new_best, sha  # autoresearch's branch moves to every keep
+                kept += 1
         emit(ends[-1], schema.SESSION_END, reason="imported", experiments=len(rows), kept=kept,
-             best_bpb=best, baseline_bpb=_float(rows[0].get("val_bpb", "")),
+             best_bpb=best, baseline_bpb=statistics.mean(baseline) if baseline else None,
              best_commit=best_commit)
     finally:
         log.close()
