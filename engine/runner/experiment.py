@@ -67,6 +67,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     if not (ws.root / TRAIN).is_file():
         result.error = f"{TRAIN} is missing from the workspace"
         return
+    on_phase("training")  # from here on the time is the trainer's, its sandbox's set-up too
     corpus = ws.corpus(config)
     data = config.data
     device = result.device = resolve_device(config.experiment.device)
@@ -89,7 +90,6 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     evaluator = Evaluator(config, corpus, device, out_dir / "eval.log", extra_env)
     summary, own = None, None
     try:
-        on_phase("training")
         ran = None
         if warm_trainer.suits(ws):
             # every run that can starts its clock after its imports, started ahead or not
