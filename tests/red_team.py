@@ -140,7 +140,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 # State between experiments: the first run leaves traces everywhere it can write; the second
 # looks for them, and for any earlier run's exported model, across everything it can read.
-_HONEST_MODEL = '''
+HONEST_MODEL = '''
 class Cheat(torch.nn.Module):
     def __init__(self, table):
         super().__init__()
@@ -149,6 +149,9 @@ class Cheat(torch.nn.Module):
     def forward(self, idx):
         return self.table[idx]
 '''
+
+# The honest bigram table through a plain causal forward: what every check must accept.
+HONEST = attack(HONEST_MODEL)
 
 LEAVES_TRACES = '''
 import os
@@ -160,7 +163,7 @@ for folder in ("/dev/shm", "/tmp", os.environ.get("TORCHINDUCTOR_CACHE_DIR", "/t
         print(f"left a trace in {folder}", flush=True)
     except OSError as exc:
         print(f"cannot write {folder}: {exc}", flush=True)
-''' + attack(_HONEST_MODEL)
+''' + HONEST
 
 LOOKS_FOR_TRACES = '''
 import os
@@ -176,4 +179,4 @@ for top, dirs, files in os.walk("/"):
                                        and not os.path.realpath(path).startswith(own)):
             found.append(path)
 print(f"traces found: {found}", flush=True)
-''' + attack(_HONEST_MODEL)
+''' + HONEST

@@ -69,15 +69,7 @@ def test_reading_the_next_row_gains_nothing(make_workspace, honest_bpb):
 
 def test_the_honest_model_passes_every_check(make_workspace, honest_bpb):
     # the checks must not refuse the model they protect: same table, plain causal forward
-    honest = red_team.attack('''
-class Cheat(torch.nn.Module):
-    def __init__(self, table):
-        super().__init__()
-        self.table = torch.nn.Parameter(table)
-
-    def forward(self, idx):
-        return self.table[idx]
-''')
+    honest = red_team.HONEST
     result = run_with(make_workspace(**FAST), honest)
     assert result.status == "ok", result.error
     assert result.val_bpb == pytest.approx(honest_bpb, abs=1e-6)
@@ -148,15 +140,7 @@ def test_no_attack_is_kept_inside_the_loop(make_workspace):
     # the same attacks, proposed by an agent to a running session: none is ever kept
     ws = make_workspace("loop", budget_seconds=2.0, grace_seconds=4.0, eval_tokens=65536,
                         min_improvement=0.0)
-    (ws.root / "train.py").write_text(red_team.attack('''
-class Cheat(torch.nn.Module):
-    def __init__(self, table):
-        super().__init__()
-        self.table = torch.nn.Parameter(table)
-
-    def forward(self, idx):
-        return self.table[idx]
-'''))
+    (ws.root / "train.py").write_text(red_team.HONEST)
     repo = git.Repo(ws.root)
     repo.index.add(["train.py", "ratchet.toml"])
     repo.index.commit("honest bigram")
