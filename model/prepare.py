@@ -50,12 +50,8 @@ def budget_seconds() -> float:
 
 
 def time_left() -> float:
-    """Seconds until the engine's deadline for handing over the model (`save_model` done).
-
-    The engine measures it on its own clock from the moment this process started (or, started
-    ahead of time, was told to go); a run still going at the deadline is killed and never
-    scored, whatever it reports about its own timing.
-    """
+    """Seconds until the engine's deadline for `save_model`, on the engine's own clock from
+    this run's start: a run still going then is killed and never scored."""
     deadline = os.environ.get("RATCHET_DEADLINE")
     if deadline is None:  # run by hand: the budget plus a default grace, from import
         return _START + budget_seconds() + 30.0 - time.time()
@@ -142,23 +138,23 @@ _ALLOWED_PYTHON_TARGETS = {operator.getitem}
 # Pure, deterministic ATen operators by name: no file, random, printing or in-place operator.
 # Anything else in an exported graph is refused, so a model can only compute from its input.
 _ALLOWED_OP_NAMES = """
-    abs add addmm alias amax amin arange argmax argmin atan atan2 baddbmm bitwise_and bitwise_not
-    bitwise_or bmm cat ceil chunk clamp clamp_max clamp_min clone constant_pad_nd contiguous conv1d
-    conv2d convolution cos cosh cumprod cumsum detach div dropout einsum elu embedding eq erf exp
-    expand expand_as expm1 flatten flip floor fmod full full_like gather ge gelu group_norm gt
-    hardtanh index index_select layer_norm le leaky_relu lift_fresh_copy linear log log1p log2
-    log_softmax logical_and logical_not logical_or logsumexp lt masked_fill matmul max maximum mean
-    min minimum mish mm mul narrow native_group_norm native_layer_norm ne neg norm
-    linalg_vector_norm ones ones_like outer pad permute pow prod reciprocal relu remainder repeat
-    repeat_interleave reshape rms_norm roll round rsqrt rsub scalar_tensor
-    scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu select sigmoid sign
-    silu sin sinh slice softmax softplus split split_with_sizes sqrt square squeeze stack std sub
-    sum t tanh to topk transpose tril triu trunc type_as unbind unflatten unsqueeze var view where
-    zeros zeros_like _log_softmax _softmax _safe_softmax _to_copy _unsafe_view
-    _assert_tensor_metadata sym_size sym_numel one_hot sort argsort any all isfinite isnan
-    nan_to_num lerp addcmul addcdiv hardswish hardsigmoid tan exp2 floor_divide bitwise_xor
-    logical_xor new_zeros new_ones new_full index_put scatter scatter_add unfold diagonal movedim
-    mv dot tensordot glu softsign logit
+    abs add addmm alias amax amin arange argmax argmin atan atan2 baddbmm bitwise_and
+    bitwise_not bitwise_or bmm cat ceil chunk clamp clamp_max clamp_min clone constant_pad_nd
+    contiguous conv1d conv2d convolution cos cosh cumprod cumsum detach div dropout einsum elu
+    embedding eq erf exp expand expand_as expm1 flatten flip floor fmod full full_like gather ge
+    gelu group_norm gt hardtanh index index_select layer_norm le leaky_relu lift_fresh_copy
+    linear log log1p log2 log_softmax logical_and logical_not logical_or logsumexp lt
+    masked_fill matmul max maximum mean min minimum mish mm mul narrow native_group_norm
+    native_layer_norm ne neg norm linalg_vector_norm ones ones_like outer pad permute pow prod
+    reciprocal relu remainder repeat repeat_interleave reshape rms_norm roll round rsqrt rsub
+    scalar_tensor scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu
+    select sigmoid sign silu sin sinh slice softmax softplus split split_with_sizes sqrt square
+    squeeze stack std sub sum t tanh to topk transpose tril triu trunc type_as unbind unflatten
+    unsqueeze var view where zeros zeros_like _log_softmax _softmax _safe_softmax _to_copy
+    _unsafe_view _assert_tensor_metadata sym_size sym_numel one_hot sort argsort any all
+    isfinite isnan nan_to_num lerp addcmul addcdiv hardswish hardsigmoid tan exp2 floor_divide
+    bitwise_xor logical_xor new_zeros new_ones new_full index_put scatter scatter_add unfold
+    diagonal movedim mv dot tensordot glu softsign logit
 """
 _ALLOWED_OPS = frozenset(_ALLOWED_OP_NAMES.split())
 # Allowed operators with a dropout argument must not use it: dropout is random.
@@ -223,15 +219,10 @@ def _check_operator(node) -> None:
 
 
 class _CausalityProbes:
-    """Checks on every forward call that logits at position t depend on bytes 0..t only.
-
-    Each call carries, beside the scored rows, a few probe rows: an earlier call's scored row
-    (or, for the first call, a later one's) cut at a random point and continued with other
-    validation text. Logits before the cut must equal that row's own. A probe looks like any
-    other row, its cut is drawn where the model cannot see it, and the program keeps no state,
-    so a model can tell neither a probe from a scored row nor one call from another; reading
-    ahead, or reading other rows of the batch, changes logits that a probe compares.
-    """
+    """Checks on every forward call that logits at position t depend on bytes 0..t only:
+    each call carries probe rows, an earlier (or, first, a later) call's row cut at a random
+    point and continued with other text, whose logits before the cut must match. A stateless
+    model cannot tell a probe from a scored row; reading ahead or across rows shows."""
 
     def __init__(self, xs: torch.Tensor, calls: list[range], per_call: int):
         self.xs = xs
