@@ -4,22 +4,30 @@ The evaluator starts while train.py trains, in its own sandbox that shows only t
 split. It imports torch and warms up its loader, then waits; once training hands over a model,
 the model is copied in and the evaluator told to go. An experiment's evaluation then costs the
 measurement alone, not another interpreter start-up (seconds per experiment, on every one).
+On a CPU device it waits paused while train.py trains (`warm_trainer.PAUSE`).
+
+Its private folder (its copy of the harness, the model, its result) is `eval-tmp/` in the
+experiment's folder, never the system's temp folder: what an engine killed mid-evaluation
+leaves there is the session's own, and the next engine in the workspace removes it
+(`lock.remove_leftovers`).
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ratchet.engine.runner import sandbox, supervision
+from ratchet.engine.runner.warm_trainer import PAUSE
 from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import HARNESS, harness_path
 
 if TYPE_CHECKING:
     from ratchet.engine.runner.result import Result
+
+PRIVATE = "eval-tmp"  # the evaluator's folder, in the experiment's folder (beside its log)
 
 
 class Evaluator:
@@ -30,7 +38,9 @@ class Evaluator:
         data = config.data
         self.timeout = config.experiment.eval_timeout_seconds
         self.val_path, self.tokens = corpus.val_path, data.eval_tokens
-        self.private = Path(tempfile.mkdtemp(prefix="ratchet-eval-"))
+        self.private = log_path.parent / PRIVATE
+        shutil.rmtree(self.private, ignore_errors=True)  # an earlier try's, never followed
+        self.private.mkdir(parents=True)
         self.model = self.private / "model.pt2"
         self.out = self.private / "eval.json"
         shutil.copy(harness_path(), self.private / HARNESS)
@@ -45,6 +55,7 @@ class Evaluator:
         # the evaluator runs no code of the candidate's, but a model can still ask for memory
         self.child = supervision.Child(argv, self.private, env, log_path, stdin=True,
                                        limits=supervision.Limits(max_processes=16))
+        PAUSE.getting_ready(self.child)
 
     def evaluate(self, model_dir: Path, result: Result) -> None:
         """Measure the model train.py saved in `model_dir`; the outcome goes into `result`."""
@@ -55,6 +66,7 @@ class Evaluator:
             shutil.copy(model_dir / "model.pt2", self.model)
             with open(self.val_path, "rb") as f:
                 data = f.read(self.tokens + 1)
+            PAUSE.needed(self.child)
             self.child.send("go", data)  # one that died while waiting is reported by watch
             error = self.child.watch(self.timeout, name="the evaluation",
                                      limit="eval_timeout_seconds")[1]
@@ -84,5 +96,6 @@ class Evaluator:
 
     def close(self) -> None:
         """Stop the evaluator (a cancelled one exits on its closed stdin) and remove its files."""
+        PAUSE.needed(self.child)
         self.child.stop()
         shutil.rmtree(self.private, ignore_errors=True)

@@ -5,6 +5,12 @@ interpreter, torch and its compiler front end are ready when the next experiment
 then only sends its environment (budget, seed, output folder) and train.py runs at once. A
 train.py that touches environment variables starts cold instead, since torch reads some of them
 at import; so does every one where `warm_start = false`.
+
+On a CPU device the CPU is what trains: a process getting ready meanwhile (the next warm
+trainer importing torch, the evaluator warming up) would take the training's cores, and two
+OpenMP threads that lose a core to it wait for each other on every operation (a 4 s budget did
+a tenth of its steps). There every process getting ready is paused (SIGSTOP) while a training
+runs, and goes on (SIGCONT) once it hands over, or is needed (`PAUSE`, `bench/warm_steps.py`).
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from ratchet.engine.runner import sandbox, supervision
 from ratchet.engine.workspace.layout import TRAIN, Workspace
@@ -25,6 +35,121 @@ from ratchet.engine.workspace.layout import TRAIN, Workspace
 LAUNCHER = Path(__file__).with_name("warm_child.py")
 READY_TIMEOUT_S = 120.0  # for the imports of a process started (just) before its turn
 _CHANGES = ("update", "setdefault", "pop", "popitem", "clear", "__setitem__", "__delitem__")
+
+
+# Started for each pause: on its closed stdin (the engine ended, however it did) it continues
+# what is still stopped, which would otherwise wait, stopped, for an engine long gone.
+_GUARD = """import os, signal, sys
+stopped = set()
+for line in sys.stdin:
+    (stopped.add if line[0] == "+" else stopped.discard)(int(line[1:]))
+for pid in stopped:
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except OSError:
+        pass
+"""
+
+
+class Pause:
+    """Processes getting ready in the background, paused while a training runs on the CPU."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.training = 0  # trainings on the CPU now
+        self.ready: list[supervision.Child] = []  # children getting ready, or waiting
+        self.stopped: dict[supervision.Child, list[psutil.Process]] = {}
+        self.guard: subprocess.Popen | None = None
+
+    def getting_ready(self, child: supervision.Child) -> None:
+        with self.lock:
+            self.ready.append(child)
+            if self.training:
+                self._stop(child)
+
+    def needed(self, child: supervision.Child) -> None:
+        """The child is wanted now (or stopped): it goes on, paused no more."""
+        with self.lock:
+            if child in self.ready:
+                self.ready.remove(child)
+                self._go_on(child)
+
+    @contextlib.contextmanager
+    def training_on(self, device: str):
+        if device != "cpu":
+            yield
+            return
+        with self.lock:
+            self.training += 1
+            for child in self.ready:
+                self._stop(child)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.training -= 1
+                if not self.training:
+                    for child in self.ready:
+                        self._go_on(child)
+                    self._end_guard()
+
+    def _stop(self, child: supervision.Child) -> None:
+        """SIGSTOP the child and everything under it (a sandboxed child is in a session of
+        its own), once its guardian knows them; without a guardian, no pause."""
+        if child.proc is None or child.proc.poll() is not None or child in self.stopped:
+            return
+        procs: list[psutil.Process] = []
+        # a process forks while it is listed (bwrap sets up its sandbox just now): list again
+        # until a second look a moment later finds nothing new; a stopped process forks no more
+        for _ in range(50):
+            try:
+                root = psutil.Process(child.proc.pid)
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                break
+            new = [proc for proc in tree if proc not in procs]
+            if not new and procs:
+                break
+            if not self._tell("".join(f"+{proc.pid}\n" for proc in new)):
+                break
+            for proc in new:
+                with contextlib.suppress(psutil.Error):
+                    proc.suspend()
+            procs += new
+            time.sleep(0.01)
+        if procs:
+            self.stopped[child] = procs
+
+    def _go_on(self, child: supervision.Child) -> None:
+        procs = self.stopped.pop(child, [])
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.resume()
+        if procs:
+            self._tell("".join(f"-{proc.pid}\n" for proc in procs))
+
+    def _tell(self, lines: str) -> bool:
+        try:
+            if self.guard is None:
+                self.guard = subprocess.Popen(
+                    [sys.executable, "-S", "-I", "-c", _GUARD], stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            self.guard.stdin.write(lines.encode())
+            self.guard.stdin.flush()
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def _end_guard(self) -> None:
+        if self.guard is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.guard.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.guard.wait(timeout=5.0)
+            self.guard = None
+
+
+PAUSE = Pause()
 
 
 def suits(ws: Workspace) -> bool:
@@ -76,11 +201,13 @@ class WarmTrainer:
         self.child = supervision.Child(
             argv, ws.root, sandbox.child_env({**env, "RATCHET_READY": str(self.ready_file)}),
             stage / "train.log", self._log, stdin=True, limits=limits)
+        PAUSE.getting_ready(self.child)
 
     def wait_ready(self, timeout: float,
                    should_kill: Callable[[], bool] | None = None) -> str:
         """Wait until the process has done its imports: "ready", or "gone" if it died or
         took too long, or "killed" if a kill was asked for meanwhile."""
+        PAUSE.needed(self.child)
         end = time.monotonic() + timeout
         while not self.ready_file.exists():
             if should_kill and should_kill():
@@ -113,11 +240,13 @@ class WarmTrainer:
         # its clock starts with this line: the deadline is the allowance from now
         env = {**env, "RATCHET_OUT": str(self.stage / "model"),
                "RATCHET_DEADLINE": repr(time.time() + deadline)}
-        if not self.child.send(json.dumps(env)):
-            return None
-        status, error = self.child.watch(
-            deadline, should_kill, handed_over=supervision.model_handed_over(self.stage / "model"),
-            late="over_budget")
+        with PAUSE.training_on(env.get("RATCHET_DEVICE", "")):
+            if not self.child.send(json.dumps(env)):
+                return None
+            status, error = self.child.watch(
+                deadline, should_kill,
+                handed_over=supervision.model_handed_over(self.stage / "model"),
+                late="over_budget")
         shutil.rmtree(out_dir / "model", ignore_errors=True)
         for name in ("model", "train.log"):  # a missing model is reported by the caller
             if (self.stage / name).is_symlink():
@@ -128,5 +257,6 @@ class WarmTrainer:
 
     def close(self) -> None:
         """Stop the process if it still waits (it exits on its closed stdin) and drop its stage."""
+        PAUSE.needed(self.child)
         self.child.stop()
         shutil.rmtree(self.stage, ignore_errors=True)
