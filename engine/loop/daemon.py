@@ -9,6 +9,7 @@ the terminal or losing SSH does not reach it. It inherits the workspace's engine
 from __future__ import annotations
 
 import argparse
+import contextlib
 import secrets
 import subprocess
 import sys
@@ -76,13 +77,24 @@ def main(argv: list[str] | None = None) -> int:
                          gpus=args.gpus, backend=args.backend, address=args.address,
                          lock_fd=args.lock_fd)
     agent = registry.create(args.agent, config)
-    session = Session(ws, config, options, agent)
-    session.install_signal_handlers()
     try:
-        return session.run()
-    except (lock.Busy, gitops.GitError) as exc:  # refused before it started: one line
-        print(f"ratchet-engine: error: {exc}", file=sys.stderr)
-        return 2
+        session = Session(ws, config, options, agent)
+        session.install_signal_handlers()
+        code = session.run()
+    except (lock.Busy, gitops.GitError, lock.DiskFull) as exc:  # refused before it started
+        return say(f"ratchet-engine: error: {exc}", 2)
+    except OSError as exc:
+        if not lock.is_full(exc):
+            raise
+        return say(f"ratchet-engine: error: {lock.full_message(ws.runs_dir())}", 2)
+    return say(f"ratchet-engine: error: {session.full}", code) if session.full else code
+
+
+def say(line: str, code: int) -> int:
+    """One line on stderr (engine.log), where the disk still has room for it."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The folded state (as `state.fold` gives it), and what the state does not keep: the results.tsv
 rows the log backs, the commits the branch may be at, the run's settings, and the highest
-experiment number any line mentions, lines it cannot read included, so no number is used twice.
+experiment number any line mentions, lines it cannot read included, or any experiment folder
+has (one whose start a full disk kept out of the log), so no number is used twice.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ FLAGS = {"budget": "--budget", "max_experiments": "--max-experiments", "gpus": "
 
 _NUMBER = re.compile(rb'"(?:exp|retried_as|confirms)":\s*(\d+)')
 _COMMIT = re.compile(rb'"commit":\s*"([0-9a-f]{7})')
+_FOLDER = re.compile(r"exp-(\d+)")
 
 
 @dataclass
@@ -49,6 +51,10 @@ def read(path: Path) -> Recorded:
     found = Recorded()
     if not Path(path).exists():
         return found
+    for folder in Path(path).parent.glob("exp-*"):  # runs/<session>/exp-NNNN
+        number = _FOLDER.fullmatch(folder.name)
+        if number:
+            found.top_exp = max(found.top_exp, int(number.group(1)))
     with open(path, "rb") as f:
         for line in f:
             if not line.strip():

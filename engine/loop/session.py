@@ -4,10 +4,15 @@ One Session runs in the engine process. It owns git, the event log and results.t
 decision it takes is appended (and flushed) before the next step starts, so a killed engine
 resumes from its log and the branch. It moves only its own branch, and only from where it last
 put it (`move_branch`); results.tsv rows follow the log (`ledger`).
+
+A full disk is the engine's error, never a candidate's: a run that failed while the disk had no
+room is recorded as interrupted, streamed events are dropped, the workspace's reserve
+(`lock.reserve`) is freed for the last records, and the session ends with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -53,6 +58,10 @@ class RunOptions:
     lock_fd: int | None = None  # the workspace's engine lock, taken by `ratchet run`
 
 
+# events a full disk may cost: the session's own records do not depend on them
+DROPPABLE = (*schema.STREAMS, schema.PHASE)
+
+
 def session_dir(ws: Workspace, session: str) -> Path:
     return ws.runs_dir() / session
 
@@ -76,7 +85,8 @@ class Session:
             config.loop.ray_address = options.address
         self.state = self.recorded.state
         self.last_exp = max(self.state.last_exp, self.recorded.top_exp)  # numbers given out
-        self.log = events.EventLog(self.events_path)
+        self.full = ""  # why the session stops: the disk is full
+        self.log = events.EventLog(self.events_path, on_full=self._make_room)
         self.repo = gitops.open_repo(ws.root)
         self.branch = gitops.branch_name(options.tag)
         self.tip = ""  # the commit the engine last put its branch at
@@ -96,12 +106,45 @@ class Session:
     # --- recording -----------------------------------------------------------------------
 
     def emit(self, event_type: str, exp: int | None = None, **fields) -> dict:
-        """Append an event and fold it into the state; any thread may call it."""
+        """Append an event and fold it into the state; any thread may call it. On a full
+        disk, one of the DROPPABLE types is left out."""
         with self._lock:
-            event = self.log.append(event_type, exp=exp, **fields)
+            try:
+                event = self.log.append(event_type, exp=exp, **fields)
+            except OSError as exc:
+                if event_type not in DROPPABLE or not lock.is_full(exc):
+                    raise
+                return {"type": event_type, "exp": exp, **fields}
             self.rows += ledger.rows_for(event, self.state.pending_confirms)
             statemod.apply(self.state, event)
             return event
+
+    def stream(self, event_type: str, exp: int | None = None, **fields) -> None:
+        """Append a streamed event (training log, resources): dropped once the disk is full."""
+        if self.full:
+            return
+        try:
+            self.log.append(event_type, exp=exp, **fields)
+        except OSError as exc:
+            if not lock.is_full(exc):
+                raise
+            self.disk_full()
+
+    def disk_full(self) -> None:
+        """The disk has no room: the session stops, with the reason."""
+        self.full = self.full or lock.full_message(self.ws.runs_dir())
+        self.request_stop("error")
+
+    def _full_now(self, exc: Exception) -> bool:
+        """Whether the engine's own failure is the disk's: it says so (a git command in its
+        words), or the disk has no room now."""
+        return bool(self.full) or lock.is_full(exc) or not lock.has_room(self.dir)
+
+    def _make_room(self, event: dict) -> bool:
+        """The log found the disk full (on the writing thread, under the log's lock): the
+        reserve goes for the session's own records, once."""
+        self.disk_full()
+        return event.get("type") not in DROPPABLE and lock.release_reserve(self.ws.runs_dir())
 
     # --- control ---------------------------------------------------------------------------
 
@@ -145,32 +188,45 @@ class Session:
 
     def _run(self) -> int:
         ex = self.config.experiment
-        branch = gitops.checkout_branch(self.repo, self.options.tag, self.options.resume,
-                                        tuple(ex.editable),
-                                        self.recorded.tips() if self.options.resume else ())
+        try:  # refused before it starts: a full disk is said in one line (`DiskFull`)
+            lock.remove_leftovers(self.ws.runs_dir())
+            branch = gitops.checkout_branch(self.repo, self.options.tag, self.options.resume,
+                                            tuple(ex.editable),
+                                            self.recorded.tips() if self.options.resume else ())
+            (self.dir / "engine.pid").write_text(str(os.getpid()))
+        except Exception as exc:
+            if self._full_now(exc):
+                raise lock.DiskFull(lock.full_message(self.ws.runs_dir())) from None
+            raise
         base = self.state.base_commit or gitops.head_sha(self.repo)
         self.tip = gitops.head_sha(self.repo)
         self.server = control.ControlServer(self.dir / "control.sock", self.handle)
         self.server.start()
-        (self.dir / "engine.pid").write_text(str(os.getpid()))
-        self.emit(schema.SESSION_START, session=self.options.session, tag=self.options.tag,
-                  branch=branch, base_commit=base, config=self.config.to_dict(),
-                  hardware=telemetry.hardware(), agent=self.agent.name,
-                  resumed=self.options.resume, pid=os.getpid(),
-                  options=resume.current(self.config, self.options.max_experiments),
-                  **({"compat": ex.compat} if ex.compat else {}))
-        self.sampler = telemetry.ResourceSampler(lambda s: self.log.append(schema.RESOURCES, **s))
-        self.sampler.start()
         try:
+            self.emit(schema.SESSION_START, session=self.options.session, tag=self.options.tag,
+                      branch=branch, base_commit=base, config=self.config.to_dict(),
+                      hardware=telemetry.hardware(), agent=self.agent.name,
+                      resumed=self.options.resume, pid=os.getpid(),
+                      options=resume.current(self.config, self.options.max_experiments),
+                      **({"compat": ex.compat} if ex.compat else {}))
+            self.sampler = telemetry.ResourceSampler(
+                lambda sample: self.stream(schema.RESOURCES, **sample))
+            self.sampler.start()
             self._recover()
             # an error of the loop's, or why the engine stopped without touching its branch
-            error = self.disowned or self._loop()
+            error = self.disowned or self.full or self._loop()
+            error = self.full or error
             return 1 if self._finish("error" if error else self.stop_reason, error=error) else 0
         except Exception as exc:  # the engine's own failure: recorded, never silent
-            self._finish("error", error=f"{type(exc).__name__}: {exc}")
-            raise
+            if not self._full_now(exc):
+                self._finish("error", error=f"{type(exc).__name__}: {exc}")
+                raise
+            self.disk_full()
+            self._finish("error", error=self.full)
+            return 1
         finally:
-            self.sampler.stop()
+            if self.sampler is not None:
+                self.sampler.stop()
             self.server.close()
             self.log.close()
 
@@ -178,29 +234,47 @@ class Session:
         for entry in self.state.history:  # a resumed agent relearns what the log knows
             self.agent.observe(Proposal(entry.description, {}, changes=entry.changes), entry)
         backend = pool.create(self.ws, self.config, self.repo, self.dir, pool.Hooks(
-            on_log=lambda job, record: self.log.append(
-                "train_log", exp=job.exp, worker=job.worker, **record),
+            on_log=lambda job, record: self.stream(
+                schema.TRAIN_LOG, exp=job.exp, worker=job.worker, **record),
             on_phase=lambda job, name: self.emit(
                 "phase", exp=job.exp, phase=name, worker=job.worker)))
         return scheduler.Scheduler(self, backend).run()
 
     def _finish(self, reason: str, error: str = "") -> str:
-        """Leave the branch at the best commit and record the end; returns its error."""
+        """Leave the branch at the best commit and record the end; returns its error. On a
+        full disk, the reserve makes room, and what still finds none is left to the resume
+        (which moves the branch and repairs results.tsv from the log)."""
         if self.state.ended:
             return error
+        if self.full:
+            lock.release_reserve(self.ws.runs_dir())
         best = self.state.best_commit
-        untouched = gitops.branch_commit(self.repo, self.branch) == self.tip == best
-        if not self.disowned and (gitops.checked_out(self.repo, self.branch) or not untouched):
-            self.move_branch(best)  # left at the best; a branch it no longer owns stays as it is
+        with self._unless_full():
+            untouched = gitops.branch_commit(self.repo, self.branch) == self.tip == best
+            if not self.disowned and (gitops.checked_out(self.repo, self.branch)
+                                      or not untouched):
+                self.move_branch(best)  # left at the best; a branch it no longer owns stays
         if self.disowned:
             reason, error = "error", self.disowned
-        self.write_rows()
+        with self._unless_full():
+            self._close_running(f"engine stopping ({error or reason})")
+            self.write_rows()
         self.emit(schema.SESSION_END, reason=reason, experiments=self.state.last_exp,
                   kept=self.state.kept, best_bpb=self.state.best_bpb,
                   baseline_bpb=self.state.baseline_bpb, best_commit=self.state.best_commit,
                   **({"error": error} if error else {}))
-        self.log.sync()
+        with self._unless_full():
+            self.log.sync()
         return error
+
+    @contextlib.contextmanager
+    def _unless_full(self):
+        """Go on past a write that found the disk full, once the session knows it is."""
+        try:
+            yield
+        except Exception as exc:
+            if not (self.full and lock.is_full(exc)):
+                raise
 
     def _recover(self) -> None:
         """After a crash of the engine: the branch at the best commit (a keep the log has
@@ -210,18 +284,21 @@ class Session:
         self.write_rows()
         for n in self.recorded.unreadable_ends:  # recorded already, only unreadable now
             self.state.running.pop(n, None)
-        for start in sorted(self.state.running.values(), key=lambda e: e.get("exp", 0)):
-            self.record_end(start["exp"], start.get("kind", "candidate"), start.get("commit", ""),
-                             experiment.Result(status="interrupted",
-                                               error="engine stopped during the experiment"),
-                             start.get("description", ""), decision=keep_rule.CRASH,
-                             **({"worker": start["worker"]} if "worker" in start else {}))
+        self._close_running("engine stopped during the experiment")
         for n, pending in sorted(self.state.pending_confirms.items()):
             self.emit(schema.PROPOSAL_DROPPED, exp=n, reason="the engine stopped before its "
                       "confirmation", description=pending.get("description", ""),
                       stage="confirm", changes=pending.get("changes") or {})
         self.log.sync()
         self.write_rows()
+
+    def _close_running(self, why: str) -> None:
+        """Record what the log has in flight as interrupted: a session never ends with it."""
+        for start in sorted(self.state.running.values(), key=lambda e: e.get("exp", 0)):
+            self.record_end(start["exp"], start.get("kind", "candidate"), start.get("commit", ""),
+                            experiment.Result(status="interrupted", error=why),
+                            start.get("description", ""), decision=keep_rule.CRASH,
+                            **({"worker": start["worker"]} if "worker" in start else {}))
 
     def move_branch(self, sha: str, expected: tuple[str, ...] = ()) -> bool:
         """Reset the session's branch and working tree to `sha`, only while HEAD is that branch
@@ -287,6 +364,7 @@ class Session:
                     **extra) -> dict:
         """Log an experiment's end and put it on disk; its results.tsv rows follow, except for
         a keep's, which wait until the branch has moved (`Scheduler._advance`)."""
+        self._blame_disk(result)
         best = self.state.best_bpb
         delta = (result.val_bpb - best) if (result.val_bpb is not None and best is not None
                                             and kind != "baseline") else None
@@ -300,3 +378,15 @@ class Session:
         if decision != keep_rule.KEEP:
             self.write_rows()
         return event
+
+    def _blame_disk(self, result: experiment.Result) -> None:
+        """A run that failed while the disk was full is interrupted, not the candidate's
+        crash: the engine's own write said so, or the disk has no room now."""
+        if result.status == "ok":
+            return
+        if not self.full:
+            own = result.error.startswith(("worker failed:", "evaluation failed:"))
+            if not (own and lock.mentions_full(result.error)) and lock.has_room(self.dir):
+                return
+            self.disk_full()
+        result.status, result.error = "interrupted", f"stopped by a full disk: {result.error}"

@@ -8,6 +8,8 @@ never the rest of the file.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -57,13 +59,23 @@ def _encode(event: dict) -> bytes:
 
 
 class EventLog:
-    """Append-only writer; safe to share between threads."""
+    """Append-only writer; safe to share between threads.
 
-    def __init__(self, path: Path) -> None:
+    Each line goes to the file in unbuffered writes. Where the disk has no room (ENOSPC), the
+    part of a line not written yet is kept and written before anything else, so the file never
+    holds a torn line followed by others; `on_full(event)`, if given, may make room (it returns
+    True then) and the write is tried once more, else the error is raised. A line of which
+    nothing was written is dropped with the error.
+    """
+
+    def __init__(self, path: Path,
+                 on_full: Callable[[dict], bool] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.on_full = on_full
         self._lock = threading.Lock()
-        self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the log
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the log
+        self._pending = b""  # the rest of a line the disk had no room for
         # An engine killed mid-write leaves a torn last line; end it so that it stays one bad
         # line and our first event starts on a line of its own.
         if os.fstat(self._file.fileno()).st_size > 0:
@@ -71,8 +83,9 @@ class EventLog:
                 f.seek(-1, os.SEEK_END)
                 torn = f.read(1) != b"\n"
             if torn:
-                self._file.write(b"\n")
-                self._file.flush()
+                self._pending = b"\n"
+                with contextlib.suppress(OSError):  # a full disk: before the first event
+                    self._drain()
 
     def append(self, type: str, exp: int | None = None, **fields: Any) -> dict:
         """Write one event and flush it, so tailing readers see it at once; return it as written.
@@ -92,22 +105,44 @@ class EventLog:
         with self._lock:
             if self._file.closed:
                 raise ValueError(f"event log {self.path} is closed")
-            self._file.write(line)
-            self._file.flush()
+            self._pending += line
+            try:
+                self._drain()
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or self.on_full is None or \
+                        not self.on_full(event):
+                    self._forget(line)
+                    raise
+                try:
+                    self._drain()
+                except OSError:
+                    self._forget(line)
+                    raise
         return event
+
+    def _drain(self) -> None:
+        while self._pending:
+            written = os.write(self._file.fileno(), self._pending)
+            self._pending = self._pending[written:]
+
+    def _forget(self, line: bytes) -> None:
+        """Drop `line` from what is pending if none of it was written (it was never begun)."""
+        if len(self._pending) >= len(line) and self._pending.endswith(line):
+            self._pending = self._pending[:-len(line)]
 
     def sync(self) -> None:
         """Force the log to disk (the engine calls this at experiment boundaries)."""
         with self._lock:
             if not self._file.closed:
-                self._file.flush()
                 os.fsync(self._file.fileno())
 
     def close(self) -> None:
         with self._lock:
             if not self._file.closed:
-                self._file.flush()
-                os.fsync(self._file.fileno())
+                with contextlib.suppress(OSError):  # a line the disk had no room for
+                    self._drain()
+                with contextlib.suppress(OSError):
+                    os.fsync(self._file.fileno())
                 self._file.close()
 
     def __enter__(self) -> EventLog:
