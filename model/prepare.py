@@ -29,6 +29,7 @@ import torch
 
 VOCAB_SIZE = 256
 _START = time.time()  # close to process start: train.py imports this module first
+_CPU_MARK = float(os.environ.get("RATCHET_CPU_MARK", "0"))  # a warm start's imports, not the run's
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,12 +51,29 @@ def budget_seconds() -> float:
 
 
 def time_left() -> float:
-    """Seconds until the engine's deadline for `save_model`, on the engine's own clock from
-    this run's start: a run still going then is killed and never scored."""
+    """Seconds until the engine's deadline for `save_model`, on the run's clock (`clock`): a
+    run still going then is killed and never scored."""
+    cpu = os.environ.get("RATCHET_CPU_ALLOWANCE")
+    if cpu is not None:
+        return float(cpu) / _cores() - clock()
     deadline = os.environ.get("RATCHET_DEADLINE")
     if deadline is None:  # run by hand: the budget plus a default grace, from import
         return _START + budget_seconds() + 30.0 - time.time()
     return float(deadline) - time.time()
+
+
+def clock() -> float:
+    """Seconds of the run so far on the clock its budget counts: wall seconds, or where the
+    engine runs it on the CPU clock, this process's CPU time over the cores it may use (a busy
+    machine slows the run but takes none of its budget)."""
+    if os.environ.get("RATCHET_CLOCK") != "cpu":
+        return time.time() - _START
+    t = os.times()
+    return (t.user + t.system + t.children_user + t.children_system - _CPU_MARK) / _cores()
+
+
+def _cores() -> int:
+    return max(1, int(_env("RATCHET_CORES", "1")))
 
 
 def device() -> str:
@@ -82,7 +100,7 @@ def load_train_data() -> np.ndarray:
 
 
 def seconds_since_start() -> float:
-    return time.time() - _START
+    return clock()
 
 
 class Batches:

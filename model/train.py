@@ -194,7 +194,7 @@ if device == "cuda" and COMPILE:
 
 tokens_per_step = BATCH_SIZE * SEQ_LEN * GRAD_ACCUM
 step, tokens, elapsed = 0, 0, 0.0
-t_start = time.time()
+t_start = prepare.clock()  # the budget's clock: wall seconds, or CPU time on a CPU workspace
 planned = max(1e-3, min(budget, prepare.time_left() - HANDOFF_RESERVE_S))
 t_log, tokens_log = t_start, 0
 while elapsed < planned:
@@ -204,9 +204,9 @@ while elapsed < planned:
     tokens += tokens_per_step
     if not math.isfinite(loss):
         raise SystemExit(f"loss is {loss} at step {step}; stopping")
-    elapsed = time.time() - t_start
+    elapsed = prepare.clock() - t_start
     if step % LOG_EVERY == 0 or elapsed >= planned:
-        now = time.time()
+        now = prepare.clock()
         tok_s = (tokens - tokens_log) / max(1e-9, now - t_log)
         prepare.log_step(step=step, loss=loss, lr=lr, tok_s=tok_s, elapsed=elapsed)
         t_log, tokens_log = now, tokens

@@ -24,7 +24,7 @@ def _changed_config() -> configmod.Config:
     ex.device, ex.seed, ex.min_improvement = "cuda", 42, 0.0005
     ex.editable = ["train.py", "model/extra.py"]
     ex.compat, ex.warm_start = "autoresearch", False
-    ex.max_processes, ex.memory_limit_gb = 64, 3.5
+    ex.max_processes, ex.memory_limit_gb, ex.clock = 64, 3.5, "wall"
     data.source, data.column, data.val_percent = "parquet", "body \"quoted\"", 12.5
     data.paths = ["/data/shard 1.parquet", "C:\\data\\shard2.parquet"]
     data.key, data.eval_batch, data.eval_seq, data.eval_tokens = "abc123", 4, 512, 4096
@@ -88,6 +88,7 @@ def test_partial_file_keeps_defaults_and_accepts_whole_numbers(tmp_path):
     ("[agent]\nmodel = 4\n", "model"),
     ("experiment = 3\n", "experiment"),
     ("[experiment]\ndevice = \"tpu\"\n", "device"),
+    ("[experiment]\nclock = \"gpu\"\n", "[experiment] clock must be one of auto, cpu, wall"),
     ("[experiment]\ndevice = \"CUDA\"\n", "device"),
     ("[agent]\nkind = \"gpt\"\n", "kind"),
     ("[agent.claude]\nmodel = \"\"\n", "[agent.claude] model"),

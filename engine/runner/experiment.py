@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from ratchet.engine.runner import devices, sandbox, supervision, warm_trainer
+from ratchet.engine.runner import cpu_clock, devices, sandbox, supervision, warm_trainer
 from ratchet.engine.runner.evaluation import Evaluator
 from ratchet.engine.runner.result import Result
 from ratchet.engine.runner.warm_trainer import WarmTrainer
@@ -71,6 +71,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     corpus = ws.corpus(config)
     data = config.data
     device = result.device = resolve_device(config.experiment.device)
+    clock = result.clock = run_clock(config)
     model_dir = out_dir / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     model_dir.mkdir()
@@ -84,8 +85,13 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
         "RATCHET_OUT": str(model_dir),
     }
     # The trainer's whole allowance, on the engine's clock: from its start (or, warm, from
-    # being told to go) to the hand-off of its model. Nothing it reports can stretch it.
+    # being told to go) to the hand-off of its model. Nothing it reports can stretch it. On
+    # the CPU clock it is CPU seconds of the trainer's tree, the wall clock a backstop.
     allowance = result.budget_seconds + config.experiment.grace_seconds
+    wall, cpu = cpu_clock.allowance(clock, allowance)
+    job_env.update(cpu_clock.trainer_env(clock))
+    if cpu:
+        job_env["RATCHET_CPU_ALLOWANCE"] = repr(cpu)
     # the evaluator gets ready (imports, warm-up) while training runs
     evaluator = Evaluator(config, corpus, device, out_dir / "eval.log", extra_env)
     summary, own = None, None
@@ -95,10 +101,10 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
             # every run that can starts its clock after its imports, started ahead or not
             if warm is None:
                 warm = own = prestart(ws, config, out_dir / "trainer", extra_env, ahead=False)
-            ran = warm.run(job_env, out_dir, allowance, on_log, should_kill)
+            ran = warm.run(job_env, out_dir, wall, on_log, should_kill, cpu)
             result.sandboxed = warm.sandboxed
         if ran is None:  # it sets environment variables: its imports count in its allowance
-            job_env["RATCHET_DEADLINE"] = repr(time.time() + allowance)
+            job_env["RATCHET_DEADLINE"] = repr(time.time() + wall)
             argv, result.sandboxed = sandbox.wrap(
                 [sys.executable, TRAIN], cwd=ws.root,
                 readable=[ws.root, corpus.train_path.parent], writable=[model_dir, cache],
@@ -106,13 +112,15 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
             env = sandbox.child_env({**_cache_env(cache), **extra_env, **job_env})
             child = supervision.Child(argv, ws.root, env, out_dir / "train.log", on_log,
                                       limits=limits(config))
-            ran = (*child.watch(allowance, should_kill,
+            tree = cpu_clock.TreeCpu(child.proc.pid) if cpu and child.proc else None
+            ran = (*child.watch(wall, should_kill,
                                 handed_over=supervision.model_handed_over(model_dir),
-                                late="over_budget"), child)
+                                late="over_budget", cpu=tree, cpu_allowance=cpu), child)
         status, error, trainer = ran
         trainer.pump.record_into(result)
         if trainer.handoff_seconds is not None:
             result.trainer_seconds = round(trainer.handoff_seconds, 3)
+        result.trainer_cpu_seconds = trainer.cpu_seconds
         summary = _handed_over(ws, model_dir, result, status, error)
         if summary is not None:
             on_phase("evaluating")
@@ -139,7 +147,13 @@ def prestart(ws: Workspace, config: Config, stage: Path,
     cache = _fresh_cache(stage / "compile-cache")
     return WarmTrainer(ws, stage, limits(config), readable=[corpus.train_path.parent],
                        hidden=_unseen(ws, corpus), cache=cache,
-                       env={**_cache_env(cache), **(env or {})})
+                       env={**_cache_env(cache), **cpu_clock.trainer_env(run_clock(config)),
+                            **(env or {})})
+
+
+def run_clock(config: Config) -> str:
+    """What the workspace's budget counts for its runs (`cpu_clock.resolve`)."""
+    return cpu_clock.resolve(config.experiment.clock, resolve_device(config.experiment.device))
 
 
 def limits(config: Config) -> supervision.Limits:

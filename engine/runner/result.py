@@ -16,6 +16,8 @@ class Result:
     val_bpb: float | None = None
     # measured by the engine: the trainer's start (or go) to the hand-off of its model
     trainer_seconds: float | None = None
+    trainer_cpu_seconds: float | None = None  # and its tree's CPU time, on the CPU clock
+    clock: str = "wall"  # what the budget counted: wall or cpu (cpu_clock)
     # reported by train.py through the harness's summary: informational, never trusted
     training_seconds: float = 0.0
     total_seconds: float = 0.0

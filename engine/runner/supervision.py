@@ -24,10 +24,13 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from ratchet.engine.runner.cpu_clock import TreeCpu
+
 if TYPE_CHECKING:
     from ratchet.engine.runner.result import Result
 
 LIMITS_EVERY_S = 0.25  # how often a child's process tree is measured against its limits
+CPU_EVERY_S = 0.1  # and its CPU time, against a CPU-clocked allowance
 LOG_CAP_BYTES = 8 * 2**20  # stdout kept on disk per child; the rest is counted, not stored
 TAIL_BYTES = 16 * 2**10  # output tail kept in the result
 MAX_LOG_LINE = 4096  # longer lines are never parsed as training logs
@@ -153,6 +156,7 @@ class Child:
         self.start_error = ""
         self.limits = limits
         self.handoff_seconds: float | None = None
+        self.cpu_seconds: float | None = None  # its tree's CPU time, where it was on that clock
         try:
             self.proc: subprocess.Popen | None = subprocess.Popen(
                 argv, cwd=cwd, env=env,
@@ -190,20 +194,29 @@ class Child:
     def watch(self, deadline: float, should_kill: Callable[[], bool] | None = None,
               name: str = "train.py", limit: str = "budget + grace", *,
               handed_over: Callable[[], bool] | None = None,
-              late: str = "timeout") -> tuple[str, str]:
+              late: str = "timeout", cpu: TreeCpu | None = None,
+              cpu_allowance: float = 0.0) -> tuple[str, str]:
         """Wait for the child to end (at most `deadline` s from now); returns (status, error).
 
         `name` and `limit` word the errors: "train.py exited with 1", "... exceeded budget".
         With `handed_over`, the child's work is done the moment it returns true: the child is
         stopped then, and `handoff_seconds` says when, on the engine's clock. A child still
-        running at the deadline gets the status `late`.
+        running at the deadline gets the status `late`. With `cpu`, the child's tree may also
+        use at most `cpu_allowance` CPU seconds (`cpu_seconds` says how many it used).
         """
         if self.proc is None:
             return "crash", f"cannot start {name}: {self.start_error}"
         started = time.monotonic()
-        end, measured = started + deadline, 0.0
+        end, measured, timed = started + deadline, 0.0, 0.0
         status, error = "ok", ""
         while self.proc.poll() is None:
+            if cpu is not None and time.monotonic() - timed > CPU_EVERY_S:
+                timed = time.monotonic()
+                self.cpu_seconds = round(cpu.used(), 3)
+                if self.cpu_seconds > cpu_allowance:
+                    status, error = late, (f"{name} exceeded {limit} ({cpu_allowance:g} CPU "
+                                           f"seconds); killed")
+                    break
             if self.limits is not None and time.monotonic() - measured > LIMITS_EVERY_S:
                 measured = time.monotonic()
                 breach = self.limits.breach(self.proc.pid)
@@ -212,6 +225,8 @@ class Child:
                     break
             if handed_over is not None and handed_over():
                 self.handoff_seconds = time.monotonic() - started
+                if cpu is not None:
+                    self.cpu_seconds = round(cpu.used(), 3)
                 self.stop()  # nothing it does from now on can reach the result
                 return "ok", ""
             if time.monotonic() > end:

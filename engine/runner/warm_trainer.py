@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 
 from ratchet.engine.runner import sandbox, supervision
+from ratchet.engine.runner.cpu_clock import TreeCpu
 from ratchet.engine.workspace.layout import TRAIN, Workspace
 
 LAUNCHER = Path(__file__).with_name("warm_child.py")
@@ -225,11 +226,11 @@ class WarmTrainer:
 
     def run(self, env: dict[str, str], out_dir: Path, deadline: float,
             on_log: Callable[[dict], None] | None,
-            should_kill: Callable[[], bool] | None,
+            should_kill: Callable[[], bool] | None, cpu_allowance: float = 0.0,
             ) -> tuple[str, str, supervision.Child] | None:
         """Run train.py with the experiment's environment until it hands over its model or
-        its allowance (`deadline` s) runs out; None if the process is gone (the caller then
-        starts one cold)."""
+        its allowance (`deadline` s, and `cpu_allowance` CPU seconds of its tree where not 0)
+        runs out; None if the process is gone (the caller then starts one cold)."""
         self.on_log = on_log
         ready = self.wait_ready(READY_TIMEOUT_S, should_kill)
         if ready == "killed":
@@ -241,12 +242,14 @@ class WarmTrainer:
         env = {**env, "RATCHET_OUT": str(self.stage / "model"),
                "RATCHET_DEADLINE": repr(time.time() + deadline)}
         with PAUSE.training_on(env.get("RATCHET_DEVICE", "")):
+            # its imports are not its run's: the CPU clock starts here too
+            tree = TreeCpu(self.child.proc.pid) if cpu_allowance and self.child.proc else None
             if not self.child.send(json.dumps(env)):
                 return None
             status, error = self.child.watch(
                 deadline, should_kill,
                 handed_over=supervision.model_handed_over(self.stage / "model"),
-                late="over_budget")
+                late="over_budget", cpu=tree, cpu_allowance=cpu_allowance)
         shutil.rmtree(out_dir / "model", ignore_errors=True)
         for name in ("model", "train.log"):  # a missing model is reported by the caller
             if (self.stage / name).is_symlink():

@@ -21,6 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("stdlib", "text", "parquet")
 COMPAT = ("", "autoresearch")
 BACKENDS = ("local", "ray")
+CLOCKS = ("auto", "cpu", "wall")
 
 
 class ConfigError(Exception):
@@ -31,6 +32,7 @@ class ConfigError(Exception):
 class ExperimentConfig:
     budget_seconds: float = 20.0
     grace_seconds: float = 30.0
+    clock: str = "auto"  # what the budget counts: wall, cpu (the trainer's CPU time), auto
     eval_timeout_seconds: float = 120.0
     device: str = "cpu"
     seed: int = 1337
@@ -195,6 +197,8 @@ def validate(config: Config) -> None:
     _check(ex.budget_seconds > 0, f"[experiment] budget_seconds must be positive, "
                                   f"got {ex.budget_seconds}")
     _check(ex.grace_seconds >= 0, "[experiment] grace_seconds must not be negative")
+    _check(ex.clock in CLOCKS, f"[experiment] clock must be one of {', '.join(CLOCKS)}, "
+                               f"got {ex.clock!r}")
     _check(ex.eval_timeout_seconds > 0, "[experiment] eval_timeout_seconds must be positive")
     _check(ex.max_processes >= 8, "[experiment] max_processes must be at least 8")
     _check(ex.memory_limit_gb >= 0, "[experiment] memory_limit_gb must not be negative")
@@ -280,7 +284,9 @@ def render(config: Config) -> str:
         "# Ratchet workspace settings. train.py is what the agent edits; prepare.py is frozen.",
         "",
         "[experiment]",
-        f"budget_seconds = {toml(ex.budget_seconds)}  # training wall-clock budget per experiment",
+        f"budget_seconds = {toml(ex.budget_seconds)}  # training budget per experiment",
+        f"clock = {toml(ex.clock)}  # what the budget counts: wall, cpu (the trainer's CPU time "
+        "over the cores, steady under load) or auto (cpu on a CPU device, wall on a GPU)",
         f"grace_seconds = {toml(ex.grace_seconds)}  # for start-up, compilation and export: "
         "train.py must hand over its model within budget + grace, on the engine's clock",
         f"eval_timeout_seconds = {toml(ex.eval_timeout_seconds)}  # limit for the frozen "
