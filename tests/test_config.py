@@ -89,6 +89,7 @@ def test_partial_file_keeps_defaults_and_accepts_whole_numbers(tmp_path):
     ("experiment = 3\n", "experiment"),
     ("[experiment]\ndevice = \"tpu\"\n", "device"),
     ("[experiment]\nclock = \"gpu\"\n", "[experiment] clock must be one of auto, cpu, wall"),
+    ("[loop]\nrule = \"lower\"\n", "[loop] rule must be one of paired, margin"),
     ("[experiment]\ndevice = \"CUDA\"\n", "device"),
     ("[agent]\nkind = \"gpt\"\n", "kind"),
     ("[agent.claude]\nmodel = \"\"\n", "[agent.claude] model"),

@@ -71,3 +71,62 @@ def test_results_tsv_rows():
     assert kr.tsv_row(kr.CRASH, "timeout") == ("crash", " (timeout)")
     assert kr.tsv_confirmed(kr.KEEP) == ("keep", "")
     assert kr.tsv_confirmed(kr.NEAR_MISS) == ("discard", " (not confirmed)")
+
+
+# --- the paired rule ------------------------------------------------------------------------
+
+
+def _judge(diffs, sigma=0.01, df=30, keep_runs=3, cap=3, min_improvement=0.0):
+    return kr.judge_paired(diffs, sigma, df, keep_runs=keep_runs, cap=cap,
+                           min_improvement=min_improvement)
+
+
+def test_a_first_run_that_looks_no_better_is_discarded_at_once():
+    reading = _judge([0.004])
+    assert (reading.decision, reading.runs) == (kr.DISCARD, 1)
+    assert _judge([0.0]).decision == kr.DISCARD  # a tie is no gain
+
+
+def test_a_first_run_that_looks_better_gets_another_seed_even_when_clear():
+    assert _judge([-0.001]).decision == kr.ANOTHER_RUN
+    assert _judge([-0.5]).decision == kr.ANOTHER_RUN  # one run never keeps
+
+
+def test_a_clear_win_is_kept_only_on_every_seed_of_the_best():
+    assert _judge([-0.03, -0.03]).decision == kr.ANOTHER_RUN  # the best has 3 seeds
+    kept = _judge([-0.03, -0.03, -0.03])
+    assert kept.decision == kr.KEEP
+    assert kept.effect == pytest.approx(-0.03)
+    assert kept.se == pytest.approx(0.01 / 3 ** 0.5)
+
+
+def test_too_little_gain_stops_early_and_a_close_call_ends_at_the_cap():
+    assert _judge([-0.004, 0.002]).decision == kr.NEAR_MISS  # z -0.14: not worth a third
+    assert _judge([-0.004, 0.006]).decision == kr.DISCARD
+    assert _judge([-0.012, -0.006]).decision == kr.ANOTHER_RUN  # z -1.27: close
+    assert _judge([-0.012, -0.006, -0.009]).decision == kr.NEAR_MISS  # z -1.56 < 2
+
+
+def test_an_uncertain_noise_figure_moves_the_keep_line_out():
+    # the same runs: kept with a well-measured noise, not with one from two degrees of freedom
+    assert _judge([-0.013, -0.013, -0.013], df=30).decision == kr.KEEP
+    assert _judge([-0.013, -0.013, -0.013], df=2).decision == kr.NEAR_MISS
+
+
+def test_a_gain_below_min_improvement_is_never_kept():
+    assert _judge([-0.03] * 3, min_improvement=0.05).decision != kr.KEEP
+
+
+def test_paired_noise_pools_each_candidates_spread_around_its_own_effect():
+    # no baseline spread: the noise is the candidates' own, whatever their effects
+    sigma, df = kr.paired_noise([3.0], [[-0.10, -0.12], [0.50, 0.52], [0.2]])
+    assert df == 2  # one per candidate with two runs; a single run tells nothing
+    assert sigma == pytest.approx(0.02 / 2 ** 0.5)
+    # the baseline's spread is the prior: a difference of two runs, sqrt(2) x its stdev
+    sigma, df = kr.paired_noise([3.0, 3.1, 3.2], [])
+    assert (sigma, df) == (pytest.approx(0.1 * 2 ** 0.5), 2)
+    assert kr.paired_noise([3.0], []) == (0.0, 0)
+
+
+def test_detectable_effect_shrinks_with_runs_and_measured_noise():
+    assert kr.detectable(0.01, 30, 3) < kr.detectable(0.01, 30, 2) < kr.detectable(0.01, 2, 2)

@@ -7,12 +7,14 @@ changed and tested in this one place.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 # The decisions are the protocol's words (an exp_end's `decision`); this module says when each.
 from ratchet.engine.protocol.schema import (  # noqa: F401 - the loop names them through here
+    ANOTHER_RUN,
     BASELINE,
     CONFIRM_AGAIN,
     CRASH,
@@ -87,3 +89,102 @@ def tsv_row(decision: str, run_status: str) -> tuple[str, str]:
 def tsv_confirmed(decision: str) -> tuple[str, str]:
     """The row of a candidate whose confirmation ended: written only now that it is known."""
     return ("keep", "") if decision == KEEP else ("discard", " (not confirmed)")
+
+
+# --- the paired rule --------------------------------------------------------------------------
+#
+# A candidate's run k uses the k-th seed the best was measured with (the baseline's seeds, or
+# the kept candidate's), so the seed's own luck (initialisation, data order) is the same on
+# both sides and cancels in the difference. The rule reads the mean of those differences
+# against its standard error, from a noise figure pooled over the whole session
+# (`paired_noise`), and spends runs only where the verdict is open: one run for a change that
+# looks no better, the best's every seed for a keep (so the next comparison has them all),
+# more runs up to the cap for a close call. bench/keep_rules.py measures its false-keep rate
+# and power against the margin rule and autoresearch's.
+
+CONTINUE_Z = 0.0  # after one run, another only where the change looks better at all
+FUTILE_Z = 0.5  # from two runs on, a gain under this many standard errors is given up
+KEEP_Z = 2.0  # a gain of this many standard errors (at the session's noise) is kept
+POWER_Z = 0.84  # an effect kept four times in five sits this far past the keep line
+# Student's t against the normal at 97.5%, by degrees of freedom: a noise figure from few
+# runs is uncertain, so the keep line moves out while the session has measured little.
+_T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 10: 2.23,
+         12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04, 60: 2.00}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The paired rule's reading of a candidate's runs so far."""
+
+    decision: str  # KEEP, DISCARD, NEAR_MISS or ANOTHER_RUN
+    effect: float  # mean of candidate - best over the same seeds (negative: better)
+    se: float  # its standard error
+    sigma: float  # noise of one paired difference, as the session measured it
+    runs: int
+    why: str
+
+    def to_json(self) -> dict:
+        return {"effect": round(self.effect, 6), "se": round(self.se, 6),
+                "sigma": round(self.sigma, 6), "runs": self.runs, "why": self.why}
+
+
+def paired_noise(baseline: Sequence[float], sequences: Sequence[Sequence[float]]
+                 ) -> tuple[float, int]:
+    """The noise of one paired difference and its degrees of freedom.
+
+    Pooled from the spread of each finished candidate's differences around their own mean
+    (its effect drops out), with the baseline's seed spread as a prior: until differences are
+    measured, pairing is assumed to cancel nothing (a difference of two runs, sqrt 2 x spread).
+    """
+    squares, df = 0.0, 0
+    if len(baseline) >= 2:
+        df = len(baseline) - 1
+        squares = df * 2 * statistics.variance(baseline)
+    for diffs in sequences:
+        if len(diffs) >= 2:
+            mean = statistics.fmean(diffs)
+            squares += sum((d - mean) ** 2 for d in diffs)
+            df += len(diffs) - 1
+    return ((squares / df) ** 0.5 if df else 0.0), df
+
+
+def inflation(df: int) -> float:
+    """How far the keep line moves out for a noise figure with `df` degrees of freedom."""
+    if df <= 0:
+        return 1.0  # no noise measured at all: the noise is taken as 0, and any gain counts
+    known = [t for d, t in sorted(_T975.items()) if d <= df]
+    return (known[-1] if known else _T975[1]) / 1.96
+
+
+def detectable(sigma: float, df: int, runs: int) -> float:
+    """The effect the paired rule keeps about four times in five, at this noise."""
+    return (KEEP_Z * inflation(df) + POWER_Z) * sigma / runs ** 0.5
+
+
+def judge_paired(diffs: Sequence[float], sigma: float, df: int, *, keep_runs: int, cap: int,
+                 min_improvement: float) -> Reading:
+    """What the runs so far say: keep (a gain past the keep line, over `keep_runs` runs at
+    least: every seed the best has), discard or near miss (no gain, or the cap reached), or
+    another run. `diffs` are candidate - best, one per seed, in order."""
+    n = len(diffs)
+    effect = statistics.fmean(diffs)
+    se = sigma / n ** 0.5
+    z = effect / se if se > 0 else (-math.inf if effect < 0 else math.inf if effect > 0 else 0.0)
+    keep_z = KEEP_Z * inflation(df)
+    said = f"{n} run{'s' * (n > 1)}: effect {effect:+.4f} ± {se:.4f} (z {z:+.1f})"
+
+    def reading(decision: str, why: str) -> Reading:
+        return Reading(decision, effect, se, sigma, n, f"{said}; {why}")
+
+    if n == 1 and z >= -CONTINUE_Z:
+        return reading(DISCARD, "no better on the first seed")
+    if n >= 2 and z <= -keep_z and -effect > min_improvement:
+        if n >= keep_runs:
+            return reading(KEEP, f"past the keep line (z {-keep_z:.1f})")
+        return reading(ANOTHER_RUN, "a win, measured on the best's every seed before it is kept")
+    if n >= 2 and z > -FUTILE_Z:
+        return reading(NEAR_MISS if effect < 0 else DISCARD, "too little gain to go on")
+    if n >= cap:
+        return reading(NEAR_MISS if effect < 0 else DISCARD, f"not past the keep line in {cap} "
+                       f"runs (z {-keep_z:.1f})")
+    return reading(ANOTHER_RUN, "a close call: one more seed")

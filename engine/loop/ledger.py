@@ -21,24 +21,29 @@ Row = tuple[str, float | None, float, str, str]
 AGAIN = " (the best moved; confirming again)"
 
 
-def rows_for(event: dict, pending: Mapping[int, dict]) -> list[Row]:
+def rows_for(event: dict, pending: Mapping[int, dict],
+             held: Mapping[int, list[dict]] | None = None) -> list[Row]:
     """The rows an event adds to results.tsv; `pending` holds the candidates waiting for a
-    confirmation before the event (the folded state's `pending_confirms`, not yet updated)."""
+    confirmation before the event and `held` their further runs so far (the folded state's
+    `pending_confirms` and `pending_runs`, not yet updated)."""
+    held = held or {}
     kind = event.get("type")
     if kind == schema.PROPOSAL_DROPPED:
         waiting = pending.get(event.get("exp", 0))
+        why = f" (dropped: {event.get('reason', '')})"
         return [] if waiting is None else [
-            row(waiting, "discard", f" (dropped: {event.get('reason', '')})")]
+            row(end, "discard", why) for end in (waiting, *held.get(event.get("exp", 0), []))]
     decision = event.get("decision", "")
-    if kind != schema.EXP_END or decision == schema.PENDING_CONFIRM:
-        return []  # a winner's row waits until its confirmation says what it is
+    if kind != schema.EXP_END or decision in (schema.PENDING_CONFIRM, schema.ANOTHER_RUN):
+        return []  # a winner's rows wait until its last run says what it is
+    runs = held.get(event.get("confirms", 0), []) if event.get("kind") == "confirm" else []
     if decision == schema.CONFIRM_AGAIN:
-        return [row(event, "discard", AGAIN)]
+        return [row(end, "discard", AGAIN) for end in (*runs, event)]
     rows = []
     if event.get("kind") == "confirm" and decision != schema.RETRY:
         waiting = pending.get(event.get("confirms", 0))
         if waiting is not None:
-            rows.append(row(waiting, *keep_rule.tsv_confirmed(decision)))
+            rows += [row(end, *keep_rule.tsv_confirmed(decision)) for end in (waiting, *runs)]
     return rows + [row(event, *keep_rule.tsv_row(decision, event.get("status", "")))]
 
 

@@ -69,7 +69,8 @@ def read(path: Path) -> Recorded:
 
 
 def _fold(found: Recorded, event: dict) -> None:
-    found.rows += ledger.rows_for(event, found.state.pending_confirms)
+    found.rows += ledger.rows_for(event, found.state.pending_confirms,
+                                  found.state.pending_runs)
     kind = event.get("type")
     if kind == schema.SESSION_START:
         found.settings = settings(event)

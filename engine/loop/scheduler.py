@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ratchet.engine.agents.base import Proposal
-from ratchet.engine.loop import gitops, keep_rule
+from ratchet.engine.loop import gitops, keep_rule, pairing
 from ratchet.engine.loop.proposer import POLL_S, Proposer
 from ratchet.engine.protocol import schema
 from ratchet.engine.runner import experiment
@@ -43,6 +43,8 @@ class Candidate:
     first: experiment.Result | None = None  # its candidate run, once it won
     first_commit: str = ""  # the commit that run measured
     confirm_rounds: int = 0
+    paired: pairing.Runs = field(default_factory=pairing.Runs)  # the paired rule's runs
+    moves: int = 0  # times the best moved under its paired runs
 
 
 class Scheduler:
@@ -58,6 +60,7 @@ class Scheduler:
         self.retries: deque[pool.Job] = deque()
         self.deferred: list[pool.Outcome] = []  # candidate results waiting for the baseline
         self.stopping = False
+        self.is_paired = session.config.loop.rule == "paired"
         self.paused_recorded = False
         self.error = ""
         self.best = (session.state.best_commit, self._files_at(session.state.best_commit))
@@ -256,7 +259,7 @@ class Scheduler:
                 c = self.ready.popleft()
             self.proposer.wake.set()  # room for the proposer to prepare the next one
             if self._onto_best(c, "queued"):
-                return pool.Job(c.exp, "candidate", c.commit, self.s.config.experiment.seed,
+                return pool.Job(c.exp, "candidate", c.commit, self._seed(0),
                                    c.proposal.description, candidate=c)
 
     def _onto_best(self, c: Candidate, stage: str) -> bool:
@@ -278,11 +281,22 @@ class Scheduler:
         c.commit, c.based_on = commit, best
         return True
 
+    def _seed(self, index: int) -> int:
+        """The seed of a candidate's run number `index`: the margin rule's first run always
+        takes the config's seed, the paired rule's runs the best's seeds in turn."""
+        first = self.s.config.experiment.seed
+        return pairing.seed_for(self.s.state, first, index) if self.is_paired else first
+
     def _confirm_job(self, c: Candidate) -> pool.Job | None:
+        moved = c.based_on != self.s.state.best_commit
         if not self._onto_best(c, "confirm"):
             return None
+        if moved:
+            c.paired.clear()  # only runs on the current best count
         c.confirm_rounds += 1
         seed = self.s.config.experiment.seed + 1000 + c.exp + (c.confirm_rounds - 1) * 100
+        if self.is_paired:
+            seed = self._seed(len(c.paired.diffs))
         return pool.Job(self.alloc_exp(), "confirm", c.commit, seed,
                            f"confirm exp {c.exp}: {c.proposal.description}", candidate=c)
 
@@ -306,6 +320,8 @@ class Scheduler:
                               decision=keep_rule.BASELINE, worker=job.worker)
         elif job.kind == "candidate":
             self._apply_candidate(job, result)
+        elif self.is_paired:
+            self._apply_paired(job, result)
         else:
             self._apply_confirm(job, result)
 
@@ -327,6 +343,9 @@ class Scheduler:
         return True
 
     def _apply_candidate(self, job: pool.Job, result: experiment.Result) -> None:
+        if self.is_paired:
+            self._apply_paired(job, result)
+            return
         c: Candidate = job.candidate
         verdict = keep_rule.judge_candidate(
             _score(result), self.s.state.best_bpb, self.s.margin(),
@@ -367,6 +386,58 @@ class Scheduler:
                           verdict.decision, changes=c.proposal.changes,
                           new_best=verdict.new_best, **extra)
         if verdict.decision == keep_rule.KEEP:
+            self._advance(job.commit)
+        self._observe(c)
+
+    # --- the paired rule: every run of a candidate against the best's run on its seed -----
+
+    def _read(self, c: Candidate, job: pool.Job, val: float) -> keep_rule.Reading:
+        return pairing.judge(self.s.state, c.paired, job.seed, val, self.s.noise(),
+                             self.s.config.experiment.min_improvement,
+                             self.s.config.experiment.seed)
+
+    def _apply_paired(self, job: pool.Job, result: experiment.Result) -> None:
+        """A candidate's run or one of its further runs (kind confirm): judged on all of its
+        runs so far; another run is queued first, ahead of new candidates."""
+        c: Candidate = job.candidate
+        first, score = job.kind == "candidate", _score(result)
+        if first:
+            c.paired.clear()
+        moved = gitops.parent_of(self.s.repo, job.commit) != self.s.state.best_commit
+        extra = {"worker": job.worker, **({"based_on": c.based_on} if first
+                                          else {"confirms": c.exp})}
+        if not first and score is not None and moved and not self.s.stop_reason \
+                and c.moves < MAX_CONFIRM_ROUNDS:
+            c.moves += 1  # its runs measured code that is not on the best: again, rebased
+            self.s.record_end(job.exp, "confirm", job.commit, result, c.proposal.description,
+                              keep_rule.CONFIRM_AGAIN, changes=c.proposal.changes, **extra)
+            self.confirms.appendleft(c)
+            return
+        reading = None
+        if score is None:
+            decision = keep_rule.CRASH
+        elif self.s.state.best_bpb is None or (moved and not first):
+            decision = keep_rule.DISCARD
+        else:
+            reading = self._read(c, job, score)
+            decision = reading.decision
+        if first and decision == keep_rule.ANOTHER_RUN:
+            decision = keep_rule.PENDING_CONFIRM  # a candidate awaiting its further runs
+        new_best = {"new_best": c.paired.mean()} if decision == keep_rule.KEEP else {}
+        self.s.record_end(job.exp, job.kind, job.commit, result, c.proposal.description,
+                          decision, changes=c.proposal.changes,
+                          paired=pairing.record(reading, c.paired), **new_best, **extra)
+        if decision in (keep_rule.PENDING_CONFIRM, keep_rule.ANOTHER_RUN):
+            if first:
+                c.first, c.first_commit = result, job.commit
+                if moved:
+                    c.paired.clear()  # it ran on an older best: rebased, it runs again
+            if self.s.stop_reason:
+                self._drop_winner(c, "the session stopped before its further runs")
+            else:
+                self.confirms.appendleft(c)
+            return
+        if decision == keep_rule.KEEP:
             self._advance(job.commit)
         self._observe(c)
 

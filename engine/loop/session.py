@@ -31,6 +31,7 @@ from ratchet.engine.loop import (
     keep_rule,
     ledger,
     lock,
+    noise,
     proposal_check,
     results_tsv,
     resume,
@@ -115,7 +116,8 @@ class Session:
                 if event_type not in DROPPABLE or not lock.is_full(exc):
                     raise
                 return {"type": event_type, "exp": exp, **fields}
-            self.rows += ledger.rows_for(event, self.state.pending_confirms)
+            self.rows += ledger.rows_for(event, self.state.pending_confirms,
+                                         self.state.pending_runs)
             statemod.apply(self.state, event)
             return event
 
@@ -344,9 +346,14 @@ class Session:
                        based_on=based_on)
 
     def margin(self) -> float:
-        """What a change must beat the best by, from the baseline's noise so far."""
-        ex, loop = self.config.experiment, self.config.loop
-        return keep_rule.margin(self.state.baseline, ex.min_improvement, loop.noise_k)
+        """What a change must beat the best by: under the paired rule the gain it keeps four
+        times in five at the session's noise so far, under the margin rule its margin."""
+        measured = noise.of(self.state).detectable
+        return self.config.experiment.min_improvement if measured is None else measured
+
+    def noise(self) -> tuple[float, int]:
+        """The noise of one paired difference and its degrees of freedom, pooled so far."""
+        return keep_rule.paired_noise(self.state.baseline, self.state.paired)
 
     def check(self, proposal: Proposal, context: Context) -> str:
         """Why the proposal cannot be applied, or '' (then it keeps only the changed files)."""

@@ -28,7 +28,9 @@ CRASH = "crash"
 PENDING_CONFIRM = "pending_confirm"  # a winner waiting for its confirmation run
 CONFIRM_AGAIN = "confirm_again"  # the best moved during the confirmation: rebase and rerun
 RETRY = "retry"  # the worker was lost: the same job runs again under a new number
-DECISIONS = (BASELINE, KEEP, DISCARD, NEAR_MISS, CRASH, PENDING_CONFIRM, CONFIRM_AGAIN, RETRY)
+ANOTHER_RUN = "another_run"  # the paired rule's close call (or unconfirmed win): one more seed
+DECISIONS = (BASELINE, KEEP, DISCARD, NEAR_MISS, CRASH, PENDING_CONFIRM, CONFIRM_AGAIN, RETRY,
+             ANOTHER_RUN)
 
 SESSION_START = "session_start"
 AGENT_DELTA = "agent_delta"
@@ -128,7 +130,7 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         **_EXP, "kind": "baseline | candidate | confirm",
         "status": "ok | crash | timeout | killed | interrupted | lost",
         "decision": "baseline | keep | discard | near_miss | crash | pending_confirm | "
-                    "confirm_again | retry",
+                    "confirm_again | retry | another_run",
         "val_bpb": "the measured metric (null on a crash)",
         "best_before": "the best val_bpb before it", "delta": "val_bpb minus best_before",
         "margin": "what a change had to beat the best by", "commit": "the experiment's commit",
@@ -138,6 +140,9 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         "confirms": "confirm runs: the candidate's exp",
         "new_best": "confirm runs kept: the best from now on",
         "retried_as": "decision retry: the exp that runs it again",
+        "paired": "the paired rule's reading of the candidate's runs so far: effect (mean of "
+                  "candidate - best on the same seeds), se, sigma (noise of one paired "
+                  "difference), runs, why, diffs; on a keep also seeds (seed -> val_bpb)",
         "row": "imports: the results.tsv row by column name"}),
     _spec(RESOURCES, "a sample of the machine's load", {
         "cpu_percent": "0-100", "memory_percent": "0-100",

@@ -27,6 +27,8 @@ class LoopState:
     baseline_runs: int = 0  # baseline runs finished, ok or failed (not interrupted)
     best_commit: str = ""
     best_bpb: float | None = None
+    best_runs: dict[int, float] = field(default_factory=dict)  # the best's val_bpb by seed
+    paired: list[list[float]] = field(default_factory=list)  # each judged candidate's diffs
     history: list[HistoryEntry] = field(default_factory=list)
     last_exp: int = 0
     proposals: int = 0  # proposals tried (they count toward --max-experiments)
@@ -35,6 +37,8 @@ class LoopState:
     running: dict[int, dict] = field(default_factory=dict)  # exp -> exp_start with no exp_end
     # candidate exp -> its exp_end (decision pending_confirm) awaiting a confirmation run
     pending_confirms: dict[int, dict] = field(default_factory=dict)
+    # candidate exp -> its further runs so far (decision another_run), rows held with its own
+    pending_runs: dict[int, list[dict]] = field(default_factory=dict)
     queued: dict[int, dict] = field(default_factory=dict)  # exp -> proposal not started yet
     worker_phase: dict[str, str] = field(default_factory=dict)  # worker -> its latest phase
     last_crash_tail: str = ""
@@ -84,6 +88,7 @@ def apply(state: LoopState, event: dict) -> None:
             k: event[k] for k in ("commit", "based_on", "diff") if k in event}}
     elif kind == schema.PROPOSAL_DROPPED:
         state.queued.pop(event.get("exp", 0), None)
+        state.pending_runs.pop(event.get("exp", 0), None)
         if state.pending_confirms.pop(event.get("exp", 0), None) is not None:
             _append_history(state, event, schema.DISCARD, None, None)
     elif kind == schema.EXP_START:
@@ -148,18 +153,33 @@ def _apply_end(state: LoopState, event: dict) -> None:
         if val is not None and event.get("status") == "ok":
             state.baseline.append(val)
             state.best_bpb = statistics.mean(state.baseline)
+            seed = (event.get("result") or {}).get("seed")
+            if isinstance(seed, int):
+                state.best_runs[seed] = val
         return
     if decision == schema.PENDING_CONFIRM:
         state.pending_confirms[event.get("exp", 0)] = event
         return
+    if decision == schema.ANOTHER_RUN:  # the paired rule runs the candidate on one more seed
+        state.pending_runs.setdefault(event.get("confirms", 0), []).append(event)
+        return
     if decision == schema.CONFIRM_AGAIN:  # the best moved during the confirmation: rebased, rerun
+        state.pending_runs.pop(event.get("confirms", 0), None)  # its runs measured other code
         return
     if event.get("kind") == "confirm":
         state.pending_confirms.pop(event.get("confirms", 0), None)
+        state.pending_runs.pop(event.get("confirms", 0), None)
+    paired = event.get("paired")
+    if isinstance(paired, dict) and isinstance(paired.get("diffs"), list):
+        state.paired.append([d for d in paired["diffs"] if isinstance(d, (int, float))])
     if decision == schema.KEEP:
         state.kept += 1
         state.best_commit = event.get("commit", state.best_commit)
         state.best_bpb = event.get("new_best", val)
+        seeds = paired.get("seeds") if isinstance(paired, dict) else None
+        if isinstance(seeds, dict):  # the paired rule measured the new best on every seed
+            state.best_runs = {int(k): v for k, v in seeds.items()
+                               if str(k).lstrip("-").isdigit() and isinstance(v, (int, float))}
     if event.get("kind") in ("candidate", "confirm"):
         _append_history(state, event, decision, val, event.get("delta"))
 

@@ -22,6 +22,7 @@ SOURCES = ("stdlib", "text", "parquet")
 COMPAT = ("", "autoresearch")
 BACKENDS = ("local", "ray")
 CLOCKS = ("auto", "cpu", "wall")
+RULES = ("paired", "margin")
 
 
 class ConfigError(Exception):
@@ -61,6 +62,7 @@ class LoopConfig:
     baseline_seeds: int = 3
     noise_k: float = 2.0
     confirm: bool = True
+    rule: str = "paired"  # paired (sequential, same seeds) or margin (Ratchet 1's, see README)
     max_tool_rounds: int = 20
     gpus: list[int] = field(default_factory=list)  # one worker per device; [] = one worker
     backend: str = "local"  # local (threads on this machine) or ray (tasks on a Ray cluster)
@@ -224,6 +226,8 @@ def validate(config: Config) -> None:
     loop = config.loop
     _check(loop.baseline_seeds >= 1, "[loop] baseline_seeds must be at least 1")
     _check(loop.noise_k >= 0, "[loop] noise_k must not be negative")
+    _check(loop.rule in RULES, f"[loop] rule must be one of {', '.join(RULES)}, "
+                               f"got {loop.rule!r}")
     _check(loop.max_tool_rounds >= 1, "[loop] max_tool_rounds must be at least 1")
     _check(len(set(loop.gpus)) == len(loop.gpus), f"[loop] gpus lists a device twice: {loop.gpus}")
     _check(bool(loop.ray_resource), "[loop] ray_resource must not be empty")
@@ -337,6 +341,9 @@ def render(config: Config) -> str:
         f"noise_k = {toml(loop.noise_k)}  # keep only gains above max(min_improvement, "
         "noise_k x seed spread)",
         f"confirm = {toml(loop.confirm)}  # re-run a winning change with another seed first",
+        f"rule = {toml(loop.rule)}  # paired: candidate and best on the same seeds, a run more "
+        "for a close call or a win, up to baseline_seeds; margin: beat the best by noise_k x "
+        "seed spread, then confirm",
         f"max_tool_rounds = {toml(loop.max_tool_rounds)}  # agent tool calls per proposal",
         f"gpus = {toml(loop.gpus)}  # devices to train on at once, one experiment each; [] = one",
         f"backend = {toml(loop.backend)}  # local, or ray for tasks on a Ray cluster",
