@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ratchet.cli import report
-from ratchet.engine.loop import keep_rule
+from ratchet.engine.loop import noise
 from ratchet.engine.protocol import events, paths, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import catalog
@@ -116,6 +116,12 @@ def _count(n: int) -> str:
     return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
 
 
+def _spread(state: statemod.LoopState) -> str:
+    spread = noise.of(state).spread
+    runs = f"{len(state.baseline)} baseline run{'s' * (len(state.baseline) != 1)}"
+    return f"{spread:.4f} over {runs}" if spread is not None else f"- ({runs})"
+
+
 def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -> str:
     log = catalog.load(folder, on_warning)
     state = statemod.fold(log)
@@ -125,16 +131,13 @@ def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -
     base = state.baseline_bpb
     gain = f"  ({state.best_bpb - base:+.6f} vs baseline {base:.6f})" \
         if base is not None and state.best_bpb is not None else ""
-    config = state.config.get("experiment", {}), state.config.get("loop", {})
-    margin = keep_rule.margin(state.baseline, config[0].get("min_improvement", 0.0),
-                              config[1].get("noise_k", 2.0))
     lines = [
         f"session   {state.session}  [{where}{', paused' if state.paused else ''}]",
         f"branch    {state.branch}   agent {state.agent}   pid {state.pid}",
         f"phase     {state.phase}   experiments {state.last_exp}   proposals {state.proposals}"
         f"   kept {state.kept}",
         f"best      {best}{gain}",
-        f"noise     margin {margin:.6f} from {len(state.baseline)} baseline runs",
+        f"noise     {noise.of(state).line()}; baseline spread {_spread(state)}",
         cost_line(state),
     ]
     if state.unsandboxed:

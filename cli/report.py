@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ratchet.engine.loop import noise
 from ratchet.engine.protocol import schema
 from ratchet.engine.protocol import state as statemod
 
@@ -53,6 +54,8 @@ class Figures:
     unsandboxed: int = 0  # runs whose train.py ran outside the sandbox (LoopState.unsandboxed)
     runs: list[tuple[int, str, float]] = field(default_factory=list)  # (exp, kind, val_bpb)
     frontier: list[tuple[int, float]] = field(default_factory=list)  # (exp, best after it)
+    noise: str = ""  # the session's noise and the gain it detects (`noise.Noise.line`)
+    trials: int = 0  # candidate and further runs: the runs spent judging candidates
 
     @property
     def improvement(self) -> float | None:
@@ -109,6 +112,7 @@ def figures(log: Iterable[dict]) -> Figures:
     fig.baseline_bpb, fig.best_bpb, fig.best_commit = (state.baseline_bpb, state.best_bpb,
                                                        state.best_commit)
     fig.proposals, fig.unsandboxed = state.proposals, state.unsandboxed
+    fig.noise = noise.of(state).line()
     return fig
 
 
@@ -123,8 +127,10 @@ def _count_end(fig: Figures, state: statemod.LoopState, event: dict) -> None:
             fig.crashed += 1
         elif decision in (schema.DISCARD, schema.NEAR_MISS):
             fig.discarded += 1
-    elif kind == "confirm" and decision != schema.KEEP:
-        fig.discarded += 1  # the candidate ran ok, but its second run did not confirm it
+    elif kind == "confirm" and decision in (schema.DISCARD, schema.NEAR_MISS, schema.CRASH):
+        fig.discarded += 1  # the candidate ran ok, but its further runs did not confirm it
+    if kind in ("candidate", "confirm") and decision != schema.RETRY:
+        fig.trials += 1
     if decision == schema.KEEP:
         best = event.get("new_best", val)
         before = event.get("best_before")
@@ -179,6 +185,8 @@ def _headline(fig: Figures) -> list[tuple[str, str]]:
             ("outcomes", f"kept {len(fig.kept)} ({_pct(fig.rate(len(fig.kept)))}), "
              f"discarded {fig.discarded} ({_pct(fig.rate(fig.discarded))}), "
              f"crashed {fig.crashed} ({_pct(fig.rate(fig.crashed))})"),
+            ("noise", fig.noise + (f"; {fig.trials / fig.candidates:.2f} runs per candidate"
+                                   if fig.candidates else "")),
             ("time", _time_text(fig))]
     return rows
 

@@ -11,6 +11,14 @@ def delta(value: float | None) -> str:
     return "" if value is None else f"{value:+.4f}"
 
 
+def effect(value: float, se: float) -> str:
+    """A paired effect and its standard error in 10 cells: -.031±.012 (no leading zeros)."""
+    def short(x: float, sign: str) -> str:
+        text = f"{x:{sign}.3f}"
+        return text.replace("0.", ".", 1) if abs(x) < 1 else text
+    return f"{short(value, '+')}±{short(se, '')}"
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return ""

@@ -72,6 +72,7 @@ class Experiment:
     rationale: str = ""
     error: str = ""
     confirms: int | None = None
+    paired: dict = field(default_factory=dict)  # the paired rule's reading at this run
     worker: str = ""  # the worker (device) that runs or ran it
     curve: Curve = field(default_factory=Curve)
 
@@ -89,8 +90,18 @@ class Experiment:
             return self.status
         if self.status != "ok" or self.decision in ("", schema.CRASH):
             return self.status
-        return {schema.PENDING_CONFIRM: "confirming", schema.NEAR_MISS: "near miss"}.get(
-            self.decision, self.decision)
+        label = {schema.PENDING_CONFIRM: "confirming", schema.NEAR_MISS: "near miss",
+                 schema.ANOTHER_RUN: "one more"}.get(self.decision, self.decision)
+        runs = self.paired.get("runs")
+        if isinstance(runs, int) and self.decision in (schema.KEEP, schema.DISCARD,
+                                                         schema.NEAR_MISS):
+            return f"{label}·{runs}"  # the paired rule's verdict, after this many runs
+        return label
+
+    @property
+    def base_label(self) -> str:
+        """The label without a run count: what the status colours key on."""
+        return self.label.split("·")[0]
 
 
 @dataclass
@@ -233,6 +244,8 @@ class DashboardState:
         record.description = str(event.get("description", "")) or record.description
         record.ended = event.get("t")
         record.error = str((event.get("result") or {}).get("error") or "")
+        paired = event.get("paired")
+        record.paired = paired if isinstance(paired, dict) else {}
         confirms = event.get("confirms")
         if isinstance(confirms, int):
             record.confirms = confirms

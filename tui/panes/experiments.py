@@ -10,7 +10,9 @@ from ratchet.tui.messages import ExperimentSelected
 from ratchet.tui.model import DashboardState, Experiment
 
 # (label, key, width): fixed widths, so a later, longer value is never cut short
-COLUMNS = (("#", "n", 3), ("commit", "commit", 7), ("val_bpb", "val", 7), ("Δ best", "delta", 7),
+# Δ best is a run's difference from the best; where the paired rule judged the run, the
+# estimated effect over the candidate's runs and its standard error (status says how many runs)
+COLUMNS = (("#", "n", 3), ("commit", "commit", 7), ("val_bpb", "val", 7), ("Δ best", "delta", 10),
            ("status", "status", 11), ("time", "time", 6), ("description", "desc", None))
 
 
@@ -18,13 +20,18 @@ def _cells(record: Experiment, workers: bool = False) -> tuple:
     label = record.label
     shown = f"{label} w{record.worker}" if workers and record.worker and label == "running" \
         else label
+    paired = record.paired
+    if isinstance(paired.get("effect"), (int, float)) and isinstance(paired.get("se"),
+                                                                     (int, float)):
+        change, text = paired["effect"], fmt.effect(paired["effect"], paired["se"])
+    else:
+        change, text = record.delta, fmt.delta(record.delta)
     return (
         str(record.n),
         record.commit[:7],
         fmt.bpb(record.val_bpb),
-        Text(fmt.delta(record.delta),
-             style="green" if (record.delta or 0) < 0 else "yellow" if record.delta else ""),
-        Text(shown, style=fmt.STATUS_STYLES.get(label, "")),
+        Text(text, style="green" if (change or 0) < 0 else "yellow" if change else ""),
+        Text(shown, style=fmt.STATUS_STYLES.get(record.base_label, "")),
         fmt.duration(record.duration),
         record.description,
     )
@@ -32,7 +39,8 @@ def _cells(record: Experiment, workers: bool = False) -> tuple:
 
 def _key(record: Experiment) -> tuple:
     """What the row depends on, cheap to compare (the running row's time changes each event)."""
-    return (record.label, record.commit, record.val_bpb, record.delta, record.description,
+    return (record.label, record.commit, record.val_bpb, record.delta,
+            record.paired.get("effect"), record.description,
             record.started, record.ended, record.last_t if record.ended is None else None)
 
 

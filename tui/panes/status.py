@@ -1,11 +1,13 @@
 """The status line: session, phase, a red UNSANDBOXED where train.py ran without the sandbox,
-experiment, budget bar, best, kept/total, agent cost."""
+experiment, budget bar, best, kept/total, agent cost, and the session's noise (one paired
+difference) with the gain it can detect."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.widgets import Static
 
+from ratchet.engine.loop import noise
 from ratchet.tui import format as fmt
 from ratchet.tui.model import DashboardState
 
@@ -28,6 +30,7 @@ class StatusLine(Static):
             "kept": loop.kept,
             "total": loop.proposals,
             "cost": loop.cost_usd,
+            "noise": noise.of(loop),
             "unsandboxed": loop.unsandboxed > 0,
             "read_only": read_only,
             # with several workers: (experiment, worker, seconds done, budget) for each one busy
@@ -68,6 +71,10 @@ class StatusLine(Static):
         text.append(fmt.bpb(f["best"]), style="bold green")
         text.append(f"  kept {f['kept']}/{f['total']}")
         text.append(f"  ${f['cost']:.2f}")
+        measured = f["noise"]
+        if measured.sigma is not None:  # last, so a narrow terminal crops it first
+            text.append(f"  ±{measured.sigma:.3f} detects {measured.detectable:.3f}" if wide
+                        else f"  ±{measured.sigma:.3f}", style="dim")
         if f["read_only"]:
             text.append("  read-only", style="dim")
         return text
