@@ -130,3 +130,33 @@ def test_paired_noise_pools_each_candidates_spread_around_its_own_effect():
 
 def test_detectable_effect_shrinks_with_runs_and_measured_noise():
     assert kr.detectable(0.01, 30, 3) < kr.detectable(0.01, 30, 2) < kr.detectable(0.01, 2, 2)
+
+
+def test_a_paired_candidates_rows_wait_for_its_last_run_and_share_its_verdict():
+    from ratchet.engine.loop import ledger
+    from ratchet.engine.protocol import state as statemod
+
+    def end(n, kind, decision, val, **extra):
+        return {"type": "exp_end", "exp": n, "kind": kind, "status": "ok", "decision": decision,
+                "val_bpb": val, "commit": "abc1234def", "description": "LR up", **extra}
+
+    def rows(events):
+        state, out = statemod.LoopState(), []
+        for event in events:
+            out += ledger.rows_for(event, state.pending_confirms, state.pending_runs)
+            statemod.apply(state, event)
+        return out, state
+
+    runs = [end(4, "candidate", kr.PENDING_CONFIRM, 2.9),
+            end(5, "confirm", kr.ANOTHER_RUN, 2.8, confirms=4)]
+    assert rows(runs)[0] == []  # nothing is written while the verdict is open
+    kept, state = rows([*runs, end(6, "confirm", kr.KEEP, 2.85, confirms=4,
+                                   paired={"diffs": [-0.1, -0.2, -0.1],
+                                           "seeds": {"1337": 2.9, "1338": 2.8, "1339": 2.85}})])
+    assert [r[3] for r in kept] == ["keep", "keep", "keep"]
+    assert [r[1] for r in kept] == [2.9, 2.8, 2.85]
+    assert state.best_runs == {1337: 2.9, 1338: 2.8, 1339: 2.85}
+    assert state.paired == [[-0.1, -0.2, -0.1]] and not state.pending_runs
+    # dropped before its last run (the engine stopped): every run so far is a discard
+    dropped, _ = rows([*runs, {"type": "proposal_dropped", "exp": 4, "reason": "stopped"}])
+    assert [r[3] for r in dropped] == ["discard", "discard"]

@@ -1,0 +1,160 @@
+"""Simulated sessions through the real keep rules: how often each keeps a change that does
+nothing, how often it keeps a real gain, and how many runs it spends per candidate.
+
+    python bench/keep_rules.py [--sessions 500] [--candidates 30] [--seed-sigma U]
+                               [--run-sigma E] [--seed N]
+
+A run's val_bpb is the code's true value plus the seed's own luck, drawn once per seed and
+session and shared by every code trained with that seed (initialisation and data order), plus
+a run's own noise (steps done, float order). The defaults of both are what bench/noise_runs.py
+measured on the default CPU workspace (docs/benchmarks.md). Sigma in the table is one run's
+spread across seeds, sqrt(U^2 + E^2): the baseline spread a user sees.
+
+Three rules, each through the functions the engine decides with (engine/loop/keep_rule.py):
+- autoresearch's: one run, kept if lower than the best run so far;
+- margin (Ratchet 1's): beat the mean of three baseline seeds by noise_k x their spread, then a
+  confirmation run with a fresh seed, the mean of both must still beat it;
+- paired (this release's): the same seeds as the best, sequential, noise pooled over the
+  session (`judge_paired`).
+
+Each row's candidates all have the same true effect against the best at the time (in sigmas;
+negative is better); a session has --candidates of them. The last row draws effects from the
+offline agent's measured mix. Prints the share kept and runs per candidate by rule and effect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+from collections.abc import Callable
+
+from ratchet.engine.loop import keep_rule
+
+BASELINE_SEEDS = 3
+# The offline agent's changes on the default CPU workspace, in sigmas of one run (the shares of
+# a real session's candidates; docs/benchmarks.md): most are worse, some neutral, a few gain.
+AGENT_MIX = ((0.45, (0.5, 4.0)), (0.35, (-0.5, 0.5)), (0.20, (-3.0, -0.5)))
+
+
+class World:
+    """One simulated session's noise: each seed's luck, drawn once, and a run's own noise."""
+
+    def __init__(self, rng: random.Random, seed_sigma: float, run_sigma: float):
+        self.rng, self.run_sigma, self.seed_sigma = rng, run_sigma, seed_sigma
+        self.luck: dict[int, float] = {}
+
+    def run(self, true: float, seed: int) -> float:
+        if seed not in self.luck:
+            self.luck[seed] = self.rng.gauss(0.0, self.seed_sigma)
+        return true + self.luck[seed] + self.rng.gauss(0.0, self.run_sigma)
+
+
+def autoresearch(world: World, effects: list[float]) -> tuple[int, int]:
+    """Changes kept and runs spent, under keep-if-lower with one run."""
+    true, best = 3.0, world.run(3.0, 0)
+    kept = runs = 0
+    for effect in effects:
+        val = world.run(true + effect, 0)
+        runs += 1
+        if val < best:
+            kept, best, true = kept + 1, val, true + effect
+    return kept, runs
+
+
+def margin_rule(world: World, effects: list[float], noise_k: float = 2.0,
+                min_improvement: float = 0.001) -> tuple[int, int]:
+    true = 3.0
+    baseline = [world.run(true, s) for s in range(BASELINE_SEEDS)]
+    best = statistics.fmean(baseline)
+    margin = keep_rule.margin(baseline, min_improvement, noise_k)
+    kept = runs = 0
+    for i, effect in enumerate(effects):
+        val = world.run(true + effect, 0)
+        runs += 1
+        first = keep_rule.judge_candidate(val, best, margin, confirm=True, fresh=True)
+        if first.decision != keep_rule.PENDING_CONFIRM:
+            continue
+        again = world.run(true + effect, 1000 + i)  # the confirmation's fresh seed
+        runs += 1
+        verdict = keep_rule.judge_confirmation([val, again], best, margin, moved=False,
+                                               may_rerun=False)
+        if verdict.decision == keep_rule.KEEP:
+            kept, best, true = kept + 1, verdict.new_best, true + effect
+    return kept, runs
+
+
+def paired_rule(world: World, effects: list[float], max_runs: int = 4,
+                min_improvement: float = 0.001) -> tuple[int, int]:
+    true = 3.0
+    baseline = [world.run(true, s) for s in range(BASELINE_SEEDS)]
+    best_runs = dict(enumerate(baseline))
+    finished: list[list[float]] = []
+    kept = runs = 0
+    for effect in effects:
+        sigma, df = keep_rule.paired_noise(baseline, finished)
+        seeds = sorted(best_runs)
+        cap = max(2, min(max_runs, len(seeds)))
+        mine: dict[int, float] = {}
+        diffs: list[float] = []
+        while True:
+            seed = seeds[len(diffs)] if len(diffs) < len(seeds) else len(diffs)
+            mine[seed] = world.run(true + effect, seed)
+            runs += 1
+            diffs.append(mine[seed] - best_runs.get(seed, statistics.fmean(best_runs.values())))
+            reading = keep_rule.judge_paired(diffs, sigma, df, keep_runs=min(cap, len(seeds)),
+                                             cap=cap, min_improvement=min_improvement)
+            if reading.decision != keep_rule.ANOTHER_RUN:
+                break
+        finished.append(diffs)
+        if reading.decision == keep_rule.KEEP:
+            kept, best_runs, true = kept + 1, mine, true + effect
+    return kept, runs
+
+
+RULES: dict[str, Callable[..., tuple[int, int]]] = {
+    "autoresearch": autoresearch, "margin": margin_rule, "paired": paired_rule}
+
+
+def mixed_effects(rng: random.Random, n: int, sigma: float) -> list[float]:
+    shares = [share for share, _ in AGENT_MIX]
+    return [rng.uniform(*AGENT_MIX[rng.choices(range(len(AGENT_MIX)), shares)[0]][1]) * sigma
+            for _ in range(n)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=500)
+    parser.add_argument("--candidates", type=int, default=30)
+    parser.add_argument("--seed-sigma", type=float, default=0.030,
+                        help="spread of a seed's own luck, shared by every code (val_bpb)")
+    parser.add_argument("--run-sigma", type=float, default=0.010,
+                        help="spread of one run's own noise at a fixed seed (val_bpb)")
+    parser.add_argument("--seed", type=int, default=20261204)
+    args = parser.parse_args()
+    sigma = (args.seed_sigma ** 2 + args.run_sigma ** 2) ** 0.5
+    print(f"seed {args.seed}; {args.sessions} sessions x {args.candidates} candidates per row; "
+          f"seed luck {args.seed_sigma:g}, run noise {args.run_sigma:g}, "
+          f"sigma (one run) {sigma:.4f} val_bpb")
+    rows = [("neutral (0)", 0.0), ("+1 sigma", -1.0), ("+2 sigma", -2.0), ("+3 sigma", -3.0),
+            ("agent mix", None)]
+    print(f"\n| true gain | {' | '.join(f'{r} kept | {r} runs' for r in RULES)} |")
+    print("|---" * (1 + 2 * len(RULES)) + "|")
+    for label, gain in rows:
+        cells = []
+        for name, rule in RULES.items():
+            rng = random.Random(f"{args.seed}:{label}:{name}")
+            kept = runs = total = 0
+            for _ in range(args.sessions):
+                effects = mixed_effects(rng, args.candidates, sigma) if gain is None else \
+                    [gain * sigma] * args.candidates
+                k, r = rule(World(rng, args.seed_sigma, args.run_sigma), effects)
+                kept, runs, total = kept + k, runs + r, total + args.candidates
+            cells.append(f"{100 * kept / total:.1f}% | {runs / total:.2f}")
+        print(f"| {label} | {' | '.join(cells)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
