@@ -104,7 +104,7 @@ def tsv_confirmed(decision: str) -> tuple[str, str]:
 
 CONTINUE_Z = 0.0  # after one run, another only where the change looks better at all
 FUTILE_Z = 0.5  # from two runs on, a gain under this many standard errors is given up
-KEEP_Z = 2.0  # a gain of this many standard errors (at the session's noise) is kept
+KEEP_Z = 1.65  # a gain of this many standard errors is kept (one-sided 5% at one look)
 POWER_Z = 0.84  # an effect kept four times in five sits this far past the keep line
 # Student's t against the normal at 97.5%, by degrees of freedom: a noise figure from few
 # runs is uncertain, so the keep line moves out while the session has measured little.
