@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ratchet.engine.protocol import schema
-from ratchet.engine.protocol.history import HistoryEntry
+from ratchet.engine.protocol.history import RESULT_KEYS, HistoryEntry, JournalNote
 
 
 @dataclass
@@ -28,6 +28,9 @@ class LoopState:
     best_commit: str = ""
     best_bpb: float | None = None
     history: list[HistoryEntry] = field(default_factory=list)
+    journal: list[JournalNote] = field(default_factory=list)  # the agent's notes, oldest first
+    diffs: dict[int, str] = field(default_factory=dict)  # exp -> its proposal's latest diff
+    best_result: dict = field(default_factory=dict)  # the best run's result (RESULT_KEYS)
     last_exp: int = 0
     proposals: int = 0  # proposals tried (they count toward --max-experiments)
     kept: int = 0
@@ -79,9 +82,14 @@ def apply(state: LoopState, event: dict) -> None:
         state.last_exp = max(state.last_exp, event.get("exp", 0))
         if kind == schema.PROPOSAL:
             state.queued[event.get("exp", 0)] = event
-    elif kind == schema.PROPOSAL_REBASED and event.get("exp") in state.queued:
-        state.queued[event["exp"]] = {**state.queued[event["exp"]], **{
-            k: event[k] for k in ("commit", "based_on", "diff") if k in event}}
+            state.diffs[event.get("exp", 0)] = event.get("diff") or ""
+    elif kind == schema.PROPOSAL_REBASED:
+        state.diffs[event.get("exp", 0)] = event.get("diff") or ""
+        if event.get("exp") in state.queued:
+            state.queued[event["exp"]] = {**state.queued[event["exp"]], **{
+                k: event[k] for k in ("commit", "based_on", "diff") if k in event}}
+    elif kind == schema.JOURNAL and isinstance(event.get("text"), str):
+        state.journal.append(JournalNote(event.get("exp", 0), event["text"], event.get("t", 0.0)))
     elif kind == schema.PROPOSAL_DROPPED:
         state.queued.pop(event.get("exp", 0), None)
         if state.pending_confirms.pop(event.get("exp", 0), None) is not None:
@@ -148,6 +156,7 @@ def _apply_end(state: LoopState, event: dict) -> None:
         if val is not None and event.get("status") == "ok":
             state.baseline.append(val)
             state.best_bpb = statistics.mean(state.baseline)
+            state.best_result = state.best_result or _result(event)
         return
     if decision == schema.PENDING_CONFIRM:
         state.pending_confirms[event.get("exp", 0)] = event
@@ -160,13 +169,22 @@ def _apply_end(state: LoopState, event: dict) -> None:
         state.kept += 1
         state.best_commit = event.get("commit", state.best_commit)
         state.best_bpb = event.get("new_best", val)
+        state.best_result = _result(event)
     if event.get("kind") in ("candidate", "confirm"):
         _append_history(state, event, decision, val, event.get("delta"))
 
 
 def _append_history(state: LoopState, event: dict, decision: str, val: float | None,
                     delta: float | None) -> None:
+    n = event.get("exp", 0)
+    diff = state.diffs.get(n) or state.diffs.get(event.get("confirms", -1), "")
     state.history.append(HistoryEntry(
-        n=event.get("exp", 0), description=event.get("description", ""),
+        n=n, description=event.get("description", ""),
         status=event.get("status", "ok"), decision=decision, val_bpb=val, delta=delta,
-        changes=event.get("changes") or {}))
+        changes=event.get("changes") or {}, margin=event.get("margin"),
+        kind=event.get("kind") or "candidate", diff=diff, result=_result(event)))
+
+
+def _result(event: dict) -> dict:
+    result = event.get("result")
+    return {k: result[k] for k in RESULT_KEYS if k in result} if isinstance(result, dict) else {}
