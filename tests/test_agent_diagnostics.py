@@ -3,8 +3,11 @@ search over all of them, the journal, and the loss curve each exp_end carries.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ratchet.engine.agents import archive, diagnostics, journal
-from ratchet.engine.agents.base import HistoryEntry, JournalNote
+from ratchet.engine.agents.base import Context, HistoryEntry, JournalNote
+from ratchet.engine.agents.claude.prompt import user_message
 from ratchet.engine.loop import curve
 from ratchet.engine.protocol import state as statemod
 
@@ -45,7 +48,7 @@ def test_a_crash_that_stopped_early_has_no_late_losses():
     row = diagnostics.full_row(entry(3, "crash", status="crash", val_bpb=None, delta=None,
                                      result=early), [None] * 4)
     cells = row.split(" | ")
-    assert cells[1] == "crash:crash" and cells[3] == "-"
+    assert cells[1] == "crash" and cells[3] == "-"
     assert cells[9] == "- - - -"
     assert diagnostics.losses(early) == [None, None, None, None]
     assert diagnostics.losses(result())[1] == 3.0  # 10 s into 20: interpolated exactly
@@ -119,3 +122,17 @@ def test_the_fold_hands_agents_diffs_results_and_the_journal():
     assert kept.result["curve"] == result(scale=2.0)["curve"]
     assert state.best_result["curve"] == result(scale=2.0)["curve"]
     assert state.journal == [JournalNote(2, "LR may be too low", 0.0)]
+
+
+def test_the_request_after_500_experiments_fits_its_token_budget(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import agent_context
+
+    history, best = agent_context.synthetic_history(500)
+    notes = [JournalNote(n, "the curve flattens late; try a longer warmup") for n in range(150)]
+    context = Context(files={"train.py": "N_LAYER = 8\n"}, program="", history=history,
+                      best_bpb=1.04, margin=0.0012, journal=notes, best_result=best)
+    message = user_message(context)
+    assert diagnostics.HEADER in message and "[exp 149] the curve flattens late" in message
+    assert f"{history[-1].n} | " in message  # the latest run has its row
+    assert agent_context.count(message)["estimate"] < 26_000

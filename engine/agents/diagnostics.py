@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from ratchet.engine.protocol.history import HistoryEntry
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of the budget, where curves are compared
-TABLE_CHARS = 60_000  # about 17k tokens at 3.5 characters a token
-FULL_RECENT = 40  # most recent experiments that keep a full row besides every kept one
+TABLE_CHARS = 40_000  # about 18k tokens (bench/agent_context.py)
+FULL_RECENT = 30  # most recent experiments that keep a full row besides every kept one
 TRIED_CHARS = 110
 HEADER = ("exp | verdict | val_bpb | delta/margin | steps | tok/s | mem MB | mfu | "
           "time/budget s | loss at 25/50/75/100% minus best's | final loss | what was tried")
@@ -56,7 +56,8 @@ def best_line(best: dict) -> str:
 
 
 def verdict(entry: HistoryEntry) -> str:
-    word = entry.decision if entry.status == "ok" else f"{entry.decision}:{entry.status}"
+    word = entry.decision if entry.status in ("ok", entry.decision) else \
+        f"{entry.decision}:{entry.status}"
     return f"{word}(confirm)" if entry.kind == "confirm" else word
 
 
