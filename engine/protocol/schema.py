@@ -104,7 +104,8 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
     _spec(PROPOSAL_FAILED, "the agent produced no usable proposal", {
         **_EXP, "error": "what went wrong"}, {
         "paused": "true when the agent needs the person and the session paused"}),
-    _spec(AGENT_USAGE, "the API usage of one Claude proposal, failed ones included", {
+    _spec(AGENT_USAGE, "the API usage of one Claude proposal (claude-code: of one run of its CLI, "
+          "as it reports it), failed ones included", {
         **_EXP, "model": "the model", "input_tokens": "summed over the proposal's requests",
         "output_tokens": "summed", "cache_read_tokens": "summed",
         "cache_write_tokens": "summed", "requests": "API requests made",

@@ -17,7 +17,8 @@ ASK = "Propose the next experiment: edit the files with the tools, then call fin
 TABLE_NOTE = ("One row per finished experiment, oldest first. delta is val_bpb minus the best "
               "before it, margin what it had to beat; time is the engine's clock; the loss "
               "columns are this run's training loss minus the best run's at the same point of "
-              "the budget. view_experiment shows any row's diff, curve and output in full.")
+              "the budget.")
+LOOKUP = "view_experiment shows any row's diff, curve and output in full."
 
 
 def system_blocks(program: str) -> list[dict]:
@@ -32,10 +33,14 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.6f}"
 
 
-def user_message(context: Context, ask: str = ASK) -> str:
+def user_message(context: Context, ask: str = ASK, lookup: str = LOOKUP,
+                 with_files: bool = True) -> str:
+    """The per-proposal state; `lookup` says how to read a past run in full, and an agent that
+    reads the files itself (Claude Code) gets them `with_files=False`."""
     parts = [f"Best val_bpb so far: {_number(context.best_bpb)}; a change must beat it by more "
              f"than {context.margin:.6f} to be kept.",
-             "## Results so far (kept changes form the current code)\n" + TABLE_NOTE + "\n"
+             "## Results so far (kept changes form the current code)\n" + TABLE_NOTE + " "
+             + lookup + "\n"
              + diagnostics.table(context.history, context.best_result),
              "## Your research journal (your notes from earlier proposals)\n"
              + journal.render(context.journal)]
@@ -51,6 +56,7 @@ def user_message(context: Context, ask: str = ASK) -> str:
     files = "\n\n".join(f"### {name}\n```python\n{text}\n```" if name.endswith(".py")
                         else f"### {name}\n```\n{text}\n```"
                         for name, text in context.files.items())
-    parts.append(f"## Editable files (the current best code)\n{files}")
+    if with_files:
+        parts.append(f"## Editable files (the current best code)\n{files}")
     parts.append(ask)
     return "\n\n".join(parts)
