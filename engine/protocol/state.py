@@ -177,7 +177,8 @@ def _apply_end(state: LoopState, event: dict) -> None:
 def _append_history(state: LoopState, event: dict, decision: str, val: float | None,
                     delta: float | None) -> None:
     n = event.get("exp", 0)
-    diff = state.diffs.get(n) or state.diffs.get(event.get("confirms", -1), "")
+    # the history holds it from now on (a confirm run takes its candidate's)
+    diff = state.diffs.pop(n, "") or state.diffs.pop(event.get("confirms", -1), "")
     state.history.append(HistoryEntry(
         n=n, description=event.get("description", ""),
         status=event.get("status", "ok"), decision=decision, val_bpb=val, delta=delta,
