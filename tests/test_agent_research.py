@@ -4,6 +4,7 @@ and each request carries the diagnostics table and the journal."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from fake_messages_api import FakeMessagesAPI, stream
 from test_claude_agent import FAKE_KEY, OLD, finish, wait_for
 
 from ratchet.engine.agents import diagnostics
+from ratchet.engine.agents.claude.prompt import user_message
+from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import paths
 from ratchet.engine.workspace import config as configmod
 
@@ -85,3 +88,33 @@ def test_claude_keeps_a_journal_and_reads_a_past_diff_with_view_experiment(make_
     assert "2" in found  # exp 3 is still training: only finished runs are searched
     streamed = "".join(e["text"] for e in log if e["type"] == "agent_delta")
     assert f"[journal] {NOTE}" in streamed and "[view experiment 2]" in streamed
+
+
+def test_the_journal_and_the_diagnostics_survive_a_resume(make_workspace):
+    """A resumed engine folds its log again: the next proposal still gets every note, every
+    run's diff and curve, and the best run's curve."""
+    ws = make_workspace("resume")
+    folder = ws.runs_dir() / "s-res"
+    folder.mkdir(parents=True)
+    result = {"steps": 10, "budget_seconds": 1.0, "curve": [[0.5, 5, 3.0], [1.0, 10, 2.5]]}
+    log = [{"t": 1.0, "type": "session_start", "session": "s-res", "tag": "res",
+            "branch": "ratchet/res", "base_commit": "c0", "config": {}, "hardware": {},
+            "agent": "claude", "resumed": False, "pid": 1},
+           {"t": 2.0, "type": "exp_end", "exp": 1, "kind": "baseline", "status": "ok",
+            "decision": "baseline", "val_bpb": 3.0, "result": result},
+           {"t": 3.0, "type": "proposal", "exp": 2, "description": "lower SMOOTHING",
+            "diff": "-SMOOTHING = 1.0\n+SMOOTHING = 0.5\n"},
+           {"t": 3.5, "type": "journal", "exp": 2, "text": NOTE},
+           {"t": 4.0, "type": "exp_end", "exp": 2, "kind": "candidate", "status": "ok",
+            "decision": "discard", "val_bpb": 3.1, "delta": 0.1, "margin": 0.01,
+            "description": "lower SMOOTHING", "result": result}]
+    (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+    session = Session(ws, ws.config(), RunOptions(session="s-res", tag="res", resume=True),
+                      agent=None)
+    context = session.context_for(files={"train.py": "x = 1\n"}, based_on="c0")
+    assert [(n.exp, n.text) for n in context.journal] == [(2, NOTE)]
+    (entry,) = context.history
+    assert entry.diff.endswith("+SMOOTHING = 0.5\n") and entry.result["curve"] == result["curve"]
+    assert context.best_result["curve"] == result["curve"]
+    message = user_message(context)
+    assert f"[exp 2] {NOTE}" in message and "lower SMOOTHING [SMOOTHING 1.0->0.5]" in message
