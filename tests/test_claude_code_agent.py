@@ -20,8 +20,10 @@ from test_claude_agent import FAKE_KEY, OLD, wait_for
 from ratchet.engine.agents.base import AgentPaused, Context
 from ratchet.engine.agents.claude_code import stream as cli_stream
 from ratchet.engine.agents.claude_code.agent import ClaudeCodeAgent, _description
+from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import paths
 from ratchet.engine.workspace import config as configmod
+from ratchet.tui import model as dashboard
 
 NOTE = "Hypothesis: less smoothing fits a small corpus better."
 
@@ -122,6 +124,11 @@ def test_ratchet_run_with_claude_code_makes_two_proposals_end_to_end(make_worksp
         assert on_branch == (end["decision"] == "keep")
     # the reasoning and the tool calls streamed into the agent pane's events
     streamed = "".join(e["text"] for e in log if e["type"] == "agent_delta")
+    pane = "".join(dashboard.fold(log).agent_chunks)  # what the agent pane shows
+    for proposal in proposals:
+        assert f"── experiment {proposal['exp']} ──\n" in pane
+        assert "".join(e["text"] for e in log if e["type"] == "agent_delta"
+                       and e["exp"] == proposal["exp"]) in pane
     assert "[thinking] Try SMOOTHING = 0.5." in streamed
     assert "Reading the trainer first." in streamed
     assert "[edit train.py: Edit]" in streamed and "[view train.py]" in streamed
@@ -205,3 +212,31 @@ def test_the_stream_shows_refused_tool_calls_and_reads_the_cost():
                               "cache_write_tokens": 1}
     assert _description("Edited.\n**DESCRIPTION:** raise LR to 0.02\n") == "raise LR to 0.02"
     assert _description("I lowered WARMUP to 0.01.") == "I lowered WARMUP to 0.01."
+
+
+def test_a_refused_edit_goes_back_to_claude_code_in_a_new_run(claude_cli, make_workspace,
+                                                              tmp_path, monkeypatch):
+    """The engine's own check refuses an edit that does not compile; the next run is told why,
+    finds its edit still in the folder, and fixes it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
+    source = trainers.loop_bigram()
+    ws = make_workspace("refused")
+    session = Session(ws, ws.config(), RunOptions(session="s-refused", tag="refused"), agent=None)
+    replies = (proposal_replies(OLD, "SMOOTHING = 0.5 +", "lower SMOOTHING")
+               + proposal_replies("SMOOTHING = 0.5 +", "SMOOTHING = 0.5", "lower SMOOTHING to 0.5"))
+    with FakeMessagesAPI(replies) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        context = Context(files={"train.py": source}, program="", history=[], best_bpb=2.9,
+                          margin=0.001, check=lambda files: session.check_files(
+                              files, {"train.py": source}))
+        streamed: list[str] = []
+        proposal = agent_with(str(claude_cli)).propose(context, streamed.append)
+        second_prompt = " ".join(b["text"] for b in api.requests[3]["body"]["messages"][0][
+            "content"])
+    assert proposal.description == "lower SMOOTHING to 0.5"
+    assert "SMOOTHING = 0.5\n" in proposal.files["train.py"]
+    assert "[refused: train.py does not compile" in "".join(streamed)
+    assert "Ratchet refused your last edit: train.py does not compile" in second_prompt

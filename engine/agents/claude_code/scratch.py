@@ -22,12 +22,15 @@ NOTE_CHARS = 2000
 class Scratch:
     def __init__(self, context: Context, editable: list[str]):
         self.root = Path(tempfile.mkdtemp(prefix="ratchet-claude-code-")).resolve()
-        self.editable = [name for name in editable if name in context.files]
-        self.original = {name: context.files[name] for name in self.editable}
+        self.editable = list(editable)
+        # None: an editable file the workspace does not have yet, which the CLI may create
+        self.original: dict[str, str | None] = {name: context.files.get(name)
+                                                for name in self.editable}
         for name, text in self.original.items():
             path = self.root / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            if text is not None:
+                path.write_text(text, encoding="utf-8")
         folder = self.root / EXPERIMENTS
         folder.mkdir()
         for entry in context.history:
