@@ -4,6 +4,7 @@ CLI that hangs."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -240,3 +241,28 @@ def test_a_refused_edit_goes_back_to_claude_code_in_a_new_run(claude_cli, make_w
     assert "SMOOTHING = 0.5\n" in proposal.files["train.py"]
     assert "[refused: train.py does not compile" in "".join(streamed)
     assert "Ratchet refused your last edit: train.py does not compile" in second_prompt
+
+
+def test_claude_code_reads_and_writes_only_inside_its_folder(claude_cli, tmp_path, monkeypatch):
+    """Its file tools reach the scratch folder only: a read of the validation text elsewhere and
+    a write beside it are refused, and nothing of the file reaches the API."""
+    home = tmp_path / "home"
+    home.mkdir()
+    secret = tmp_path / "val.txt"
+    secret.write_text("VALIDATION-TEXT-4471\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
+    replies = [stream(tool("Read", file_path=str(secret)),
+                      tool("Grep", pattern="VALIDATION", path=str(tmp_path)),
+                      tool("Write", file_path=str(tmp_path / "planted.py"), content="x = 1\n")),
+               *proposal_replies(OLD, "SMOOTHING = 0.5", "lower SMOOTHING")]
+    with FakeMessagesAPI(replies) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        proposal = agent_with(str(claude_cli)).propose(context_for(tmp_path), lambda _t: None)
+        bodies = [json.dumps(r["body"]) for r in api.requests]
+    results = [b for b in api.requests[1]["body"]["messages"][-1]["content"]
+               if b["type"] == "tool_result"]
+    assert len(results) == 3 and all(r.get("is_error") for r in results)
+    assert not any("VALIDATION-TEXT-4471" in body for body in bodies)
+    assert not (tmp_path / "planted.py").exists()
+    assert proposal.description == "lower SMOOTHING"

@@ -1,9 +1,12 @@
 """The command line and environment Ratchet runs the `claude` CLI with.
 
 Non-interactive (`--print`, the prompt on stdin), its JSON stream on stdout, and only the file
-tools: no shell, no web, no MCP servers, no slash commands; edits inside its folder are accepted
-without asking, and nothing else is allowed. Telemetry, error reports and updates are off, so
-the only host it talks to is the Messages API (ANTHROPIC_BASE_URL where that is set).
+tools: no shell, no web, no MCP servers, no slash commands. Edits inside its folder are accepted
+without asking (`acceptEdits`); no tool is allowed outright, since an allow rule for `Read` would
+let it read anywhere (the corpus cache, the validation text): outside its folder every read and
+write needs a permission that a non-interactive run never grants. Telemetry, error reports and
+updates are off, so the only host it talks to is the Messages API (ANTHROPIC_BASE_URL where that
+is set).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ QUIET = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER":
 
 def argv(settings: ClaudeCodeConfig, system: str) -> list[str]:
     args = [settings.command, "--print", "--output-format", "stream-json", "--verbose",
-            "--tools", TOOLS, "--allowedTools", TOOLS, "--disallowedTools", DENIED,
+            "--tools", TOOLS, "--disallowedTools", DENIED,
             "--permission-mode", "acceptEdits", "--strict-mcp-config",
             "--disable-slash-commands", "--no-session-persistence",
             "--append-system-prompt", system]
