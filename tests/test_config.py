@@ -214,3 +214,9 @@ def test_claude_code_settings_are_read_from_their_table(tmp_path):
         configmod.load(_write(tmp_path, "[agent.claude-code]\ntimeout_seconds = 0\n"))
     with pytest.raises(ConfigError, match=r"unknown key 'tools' in \[agent.claude-code\]"):
         configmod.load(_write(tmp_path, '[agent.claude-code]\ntools = "Bash"\n'))
+
+
+def test_a_config_as_the_log_records_it_reads_back():
+    """session_start records `to_dict()`, where [agent.claude-code] is `claude_code`."""
+    config = _changed_config()
+    assert configmod.from_dict(config.to_dict()) == config

@@ -180,15 +180,16 @@ def _read_table(target, section: str, table: dict) -> None:
 
 def _read_agent(agent: AgentConfig, table: dict) -> None:
     """`kind` and a table per kind ([agent.claude]). Files written before those tables hold the
-    Claude settings straight under [agent]: such a key still counts for the kind that has it."""
-    flat = {name: item for name, item in table.items()
-            if name != "kind" and name not in kinds.KINDS}
+    Claude settings straight under [agent]: such a key still counts for the kind that has it.
+    A kind's table may also go by its attribute's name (claude_code), as `to_dict` writes it."""
+    tables = {key: kind for kind in kinds.KINDS.values() for key in (kind.name, kind.field)}
+    flat = {name: item for name, item in table.items() if name != "kind" and name not in tables}
     if "kind" in table:
         agent.kind = _typed("agent", "kind", table["kind"], str)
-    for name in kinds.NAMES:
-        if name in table:
-            _check(isinstance(table[name], dict), f"[agent.{name}] must be a table")
-            _read_table(getattr(agent, kinds.KINDS[name].field), f"agent.{name}", table[name])
+    for key, kind in tables.items():
+        if key in table:
+            _check(isinstance(table[key], dict), f"[agent.{kind.name}] must be a table")
+            _read_table(getattr(agent, kind.field), f"agent.{kind.name}", table[key])
     for name, item in flat.items():
         # only the Claude agent's keys ever lived straight under [agent]
         owner = "claude" if name in {f.name for f in fields(agent.claude)} else None
