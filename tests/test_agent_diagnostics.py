@@ -48,7 +48,7 @@ def test_a_crash_that_stopped_early_has_no_late_losses():
     row = diagnostics.full_row(entry(3, "crash", status="crash", val_bpb=None, delta=None,
                                      result=early), [None] * 4)
     cells = row.split(" | ")
-    assert cells[1] == "crash" and cells[3] == "-"
+    assert cells[1] == "crash (CUDA out of memory)" and cells[3] == "-"
     assert cells[9] == "- - - -"
     assert diagnostics.losses(early) == [None, None, None, None]
     assert diagnostics.losses(result())[1] == 3.0  # 10 s into 20: interpolated exactly

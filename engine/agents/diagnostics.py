@@ -55,9 +55,16 @@ def best_line(best: dict) -> str:
             f"{_mem(best.get('peak_memory_mb'))}.")
 
 
+ERROR_CHARS = 60  # of a failed run's error, beside its verdict
+
+
 def verdict(entry: HistoryEntry) -> str:
+    """The keep rule's decision; a failed run's status and the start of its error."""
     word = entry.decision if entry.status in ("ok", entry.decision) else \
         f"{entry.decision}:{entry.status}"
+    error = " ".join(str(entry.result.get("error") or "").split())
+    if entry.status != "ok" and error:
+        word += f" ({error[:ERROR_CHARS]})"
     return f"{word}(confirm)" if entry.kind == "confirm" else word
 
 
