@@ -136,3 +136,10 @@ def test_the_request_after_500_experiments_fits_its_token_budget(monkeypatch):
     assert diagnostics.HEADER in message and "[exp 149] the curve flattens late" in message
     assert f"{history[-1].n} | " in message  # the latest run has its row
     assert agent_context.count(message)["estimate"] < 26_000
+
+
+def test_a_pipe_in_an_error_or_description_keeps_the_columns():
+    failed = entry(4, "crash", status="crash", val_bpb=None, delta=None, description="a | b",
+                   result=result(error="x | y"))
+    assert len(diagnostics.full_row(failed, [None] * 4).split(" | ")) == 12
+    assert len(diagnostics.short_row(failed).split(" | ")) == 5

@@ -62,7 +62,7 @@ def verdict(entry: HistoryEntry) -> str:
     """The keep rule's decision; a failed run's status and the start of its error."""
     word = entry.decision if entry.status in ("ok", entry.decision) else \
         f"{entry.decision}:{entry.status}"
-    error = " ".join(str(entry.result.get("error") or "").split())
+    error = " ".join(str(entry.result.get("error") or "").split()).replace("|", "/")
     if entry.status != "ok" and error:
         word += f" ({error[:ERROR_CHARS]})"
     return f"{word}(confirm)" if entry.kind == "confirm" else word
@@ -163,6 +163,7 @@ def tried(entry: HistoryEntry) -> str:
     """The description, and what the diff actually did where it says more."""
     summary = diff_summary(entry.diff)
     text = entry.description if not summary else f"{entry.description} [{summary}]"
+    text = text.replace("|", "/")  # the table's column separator
     return text if len(text) <= 2 * TRIED_CHARS else text[:2 * TRIED_CHARS - 3] + "..."
 
 
