@@ -266,3 +266,43 @@ def test_claude_code_reads_and_writes_only_inside_its_folder(claude_cli, tmp_pat
     assert not any("VALIDATION-TEXT-4471" in body for body in bodies)
     assert not (tmp_path / "planted.py").exists()
     assert proposal.description == "lower SMOOTHING"
+
+
+def test_a_session_whose_cli_is_missing_pauses_and_stops_cleanly(make_workspace, tmp_path):
+    """In a real session: one line in the log and in `ratchet status`, the engine alive and
+    paused until `ratchet stop`."""
+    from test_claude_agent import ratchet
+
+    ws = make_workspace("cc-missing", budget_seconds=1.0)
+    config = ws.config()
+    config.loop.baseline_seeds = 1
+    config.agent.claude_code.command = str(tmp_path / "nowhere" / "claude")
+    configmod.save(ws.root, config)
+    repo = git.Repo(ws.root)
+    repo.index.add(["ratchet.toml"])
+    repo.index.commit("claude-code with a missing CLI")
+    env = dict(os.environ)
+    run = subprocess.Popen([sys.executable, "-m", "ratchet.cli.main", "run", "--headless",
+                            "--agent", "claude-code", "--tag", "missing"], cwd=ws.root, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not paths.sessions(ws.runs_dir()) and time.monotonic() < deadline:
+            assert run.poll() is None, run.stdout.read()
+            time.sleep(0.2)
+        (folder,) = paths.sessions(ws.runs_dir())
+        # the engine pauses once the baseline in flight has finished
+        log = wait_for(folder / "events.jsonl", lambda log: any(
+            e["type"] == "proposal_failed" for e in log) and any(
+            e["type"] == "paused" for e in log))
+        status = ratchet("status", cwd=ws.root, env=env)
+        assert ratchet("stop", cwd=ws.root, env=env).returncode == 0
+        out, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    (failed,) = [e for e in log if e["type"] == "proposal_failed"]
+    assert failed["paused"] is True and "\n" not in failed["error"]
+    assert "cannot be run: install it (npm install -g @anthropic-ai/claude-code)" in failed["error"]
+    assert "paused    by the agent: Claude Code's CLI" in status.stdout, status.stdout
+    assert run.returncode == 0 and "session ended (stopped)" in out, out
