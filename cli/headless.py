@@ -16,7 +16,7 @@ from ratchet.engine.workspace import catalog
 
 # Events printed as one line (`type: error, reason or command`) when they happen.
 NOTED = (schema.PROPOSAL_FAILED, schema.AGENT_RETRY, schema.PAUSED, schema.RESUMED, schema.CONTROL,
-         schema.PROPOSAL_DROPPED)
+         schema.PROPOSAL_DROPPED, schema.JOURNAL)
 
 def experiment_line(event: dict) -> str:
     """`#  n  status  val_bpb  delta  description`, as printed for every finished experiment."""

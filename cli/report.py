@@ -3,6 +3,7 @@ a terminal chart (plotext) and a PNG (matplotlib, the optional `report` extra)."
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from pathlib import Path
 from ratchet.engine.loop import noise
 from ratchet.engine.protocol import schema
 from ratchet.engine.protocol import state as statemod
+from ratchet.engine.protocol.history import JournalNote
 
 PHASES = ("proposing", "training", "evaluating")
 
@@ -56,6 +58,7 @@ class Figures:
     frontier: list[tuple[int, float]] = field(default_factory=list)  # (exp, best after it)
     noise: str = ""  # the session's noise and the gain it detects (`noise.Noise.line`)
     trials: int = 0  # candidate and further runs: the runs spent judging candidates
+    journal: list[JournalNote] = field(default_factory=list)  # the agent's notes, oldest first
 
     @property
     def improvement(self) -> float | None:
@@ -113,6 +116,7 @@ def figures(log: Iterable[dict]) -> Figures:
                                                        state.best_commit)
     fig.proposals, fig.unsandboxed = state.proposals, state.unsandboxed
     fig.noise = noise.of(state).line()
+    fig.journal = list(state.journal)
     return fig
 
 
@@ -222,6 +226,12 @@ def text(fig: Figures, chart: bool = True, width: int = 80) -> str:
     lines += ["", "kept changes (each one's gain over the best before it)"]
     for exp, val, delta, description in _kept_rows(fig):
         lines.append(f"  {exp:<6}{val:>9}  {delta:>10}  {description}"[:width])
+    if fig.journal:
+        lines += ["", "research journal (the agent's notes)"]
+        for note in fig.journal:
+            lines += textwrap.wrap(" ".join(note.text.split()), width=max(24, width),
+                                   initial_indent=f"  #{note.exp:<5}",
+                                   subsequent_indent=" " * 8)
     if chart and fig.runs:
         lines += ["", terminal_chart(fig, width=width)]
     return "\n".join(lines)
@@ -235,6 +245,9 @@ def markdown(fig: Figures, png: str | None = None) -> str:
               "| --- | ---: | ---: | --- |"]
     lines += [f"| {exp} | {val} | {delta} | {cell(description)} |"
               for exp, val, delta, description in _kept_rows(fig)]
+    if fig.journal:
+        lines += ["", "## Research journal", ""]
+        lines += [f"- **#{note.exp}** {' '.join(note.text.split())}" for note in fig.journal]
     if png:
         lines += ["", f"![val_bpb per experiment]({png})"]
     return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
 """A scripted Messages API on 127.0.0.1 for the real `anthropic` client.
 
-Each POST /v1/messages takes the next scripted reply: a streamed message (SSE, chunked, with
+Each POST /v1/messages takes the next scripted reply (or a function of the request's body that
+returns one, for replies that quote the request): a streamed message (SSE, chunked, with
 thinking, text and tool_use blocks and usage), an HTTP error with the API's JSON error body, or a
 stream cut mid-way (part of the SSE, then the socket closed abruptly). Every request's body and
 headers are recorded for the tests to inspect.
@@ -119,7 +120,8 @@ class FakeMessagesAPI:
         with self._lock:
             self.requests.append({"body": body, "headers": headers})
             number = len(self.requests)
-            return number, (self.replies.pop(0) if self.replies else None)
+            reply = self.replies.pop(0) if self.replies else None
+        return number, reply(body) if callable(reply) else reply
 
     def _handler(self):
         api = self
@@ -129,6 +131,11 @@ class FakeMessagesAPI:
 
             def log_message(self, *_args) -> None:  # keep test output clean
                 pass
+
+            def do_HEAD(self) -> None:  # noqa: N802 (Claude Code checks that the host answers)
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("content-length", 0))

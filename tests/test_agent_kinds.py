@@ -17,7 +17,8 @@ from ratchet.engine.workspace import config as configmod
 
 
 def test_every_kind_has_its_settings_table():
-    assert {f.name for f in fields(configmod.AgentConfig)} - {"kind"} == set(kinds.NAMES)
+    assert {f.name for f in fields(configmod.AgentConfig)} - {"kind"} == {
+        kind.field for kind in kinds.KINDS.values()}
     assert configmod.AgentConfig().kind == kinds.DEFAULT
     assert kinds.KINDS[kinds.DEFAULT].api_key is None
 

@@ -14,9 +14,7 @@ from fake_messages_api import FakeMessagesAPI, cut, error, error_midway, stream
 
 from ratchet.cli import headless
 from ratchet.engine.agents.base import AgentError, AgentPaused, Context, HistoryEntry
-from ratchet.engine.agents.claude.agent import INTERRUPTED, ClaudeAgent
-from ratchet.engine.agents.claude.prompt import results_table
-from ratchet.engine.agents.claude.tools import TOOLS
+from ratchet.engine.agents.claude.agent import ALL_TOOLS, INTERRUPTED, ClaudeAgent
 from ratchet.engine.loop import results_tsv
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import events, paths
@@ -134,7 +132,7 @@ def test_streamed_thinking_text_and_tool_edits_make_a_proposal(session, api):
     first, second = (r["body"] for r in api.requests)
     assert first["stream"] is True and first["model"] == "claude-sonnet-4-6"
     assert first["thinking"] == {"type": "enabled", "budget_tokens": 1024}
-    assert [t["name"] for t in first["tools"]] == [t["name"] for t in TOOLS]
+    assert [t["name"] for t in first["tools"]] == [t["name"] for t in ALL_TOOLS]
     prompt = first["messages"][0]["content"][0]["text"]
     for part in ("raise SMOOTHING to 2", "keep it small", "double SMOOTHING",
                  "RuntimeError: boom", OLD, "2.900000"):
@@ -418,17 +416,3 @@ def test_headless_run_with_claude_commits_trains_records_and_pauses(make_workspa
         assert FAKE_KEY not in (folder / name).read_text()
     assert FAKE_KEY not in (ws.root / "results.tsv").read_text()
     assert FAKE_KEY not in out
-
-
-def test_results_table_keeps_every_kept_change_and_the_recent_discards():
-    history = [HistoryEntry(n, f"try {n}", "ok", "keep" if n in (3, 9) else "discard",
-                            3.0 - n / 100, -0.01) for n in range(2, 40)]
-    history.append(HistoryEntry(40, "huge model", "crash", "crash", None, None))
-    table = results_table(history, recent=5)
-    lines = table.splitlines()
-    assert lines[0] == "exp | result | val_bpb | delta | description"
-    assert lines[1] == "(32 older results that were not kept are not shown)"
-    shown = [int(line.split(" | ")[0]) for line in lines[2:]]
-    assert shown == [3, 9, 36, 37, 38, 39, 40]
-    assert lines[-1] == "40 | crash (crash) | - | - | huge model"
-    assert "3 | keep | 2.970000 | -0.010000 | try 3" in lines

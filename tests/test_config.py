@@ -33,6 +33,9 @@ def _changed_config() -> configmod.Config:
     claude.max_retries, claude.retry_base_seconds, claude.retry_cap_seconds = 2, 0.5, 9.0
     claude.check_retries, claude.price_input, claude.price_output = 1, 15.0, 75.0
     claude.price_cache_read, claude.price_cache_write = 1.5, 18.75
+    cli = agent.claude_code
+    cli.command, cli.model, cli.timeout_seconds = "/opt/claude code/bin/claude", "opus", 60.0
+    cli.check_retries, cli.max_budget_usd = 0, 2.5
     return config
 
 
@@ -40,12 +43,12 @@ def test_render_load_round_trip_preserves_every_value(tmp_path):
     """`ratchet init` writes render(); every setting must come back unchanged on load."""
     config = _changed_config()
     default = configmod.Config()
-    for section in ("experiment", "data", "agent", "agent.claude"):
+    for section in ("experiment", "data", "agent", "agent.claude", "agent.claude_code"):
         table, base = config, default
         for part in section.split("."):
             table, base = getattr(table, part), getattr(base, part)
         for f in fields(table):
-            if f.name in ("claude", "offline"):  # the kinds' tables, checked on their own
+            if f.name in ("claude", "claude_code", "offline"):  # the kinds' own tables, below
                 continue
             assert getattr(table, f.name) != getattr(base, f.name), \
                 f"{section}.{f.name} not exercised"
@@ -199,3 +202,23 @@ def test_unbounded_or_tiny_limits_are_refused(tmp_path, line, key):
     (tmp_path / configmod.CONFIG_NAME).write_text(f"[experiment]\n{line}\n")
     with pytest.raises(configmod.ConfigError, match=key):
         configmod.load(tmp_path)
+
+
+def test_claude_code_settings_are_read_from_their_table(tmp_path):
+    loaded = configmod.load(_write(tmp_path, '[agent]\nkind = "claude-code"\n'
+                                             '[agent.claude-code]\ncommand = "/x/claude"\n'
+                                             'timeout_seconds = 30\n'))
+    assert loaded.agent.kind == "claude-code"
+    assert loaded.agent.claude_code.command == "/x/claude"
+    assert loaded.agent.claude_code.timeout_seconds == 30.0
+    with pytest.raises(ConfigError, match=r"\[agent.claude-code\] timeout_seconds must be "
+                                          "positive"):
+        configmod.load(_write(tmp_path, "[agent.claude-code]\ntimeout_seconds = 0\n"))
+    with pytest.raises(ConfigError, match=r"unknown key 'tools' in \[agent.claude-code\]"):
+        configmod.load(_write(tmp_path, '[agent.claude-code]\ntools = "Bash"\n'))
+
+
+def test_a_config_as_the_log_records_it_reads_back():
+    """session_start records `to_dict()`, where [agent.claude-code] is `claude_code`."""
+    config = _changed_config()
+    assert configmod.from_dict(config.to_dict()) == config

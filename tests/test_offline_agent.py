@@ -351,3 +351,29 @@ def test_same_seed_same_proposals(source):
 
     assert descriptions(5) == descriptions(5)
     assert descriptions(5) != descriptions(6)
+
+
+def test_diagnostics_say_why_a_region_is_avoided_and_slow_runs_are_not_pushed_further():
+    """A crash out of memory and a discarded run that trained a fifth of the best run's steps:
+    the agent names both limits, and proposes nothing past them."""
+    agent = OfflineAgent(seed=5)
+    best = {"steps": 1000, "budget_seconds": 20.0}
+    streamed: list[str] = []
+    agent.propose(context(SMALL, best_result=best), streamed.append)
+    agent.observe(Proposal("N_LAYER 2 -> 6", {}, changes={"N_LAYER": 6}),
+                  HistoryEntry(1, "N_LAYER 2 -> 6", "crash", "crash", None, None,
+                               {"N_LAYER": 6}, result={"error": "CUDA out of memory"}))
+    agent.observe(Proposal("N_EMBD 64 -> 256", {}, changes={"N_EMBD": 256}),
+                  HistoryEntry(2, "N_EMBD 64 -> 256", "ok", "discard", 2.9, 0.2,
+                               {"N_EMBD": 256}, result={"steps": 200}))
+    proposals = []
+    for _ in range(25):
+        streamed.clear()
+        proposals.append(agent.propose(context(SMALL, best_result=best), streamed.append))
+    said = "".join(streamed)
+    assert "N_LAYER >= 6 (out of memory)" in said
+    assert "N_EMBD > 256 (slow: 200 steps against the best run's 1000)" in said
+    for proposal in proposals:
+        found = values(proposal.files["train.py"])
+        assert found["N_LAYER"] < 6 and found["N_EMBD"] <= 256
+    assert agent.memory.crash_limit("N_EMBD", 256) is None  # the slow value itself ran

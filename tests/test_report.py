@@ -221,3 +221,20 @@ def test_ls_and_report_on_a_real_loop(make_workspace, capsys, tmp_path):
     text = capsys.readouterr().out
     assert f"baseline  {end['val_bpb']:.6f}" in text and "metric    val_bpb, frozen harness" in text
     assert png.stat().st_size > 10_000
+
+
+def test_report_prints_the_research_journal(folder_ws, capsys):
+    log = night()
+    long_note = "The loss curve flattens after half the budget, " * 4 + "so try a longer warmup."
+    log.insert(8, {"t": T0 + 14, "type": "journal", "exp": 2, "text": "Hypothesis: change 2."})
+    log.insert(-1, {"t": T0 + 41, "type": "journal", "exp": 5, "text": long_note})
+    write_session(folder_ws / "runs", "s-notes", log)
+    assert main.main(["report", "s-notes", "-C", str(folder_ws), "--no-chart"]) == 0
+    out = capsys.readouterr().out
+    lines = out.split("research journal (the agent's notes)\n", 1)[1].splitlines()
+    assert lines[0] == "  #2    Hypothesis: change 2."
+    assert lines[1].startswith("  #5    The loss curve flattens") and len(lines[1]) <= 80
+    assert " ".join(" ".join(lines[1:]).split()) == "#5 " + " ".join(long_note.split())
+    assert main.main(["report", "s-notes", "-C", str(folder_ws), "--md"]) == 0
+    md = capsys.readouterr().out
+    assert "## Research journal\n\n- **#2** Hypothesis: change 2.\n- **#5** The loss" in md

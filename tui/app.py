@@ -21,6 +21,7 @@ from ratchet.tui.model import DashboardState
 from ratchet.tui.screens.confirm import ConfirmScreen
 from ratchet.tui.screens.dashboard import DashboardScreen
 from ratchet.tui.screens.help import HelpScreen
+from ratchet.tui.screens.journal import JournalScreen
 from ratchet.tui.screens.steer import SteerScreen
 from ratchet.tui.sources import EventSource
 
@@ -187,6 +188,9 @@ class RatchetDashboard(App[str]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.read_only))
+
+    def action_journal(self) -> None:
+        self.push_screen(JournalScreen(self.state.loop.journal))
 
     async def action_quit(self) -> None:
         self.exit("detached")

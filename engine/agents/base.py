@@ -7,9 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ratchet.engine.protocol.history import HistoryEntry
+from ratchet.engine.protocol.history import HistoryEntry, JournalNote
 
-__all__ = ["Agent", "AgentError", "AgentPaused", "Context", "Emit", "HistoryEntry", "Proposal"]
+__all__ = ["Agent", "AgentError", "AgentPaused", "Context", "Emit", "HistoryEntry", "JournalNote",
+           "Proposal"]
 
 
 class AgentError(Exception):
@@ -39,6 +40,8 @@ class Context:
     # this proposal's experiment number: record("agent_usage", input_tokens=..., ...).
     record: Callable[..., Any] = lambda _type, **_fields: None
     based_on: str = ""  # commit of the files above
+    journal: list[JournalNote] = field(default_factory=list)  # the agent's notes, oldest first
+    best_result: dict = field(default_factory=dict)  # the best run's result (its curve, ...)
 
 
 @dataclass

@@ -14,9 +14,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Kind:
-    name: str  # also its settings table: [agent.<name>] in ratchet.toml
+    name: str  # also its settings table: [agent.<name>] in ratchet.toml (attribute: `field`)
     factory: str  # "module:attribute", called with the Config to build the agent
     api_key: str | None = None  # environment variable it cannot run without
+
+    @property
+    def field(self) -> str:
+        """Its settings' attribute of AgentConfig: the name as a Python identifier."""
+        return self.name.replace("-", "_")
 
     def missing_key(self) -> str | None:
         """The environment variable this kind needs and this process lacks, if any."""
@@ -26,6 +31,8 @@ class Kind:
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("offline", "ratchet.engine.agents.offline.agent:OfflineAgent.from_config"),
     Kind("claude", "ratchet.engine.agents.claude.agent:ClaudeAgent", api_key="ANTHROPIC_API_KEY"),
+    # the `claude` CLI logs in its own way (a key, or a Claude account): no key required here
+    Kind("claude-code", "ratchet.engine.agents.claude_code.agent:ClaudeCodeAgent"),
 )}
 NAMES = tuple(KINDS)
 # The default, and the stand-in when the configured kind lacks its key: runs anywhere.

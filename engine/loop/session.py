@@ -27,6 +27,7 @@ from ratchet.engine.agents.base import (
     Proposal,
 )
 from ratchet.engine.loop import (
+    curve,
     gitops,
     keep_rule,
     ledger,
@@ -338,8 +339,10 @@ class Session:
             else ""
         with self._lock:
             history, best = list(self.state.history), self.state.best_bpb
+            journal, best_result = list(self.state.journal), dict(self.state.best_result)
         return Context(files=files, program=program, history=history,
                        best_bpb=best, margin=self.margin(), steer=notes,
+                       journal=journal, best_result=best_result,
                        last_crash_tail=self.state.last_crash_tail[-4000:],
                        in_flight=in_flight or [],
                        check=lambda candidate: self.check_files(candidate, files),
@@ -377,6 +380,7 @@ class Session:
                                             and kind != "baseline") else None
         summary = result.to_json()
         summary["tail"] = summary["tail"][-4000:]
+        summary["curve"] = curve.thin(result.train_log, result.budget_seconds)
         event = self.emit(schema.EXP_END, exp=n, kind=kind, status=result.status, decision=decision,
                           val_bpb=result.val_bpb, best_before=best, delta=delta,
                           margin=self.margin(), commit=commit, description=description,

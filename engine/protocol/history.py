@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The parts of an exp_end's `result` an agent reads (the diagnostics table, view_experiment).
+RESULT_KEYS = ("error", "steps", "tokens", "params", "training_seconds", "trainer_seconds",
+               "budget_seconds", "peak_memory_mb", "mfu", "curve", "tail")
+
 
 @dataclass
 class HistoryEntry:
@@ -16,3 +20,16 @@ class HistoryEntry:
     val_bpb: float | None
     delta: float | None  # val_bpb minus the best before it (negative is better)
     changes: dict[str, object] = field(default_factory=dict)  # agent-specific, e.g. {"LR": 0.02}
+    margin: float | None = None  # what it had to beat the best by (the keep rule's noise margin)
+    kind: str = "candidate"  # candidate | confirm
+    diff: str = ""  # the change as a unified diff against the best it was based on
+    result: dict = field(default_factory=dict)  # exp_end's result, RESULT_KEYS only
+
+
+@dataclass
+class JournalNote:
+    """A note the agent wrote in its research journal while proposing experiment `exp`."""
+
+    exp: int
+    text: str
+    t: float = 0.0

@@ -41,6 +41,7 @@ PROPOSAL_FAILED = "proposal_failed"
 AGENT_USAGE = "agent_usage"
 AGENT_RETRY = "agent_retry"
 AGENT_GAVE_UP = "agent_gave_up"
+JOURNAL = "journal"
 EXP_START = "exp_start"
 TRAIN_LOG = "train_log"
 EXP_END = "exp_end"
@@ -105,7 +106,8 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
     _spec(PROPOSAL_FAILED, "the agent produced no usable proposal", {
         **_EXP, "error": "what went wrong"}, {
         "paused": "true when the agent needs the person and the session paused"}),
-    _spec(AGENT_USAGE, "the API usage of one Claude proposal, failed ones included", {
+    _spec(AGENT_USAGE, "the API usage of one Claude proposal (claude-code: of one run of its CLI, "
+          "as it reports it), failed ones included", {
         **_EXP, "model": "the model", "input_tokens": "summed over the proposal's requests",
         "output_tokens": "summed", "cache_read_tokens": "summed",
         "cache_write_tokens": "summed", "requests": "API requests made",
@@ -116,6 +118,8 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         "message": "one line, never the API key", "wait_seconds": "before the next attempt",
         "discarded_partial": "true when streamed text was thrown away",
         "discarded_chars": "how much of it"}),
+    _spec(JOURNAL, "a note in the agent's research journal (hypotheses, findings, next steps); "
+          "carried into its later proposals", {**_EXP, "text": "the note"}),
     _spec(AGENT_GAVE_UP, "proposals failed 10 times in a row; the session ends with an error",
           {"error": "why"}),
     _spec(EXP_START, "an experiment starts training", {
@@ -135,7 +139,8 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         "best_before": "the best val_bpb before it", "delta": "val_bpb minus best_before",
         "margin": "what a change had to beat the best by", "commit": "the experiment's commit",
         "description": "what it tried", "changes": "the proposal's changes",
-        "result": "metric_source, timings, memory, tokens, params, steps, mfu, error, tail"}, {
+        "result": "metric_source, timings, memory, tokens, params, steps, mfu, error, tail, "
+                  "curve ([[elapsed, step, loss], ...] thinned to about 24 points)"}, {
         **_WORKER, "based_on": "candidate runs: the best the candidate sits on",
         "confirms": "confirm runs: the candidate's exp",
         "new_best": "confirm runs kept: the best from now on",

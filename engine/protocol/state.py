@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ratchet.engine.protocol import schema
-from ratchet.engine.protocol.history import HistoryEntry
+from ratchet.engine.protocol.history import RESULT_KEYS, HistoryEntry, JournalNote
 
 
 @dataclass
@@ -30,6 +30,9 @@ class LoopState:
     best_runs: dict[int, float] = field(default_factory=dict)  # the best's val_bpb by seed
     paired: list[list[float]] = field(default_factory=list)  # each judged candidate's diffs
     history: list[HistoryEntry] = field(default_factory=list)
+    journal: list[JournalNote] = field(default_factory=list)  # the agent's notes, oldest first
+    diffs: dict[int, str] = field(default_factory=dict)  # exp -> its proposal's latest diff
+    best_result: dict = field(default_factory=dict)  # the best run's result (RESULT_KEYS)
     last_exp: int = 0
     proposals: int = 0  # proposals tried (they count toward --max-experiments)
     kept: int = 0
@@ -83,9 +86,14 @@ def apply(state: LoopState, event: dict) -> None:
         state.last_exp = max(state.last_exp, event.get("exp", 0))
         if kind == schema.PROPOSAL:
             state.queued[event.get("exp", 0)] = event
-    elif kind == schema.PROPOSAL_REBASED and event.get("exp") in state.queued:
-        state.queued[event["exp"]] = {**state.queued[event["exp"]], **{
-            k: event[k] for k in ("commit", "based_on", "diff") if k in event}}
+            state.diffs[event.get("exp", 0)] = event.get("diff") or ""
+    elif kind == schema.PROPOSAL_REBASED:
+        state.diffs[event.get("exp", 0)] = event.get("diff") or ""
+        if event.get("exp") in state.queued:
+            state.queued[event["exp"]] = {**state.queued[event["exp"]], **{
+                k: event[k] for k in ("commit", "based_on", "diff") if k in event}}
+    elif kind == schema.JOURNAL and isinstance(event.get("text"), str):
+        state.journal.append(JournalNote(event.get("exp", 0), event["text"], event.get("t", 0.0)))
     elif kind == schema.PROPOSAL_DROPPED:
         state.queued.pop(event.get("exp", 0), None)
         state.pending_runs.pop(event.get("exp", 0), None)
@@ -156,6 +164,7 @@ def _apply_end(state: LoopState, event: dict) -> None:
             seed = (event.get("result") or {}).get("seed")
             if isinstance(seed, int):
                 state.best_runs[seed] = val
+            state.best_result = state.best_result or _result(event)
         return
     if decision == schema.PENDING_CONFIRM:
         state.pending_confirms[event.get("exp", 0)] = event
@@ -180,13 +189,23 @@ def _apply_end(state: LoopState, event: dict) -> None:
         if isinstance(seeds, dict):  # the paired rule measured the new best on every seed
             state.best_runs = {int(k): v for k, v in seeds.items()
                                if str(k).lstrip("-").isdigit() and isinstance(v, (int, float))}
+        state.best_result = _result(event)
     if event.get("kind") in ("candidate", "confirm"):
         _append_history(state, event, decision, val, event.get("delta"))
 
 
 def _append_history(state: LoopState, event: dict, decision: str, val: float | None,
                     delta: float | None) -> None:
+    n = event.get("exp", 0)
+    # the history holds it from now on (a confirm run takes its candidate's)
+    diff = state.diffs.pop(n, "") or state.diffs.pop(event.get("confirms", -1), "")
     state.history.append(HistoryEntry(
-        n=event.get("exp", 0), description=event.get("description", ""),
+        n=n, description=event.get("description", ""),
         status=event.get("status", "ok"), decision=decision, val_bpb=val, delta=delta,
-        changes=event.get("changes") or {}))
+        changes=event.get("changes") or {}, margin=event.get("margin"),
+        kind=event.get("kind") or "candidate", diff=diff, result=_result(event)))
+
+
+def _result(event: dict) -> dict:
+    result = event.get("result")
+    return {k: result[k] for k in RESULT_KEYS if k in result} if isinstance(result, dict) else {}

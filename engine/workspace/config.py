@@ -89,6 +89,17 @@ class ClaudeConfig:
 
 
 @dataclass
+class ClaudeCodeConfig:
+    """[agent.claude-code]: how Ratchet runs the `claude` CLI for each proposal."""
+
+    command: str = "claude"  # the CLI: a name on PATH or a path
+    model: str = ""  # passed as --model; "" leaves the CLI's own default
+    timeout_seconds: float = 900.0  # one run of the CLI; past it, it is stopped and we pause
+    check_retries: int = 2  # refused edits handed back to it (a new run) before giving up
+    max_budget_usd: float = 0.0  # per run, passed as --max-budget-usd; 0: no limit
+
+
+@dataclass
 class OfflineConfig:
     """[agent.offline]: none yet; the search is seeded by [experiment] seed."""
 
@@ -99,6 +110,7 @@ class AgentConfig:
 
     kind: str = kinds.DEFAULT
     claude: ClaudeConfig = field(default_factory=ClaudeConfig)
+    claude_code: ClaudeCodeConfig = field(default_factory=ClaudeCodeConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
 
 
@@ -172,18 +184,19 @@ def _read_table(target, section: str, table: dict) -> None:
 
 def _read_agent(agent: AgentConfig, table: dict) -> None:
     """`kind` and a table per kind ([agent.claude]). Files written before those tables hold the
-    Claude settings straight under [agent]: such a key still counts for the kind that has it."""
-    flat = {name: item for name, item in table.items()
-            if name != "kind" and name not in kinds.KINDS}
+    Claude settings straight under [agent]: such a key still counts for the kind that has it.
+    A kind's table may also go by its attribute's name (claude_code), as `to_dict` writes it."""
+    tables = {key: kind for kind in kinds.KINDS.values() for key in (kind.name, kind.field)}
+    flat = {name: item for name, item in table.items() if name != "kind" and name not in tables}
     if "kind" in table:
         agent.kind = _typed("agent", "kind", table["kind"], str)
-    for name in kinds.NAMES:
-        if name in table:
-            _check(isinstance(table[name], dict), f"[agent.{name}] must be a table")
-            _read_table(getattr(agent, name), f"agent.{name}", table[name])
+    for key, kind in tables.items():
+        if key in table:
+            _check(isinstance(table[key], dict), f"[agent.{kind.name}] must be a table")
+            _read_table(getattr(agent, kind.field), f"agent.{kind.name}", table[key])
     for name, item in flat.items():
-        owner = next((kind for kind in kinds.NAMES
-                      if name in {f.name for f in fields(getattr(agent, kind))}), None)
+        # only the Claude agent's keys ever lived straight under [agent]
+        owner = "claude" if name in {f.name for f in fields(agent.claude)} else None
         _check(owner is not None, f"unknown key {name!r} in [agent] (known: kind, "
                                   + ", ".join(f"[agent.{kind}]" for kind in kinds.NAMES) + ")")
         _check(name not in table.get(owner, {}),
@@ -236,6 +249,7 @@ def validate(config: Config) -> None:
     _check(agent.kind in kinds.KINDS, f"[agent] kind must be one of {', '.join(kinds.NAMES)}, "
                                       f"got {agent.kind!r}")
     _validate_claude(agent.claude)
+    _validate_claude_code(agent.claude_code)
 
 
 def _validate_claude(claude: ClaudeConfig) -> None:
@@ -255,6 +269,17 @@ def _validate_claude(claude: ClaudeConfig) -> None:
     _check(claude.check_retries >= 0, f"{where} check_retries must not be negative")
     for name in ("price_input", "price_output", "price_cache_read", "price_cache_write"):
         _check(getattr(claude, name) >= 0, f"{where} {name} must not be negative")
+
+
+def _validate_claude_code(cli: ClaudeCodeConfig) -> None:
+    where = "[agent.claude-code]"
+    _check(bool(cli.command.strip()), f"{where} command must name the claude CLI, e.g. \"claude\"")
+    _check(not any(c.isspace() for c in cli.model),
+           f"{where} model must be a model name or empty, got {cli.model!r}")
+    _check(math.isfinite(cli.timeout_seconds) and cli.timeout_seconds > 0,
+           f"{where} timeout_seconds must be positive")
+    _check(cli.check_retries >= 0, f"{where} check_retries must not be negative")
+    _check(cli.max_budget_usd >= 0, f"{where} max_budget_usd must not be negative")
 
 
 def load(workspace: Path) -> Config:
@@ -335,6 +360,14 @@ def render(config: Config) -> str:
         f"price_cache_read = {toml(claude.price_cache_read)}  # $ per million cache-read tokens",
         f"price_cache_write = {toml(claude.price_cache_write)}  # $ per million cache-write "
         "tokens",
+        "",
+        "[agent.claude-code]",
+        f"command = {toml(agent.claude_code.command)}  # the claude CLI "
+        "(npm install -g @anthropic-ai/claude-code)",
+        f"model = {toml(agent.claude_code.model)}  # --model; \"\" = the CLI's default",
+        f"timeout_seconds = {toml(agent.claude_code.timeout_seconds)}  # one run of the CLI",
+        f"check_retries = {toml(agent.claude_code.check_retries)}  # refused edits handed back",
+        f"max_budget_usd = {toml(agent.claude_code.max_budget_usd)}  # $ per run; 0 = no limit",
         "",
         "[loop]",
         f"baseline_seeds = {toml(loop.baseline_seeds)}  # baseline runs that measure seed noise",

@@ -42,6 +42,7 @@ class DashboardScreen(Screen):
           for i, (key, name) in enumerate(PANES)),
         Binding("z", "zoom", "Zoom"),
         Binding("escape", "unselect", "Current diff", show=False),
+        Binding("j", "app.journal", "Journal", show=False),
         Binding("question_mark", "app.help", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]

@@ -20,6 +20,7 @@ KEYS = (
     ("v", "in the Loss pane: training loss or val_bpb across experiments"),
     ("enter", "in the Experiments pane: show that experiment's diff and reasoning"),
     ("escape", "back to the current proposal's diff"),
+    ("j", "the agent's research journal"),
     ("q", "close the dashboard; the engine keeps running"),
     ("?", "this help"),
 )

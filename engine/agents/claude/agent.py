@@ -17,6 +17,7 @@ from collections.abc import Callable
 import anthropic
 
 from ratchet.engine.agents.base import Agent, AgentError, AgentPaused, Context, Emit, Proposal
+from ratchet.engine.agents.claude import research
 from ratchet.engine.agents.claude.cost import Usage
 from ratchet.engine.agents.claude.prompt import CACHE, system_blocks, user_message
 from ratchet.engine.agents.claude.retry import (
@@ -32,6 +33,7 @@ from ratchet.engine.protocol import schema
 from ratchet.engine.workspace.config import Config
 
 RATIONALE_CHARS = 2000
+ALL_TOOLS = [*TOOLS, *research.TOOLS]  # editing, then reading the past and the journal
 INTERRUPTED = "\n[stream interrupted; partial response discarded; retrying]\n"
 
 
@@ -93,6 +95,11 @@ class ClaudeAgent(Agent):
                 continue
             results = []
             for call in calls:
+                if call.name in research.NAMES:
+                    emit(f"\n{research.summary(call.name, call.input)}\n")
+                    result = research.apply(context, call.name, call.input)
+                    results.append(_tool_result(call.id, result.text, result.is_error))
+                    continue
                 emit(f"\n{summary(call.name, call.input)}\n")
                 if call.name != "finish":
                     result = buffer.apply(call.name, call.input)
@@ -121,7 +128,7 @@ class ClaudeAgent(Agent):
     def _request(self, system: list[dict], messages: list[dict], emit: Emit,
                  record: Callable[..., object], usage: Usage):
         params: dict = {"model": self.settings.model, "max_tokens": self.settings.max_tokens,
-                        "system": system, "tools": TOOLS, "messages": _mark_last(messages)}
+                        "system": system, "tools": ALL_TOOLS, "messages": _mark_last(messages)}
         if self.settings.thinking_budget:
             params["thinking"] = {"type": "enabled",
                                   "budget_tokens": self.settings.thinking_budget}

@@ -1,18 +1,24 @@
 """What Claude reads for one proposal: a stable, cached prefix and the per-proposal state.
 
 The system prompt (Ratchet's instructions and the workspace's program.md) does not change during
-a session, so it is marked for prompt caching; the files, results table, crash tail and notes
-come after it in the user message.
+a session, so it is marked for prompt caching; the files, the diagnostics table, the journal,
+the crash tail and the person's notes come after it in the user message.
 """
 
 from __future__ import annotations
 
-from ratchet.engine.agents.base import Context, HistoryEntry
+from ratchet.engine.agents import diagnostics, journal
+from ratchet.engine.agents.base import Context
 from ratchet.engine.workspace.layout import template_text
 
 CACHE = {"type": "ephemeral"}
-RECENT_DISCARDS = 15  # non-kept results shown besides every kept one
 CRASH_TAIL_CHARS = 3000
+ASK = "Propose the next experiment: edit the files with the tools, then call finish."
+TABLE_NOTE = ("One row per finished experiment, oldest first. delta is val_bpb minus the best "
+              "before it, margin what it had to beat; time is the engine's clock; the loss "
+              "columns are this run's training loss minus the best run's at the same point of "
+              "the budget.")
+LOOKUP = "view_experiment shows any row's diff, curve and output in full."
 
 
 def system_blocks(program: str) -> list[dict]:
@@ -23,37 +29,21 @@ def system_blocks(program: str) -> list[dict]:
             {"type": "text", "text": program, "cache_control": dict(CACHE)}]
 
 
-def _number(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.6f}" if signed else f"{value:.6f}"
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"
 
 
-def results_table(history: list[HistoryEntry], recent: int = RECENT_DISCARDS) -> str:
-    """Every kept result and the most recent others, oldest first, one line each."""
-    if not history:
-        return "(no experiments besides the baseline yet)"
-    others = [e for e in history if e.decision != "keep"]
-    shown_others = {id(e) for e in others[-recent:]}
-    rows = ["exp | result | val_bpb | delta | description"]
-    hidden = 0
-    for entry in history:
-        if entry.decision != "keep" and id(entry) not in shown_others:
-            hidden += 1
-            continue
-        result = entry.decision if entry.status == "ok" else f"{entry.decision} ({entry.status})"
-        rows.append(f"{entry.n} | {result} | {_number(entry.val_bpb)} | "
-                    f"{_number(entry.delta, signed=True)} | {entry.description}")
-    if hidden:
-        rows.insert(1, f"({hidden} older results that were not kept are not shown)")
-    return "\n".join(rows)
-
-
-def user_message(context: Context) -> str:
+def user_message(context: Context, ask: str = ASK, lookup: str = LOOKUP,
+                 with_files: bool = True) -> str:
+    """The per-proposal state; `lookup` says how to read a past run in full, and an agent that
+    reads the files itself (Claude Code) gets them `with_files=False`."""
     parts = [f"Best val_bpb so far: {_number(context.best_bpb)}; a change must beat it by more "
              f"than {context.margin:.6f} to be kept.",
-             "## Results so far (kept changes form the current code)\n"
-             + results_table(context.history)]
+             "## Results so far (kept changes form the current code)\n" + TABLE_NOTE + " "
+             + lookup + "\n"
+             + diagnostics.table(context.history, context.best_result),
+             "## Your research journal (your notes from earlier proposals)\n"
+             + journal.render(context.journal)]
     if context.in_flight:
         parts.append("## Running right now (do not propose these again)\n"
                      + "\n".join(f"- {d}" for d in context.in_flight))
@@ -66,6 +56,7 @@ def user_message(context: Context) -> str:
     files = "\n\n".join(f"### {name}\n```python\n{text}\n```" if name.endswith(".py")
                         else f"### {name}\n```\n{text}\n```"
                         for name, text in context.files.items())
-    parts.append(f"## Editable files (the current best code)\n{files}")
-    parts.append("Propose the next experiment: edit the files with the tools, then call finish.")
+    if with_files:
+        parts.append(f"## Editable files (the current best code)\n{files}")
+    parts.append(ask)
     return "\n\n".join(parts)

@@ -132,7 +132,7 @@ class OfflineAgent(Agent):
              f"baseline in: {', '.join(changed) or 'nothing yet'}.\n")
         limits = self.memory.avoided()
         if limits:
-            emit("Avoiding what crashed or timed out: " + ", ".join(
-                f"{n} {sign} {format_value(as_type(to, self._ranges[n]))}"
-                if n in self._ranges else f"{n} {sign} {to:g}" for n, to, sign in limits)
-                 + ".\n")
+            emit("Avoiding what crashed, ran out of memory or time, or ran slow: " + ", ".join(
+                (f"{n} {sign} {format_value(as_type(to, self._ranges[n]))}"
+                 if n in self._ranges else f"{n} {sign} {to:g}") + f" ({why})"
+                for n, to, sign, why in limits) + ".\n")

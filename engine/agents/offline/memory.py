@@ -2,7 +2,9 @@
 
 The study learns from the configuration actually tried, not the point TPE asked for. Crashes and
 timeouts are recorded with a penalty so TPE steers away from them, and values at or past one
-that crashed are not proposed again until a finished run shows that side works.
+that crashed are not proposed again until a finished run shows that side works. The run's
+diagnostics say why (out of memory, over time), and a discarded run that trained far fewer
+steps than the best run marks the values beyond it as too slow to try.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ CRASH_PENALTY = 0.5  # a crash scores this much worse than the worst result seen
 # statuses that are the candidate's own doing (a kill on request or a lost worker is not)
 OWN_FAILURES = ("crash", "timeout", "over_budget", "over_limit")
 NO_RESULT_PENALTY = 10.0  # crash score when nothing has finished yet (val_bpb of bytes is < 8)
+SLOW_FRACTION = 0.5  # a discarded run with fewer steps than this share of the best run's
 
 Values = dict[str, Number]
 
@@ -32,6 +35,9 @@ class Memory:
         self.baseline: Values | None = None  # the first file's constants, once one is seen
         self.effect: dict[str, float] = {}  # largest |delta| a change of the constant caused
         self.crashes: list[tuple[str, float, float]] = []  # (constant, from, to) that crashed
+        self.slow: list[tuple[str, float, float]] = []  # (constant, from, to) that ran slow
+        self.reasons: dict[tuple[str, float], str] = {}  # (constant, to) -> why it is avoided
+        self.best_steps = 0  # steps of the best run (its diagnostics), 0 while unknown
         self._worst: float | None = None
         self._worked: dict[str, set[float]] = {}  # values seen in runs that finished
         # (n, description) of entries already learned from; n alone can repeat (a proposal the
@@ -55,6 +61,8 @@ class Memory:
 
     def catch_up(self, context: Context, config: Values) -> None:
         """Learn what was reported before the first proposal, then the history not reported."""
+        steps = context.best_result.get("steps")
+        self.best_steps = steps if isinstance(steps, int) and steps > 0 else self.best_steps
         self._flush_pending(context)
         self._import_history(context, config)
 
@@ -67,12 +75,19 @@ class Memory:
                 continue
             if not any((v - to) * way >= 0 for v in self._worked.get(name, ())):
                 return to
+        for slow, start, to in self.slow:  # strictly beyond: the slow value itself ran
+            way = 1.0 if to > start else -1.0
+            if slow == name and (float(value) - to) * way > 0:
+                return to
         return None
 
-    def avoided(self) -> list[tuple[str, float, str]]:
-        """(constant, crashed value, ">=" or "<=") of each limit still in force."""
-        return sorted({(n, to, ">=" if to > start else "<=") for n, start, to in self.crashes
-                       if self.crash_limit(n, to) is not None})
+    def avoided(self) -> list[tuple[str, float, str, str]]:
+        """(constant, value, ">=" / "<=" / ">" / "<", why) of each limit still in force."""
+        crashed = {(n, to, ">=" if to > start else "<=", self.reasons.get((n, to), "crashed"))
+                   for n, start, to in self.crashes if self.crash_limit(n, to) is not None}
+        slow = {(n, to, ">" if to > start else "<", self.reasons.get((n, to), "slow"))
+                for n, start, to in self.slow}
+        return sorted(crashed | slow)
 
     def _flush_pending(self, context: Context) -> None:
         """Entries the context's history also holds are left to _import_history, which can
@@ -101,16 +116,31 @@ class Memory:
             user_attrs={"status": entry.status, "n": entry.n},
         ))
         change = entry_change(entry)
+        old = old_value(entry.description) if change else None
+        moved = change is not None and old is not None and old != change[1] \
+            and entry.decision != "baseline"
         if entry.status == "ok" and entry.val_bpb is not None:
             for n, v in config.items():
                 self._worked.setdefault(n, set()).add(float(v))
-        elif entry.decision != "baseline" and change:
-            old = old_value(entry.description)
-            if old is not None and old != change[1]:
-                self.crashes.append((change[0], float(old), float(change[1])))
+            slow = self._slowness(entry)
+            if moved and slow:
+                self.slow.append((change[0], float(old), float(change[1])))
+                self.reasons[(change[0], float(change[1]))] = slow
+        elif moved:
+            self.crashes.append((change[0], float(old), float(change[1])))
+            self.reasons[(change[0], float(change[1]))] = failure_reason(entry)
         if entry.decision != "baseline" and change and entry.delta is not None:
             name = change[0]
             self.effect[name] = max(self.effect.get(name, 0.0), abs(entry.delta))
+
+    def _slowness(self, entry: HistoryEntry) -> str:
+        """Why a finished, discarded run counts as too slow to push further, or ''."""
+        steps = entry.result.get("steps")
+        if entry.decision == "keep" or not isinstance(steps, int) or not self.best_steps:
+            return ""
+        if steps >= SLOW_FRACTION * self.best_steps:
+            return ""
+        return f"slow: {steps} steps against the best run's {self.best_steps}"
 
     def _score(self, entry: HistoryEntry) -> float | None:
         """What the study records: val_bpb, a penalty for crashes, nothing for killed runs."""
@@ -156,3 +186,13 @@ class Memory:
                 best = {**best, change[0]: change[1]}
         for entry in context.history:
             self._seen.add((entry.n, entry.description))
+
+
+def failure_reason(entry: HistoryEntry) -> str:
+    """What a failed run's diagnostics say it ran out of: memory, time, or neither."""
+    error = str(entry.result.get("error") or "").lower()
+    if entry.status == "over_limit" or "out of memory" in error or "oom" in error.split():
+        return "out of memory"
+    if entry.status in ("timeout", "over_budget"):
+        return "over time"
+    return "crashed"
