@@ -340,6 +340,7 @@ def test_headless_run_with_claude_commits_trains_records_and_pauses(make_workspa
     ws = make_workspace("e2e", budget_seconds=1.0, grace_seconds=60.0, eval_tokens=65536)
     config = ws.config()
     config.loop.baseline_seeds, config.loop.confirm = 1, False
+    config.loop.rule = "margin"  # one run decides: the agent, not the rule, is under test
     config.agent.claude.retry_base_seconds, config.agent.claude.thinking_budget = 0.05, 1024
     configmod.save(ws.root, config)
     (ws.root / "train.py").write_text(trainers.loop_bigram())

@@ -70,6 +70,7 @@ def test_ratchet_run_with_claude_code_makes_two_proposals_end_to_end(make_worksp
     ws = make_workspace("cc", budget_seconds=1.0, grace_seconds=60.0, eval_tokens=65536)
     config = ws.config()
     config.loop.baseline_seeds, config.loop.confirm = 1, False
+    config.loop.rule = "margin"  # one run decides: the agent, not the rule, is under test
     config.agent.claude_code.command = str(claude_cli)
     config.agent.claude_code.timeout_seconds = 120.0
     configmod.save(ws.root, config)

@@ -373,7 +373,8 @@ def render(config: Config) -> str:
         f"baseline_seeds = {toml(loop.baseline_seeds)}  # baseline runs that measure seed noise",
         f"noise_k = {toml(loop.noise_k)}  # keep only gains above max(min_improvement, "
         "noise_k x seed spread)",
-        f"confirm = {toml(loop.confirm)}  # re-run a winning change with another seed first",
+        f"confirm = {toml(loop.confirm)}  # margin rule: re-run a winning change with another "
+        "seed first",
         f"rule = {toml(loop.rule)}  # paired: candidate and best on the same seeds, a run more "
         "for a close call or a win, up to baseline_seeds; margin: beat the best by noise_k x "
         "seed spread, then confirm",
