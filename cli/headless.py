@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ratchet.cli import report
-from ratchet.engine.loop import noise
-from ratchet.engine.protocol import events, paths, schema
+from ratchet.engine.protocol import events, noise, paths, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import catalog
 

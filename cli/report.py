@@ -9,8 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ratchet.engine.loop import noise
-from ratchet.engine.protocol import schema
+from ratchet.engine.protocol import noise, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.protocol.history import JournalNote
 

@@ -9,8 +9,9 @@ from paced_agent import PacedAgent
 from test_loop import FAST, check_ratchet_invariants, commit_workspace, read_log
 
 from ratchet.cli import report
-from ratchet.engine.loop import noise, results_tsv
+from ratchet.engine.loop import results_tsv
 from ratchet.engine.loop.session import RunOptions, Session
+from ratchet.engine.protocol import noise
 from ratchet.engine.protocol import state as statemod
 from ratchet.tui.model import DashboardState
 from ratchet.tui.panes.experiments import _cells

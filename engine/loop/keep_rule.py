@@ -12,6 +12,14 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ratchet.engine.protocol import noise
+from ratchet.engine.protocol.noise import (  # noqa: F401 - the rule's statistics
+    KEEP_Z,
+    detectable,
+    inflation,
+    paired_noise,
+)
+
 # The decisions are the protocol's words (an exp_end's `decision`); this module says when each.
 from ratchet.engine.protocol.schema import (  # noqa: F401 - the loop names them through here
     ANOTHER_RUN,
@@ -33,9 +41,8 @@ class Verdict:
 
 
 def margin(baseline: Sequence[float], min_improvement: float, noise_k: float) -> float:
-    """A change must beat the best by more than this: seed noise or the configured minimum."""
-    spread = statistics.stdev(baseline) if len(baseline) >= 2 else 0.0
-    return max(min_improvement, noise_k * spread)
+    """The margin rule's margin: seed noise (noise_k x the baseline's spread) or the minimum."""
+    return noise.seed_margin(baseline, min_improvement, noise_k)
 
 
 def judge_candidate(val_bpb: float | None, best: float | None, margin: float, *,
@@ -104,12 +111,8 @@ def tsv_confirmed(decision: str) -> tuple[str, str]:
 
 CONTINUE_Z = 0.0  # after one run, another only where the change looks better at all
 FUTILE_Z = 0.5  # from two runs on, a gain under this many standard errors is given up
-KEEP_Z = 1.65  # a gain of this many standard errors is kept (one-sided 5% at one look)
-POWER_Z = 0.84  # an effect kept four times in five sits this far past the keep line
-# Student's t against the normal at 97.5%, by degrees of freedom: a noise figure from few
-# runs is uncertain, so the keep line moves out while the session has measured little.
-_T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 10: 2.23,
-         12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04, 60: 2.00}
+# KEEP_Z (the keep line) and the noise statistics are the protocol's (engine/protocol/noise.py):
+# the views say what the session can detect with the same figures.
 
 
 @dataclass(frozen=True)
@@ -126,39 +129,6 @@ class Reading:
     def to_json(self) -> dict:
         return {"effect": round(self.effect, 6), "se": round(self.se, 6),
                 "sigma": round(self.sigma, 6), "runs": self.runs, "why": self.why}
-
-
-def paired_noise(baseline: Sequence[float], sequences: Sequence[Sequence[float]]
-                 ) -> tuple[float, int]:
-    """The noise of one paired difference and its degrees of freedom.
-
-    Pooled from the spread of each finished candidate's differences around their own mean
-    (its effect drops out), with the baseline's seed spread as a prior: until differences are
-    measured, pairing is assumed to cancel nothing (a difference of two runs, sqrt 2 x spread).
-    """
-    squares, df = 0.0, 0
-    if len(baseline) >= 2:
-        df = len(baseline) - 1
-        squares = df * 2 * statistics.variance(baseline)
-    for diffs in sequences:
-        if len(diffs) >= 2:
-            mean = statistics.fmean(diffs)
-            squares += sum((d - mean) ** 2 for d in diffs)
-            df += len(diffs) - 1
-    return ((squares / df) ** 0.5 if df else 0.0), df
-
-
-def inflation(df: int) -> float:
-    """How far the keep line moves out for a noise figure with `df` degrees of freedom."""
-    if df <= 0:
-        return 1.0  # no noise measured at all: the noise is taken as 0, and any gain counts
-    known = [t for d, t in sorted(_T975.items()) if d <= df]
-    return (known[-1] if known else _T975[1]) / 1.96
-
-
-def detectable(sigma: float, df: int, runs: int) -> float:
-    """The effect the paired rule keeps about four times in five, at this noise."""
-    return (KEEP_Z * inflation(df) + POWER_Z) * sigma / runs ** 0.5
 
 
 def judge_paired(diffs: Sequence[float], sigma: float, df: int, *, keep_runs: int, cap: int,

@@ -32,13 +32,12 @@ from ratchet.engine.loop import (
     keep_rule,
     ledger,
     lock,
-    noise,
     proposal_check,
     results_tsv,
     resume,
     scheduler,
 )
-from ratchet.engine.protocol import control, events, schema
+from ratchet.engine.protocol import control, events, noise, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers import pool, telemetry

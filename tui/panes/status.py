@@ -7,7 +7,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ratchet.engine.loop import noise
+from ratchet.engine.protocol import noise
 from ratchet.tui import format as fmt
 from ratchet.tui.model import DashboardState
 
