@@ -108,7 +108,8 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
             argv, result.sandboxed = sandbox.wrap(
                 [sys.executable, TRAIN], cwd=ws.root,
                 readable=[ws.root, corpus.train_path.parent], writable=[model_dir, cache],
-                hidden=_unseen(ws, corpus), held_out=sandbox.HELD_OUT)
+                hidden=_unseen(ws, corpus), held_out=sandbox.HELD_OUT,
+                devices=clock != cpu_clock.CPU)
             env = sandbox.child_env({**_cache_env(cache), **extra_env, **job_env})
             child = supervision.Child(argv, ws.root, env, out_dir / "train.log", on_log,
                                       limits=limits(config))
@@ -144,11 +145,11 @@ def prestart(ws: Workspace, config: Config, stage: Path,
     if ex.compat or (ahead and not ex.warm_start):
         return None
     corpus = ws.corpus(config)
-    cache = _fresh_cache(stage / "compile-cache")
+    cache, clock = _fresh_cache(stage / "compile-cache"), run_clock(config)
     return WarmTrainer(ws, stage, limits(config), readable=[corpus.train_path.parent],
                        hidden=_unseen(ws, corpus), cache=cache,
-                       env={**_cache_env(cache), **cpu_clock.trainer_env(run_clock(config)),
-                            **(env or {})})
+                       env={**_cache_env(cache), **cpu_clock.trainer_env(clock), **(env or {})},
+                       devices=clock != cpu_clock.CPU)
 
 
 def run_clock(config: Config) -> str:

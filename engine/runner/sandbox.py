@@ -120,20 +120,24 @@ def _system_view() -> list[str]:
 
 
 def wrap(command: list[str], *, cwd: Path, readable: list[Path], writable: list[Path],
-         hidden: list[Path], held_out: Iterable[str] = ()) -> tuple[list[str], bool]:
+         hidden: list[Path], held_out: Iterable[str] = (), devices: bool = True,
+         ) -> tuple[list[str], bool]:
     """The command, wrapped in a sandbox if possible; returns (argv, sandboxed).
 
     The child sees the system folders and the interpreter's read-only. `held_out` packages are
     hidden in every standard library copy, `hidden` folders are replaced by empty ones,
     `readable` paths are shown read-only and `writable` ones read-write. Mounts go from the
     outermost path in, so the innermost rule wins: a readable path inside a hidden folder shows,
-    and a hidden folder inside a readable one stays hidden.
+    and a hidden folder inside a readable one stays hidden. With `devices=False` the child gets
+    a minimal /dev (null, zero, random, tty...) and no GPU: a run on the CPU clock could
+    otherwise compute on a GPU for time its CPU clock never counts.
     """
     bwrap = bwrap_path()
     if bwrap is None:
         return command, False
-    argv = [bwrap, *_system_view(), "--dev-bind", "/dev", "/dev", "--tmpfs", "/dev/shm",
-            "--proc", "/proc", "--tmpfs", "/tmp"]
+    dev = ["--dev-bind", "/dev", "/dev"] if devices else ["--dev", "/dev"]
+    argv = [bwrap, *_system_view(), *dev, "--tmpfs", "/dev/shm", "--proc", "/proc",
+            "--tmpfs", "/tmp"]
     mounts = [("--ro-bind", p) for p in python_paths()]
     mounts += [("--tmpfs", p) for p in [*held_out_folders(held_out), *hidden] if p.exists()]
     mounts += [("--ro-bind", p) for p in readable] + [("--bind", p) for p in writable]

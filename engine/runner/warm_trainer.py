@@ -190,14 +190,15 @@ class WarmTrainer:
     """
 
     def __init__(self, ws: Workspace, stage: Path, limits: supervision.Limits,
-                 readable: list[Path], hidden: list[Path], cache: Path, env: dict[str, str]):
+                 readable: list[Path], hidden: list[Path], cache: Path, env: dict[str, str],
+                 devices: bool = True):
         self.stage = stage
         (stage / "model").mkdir(parents=True)
         self.on_log: Callable[[dict], None] | None = None
         argv, self.sandboxed = sandbox.wrap(
             [sys.executable, "-c", LAUNCHER.read_text()], cwd=ws.root,
             readable=[ws.root, *readable], writable=[stage, cache], hidden=hidden,
-            held_out=sandbox.HELD_OUT)
+            held_out=sandbox.HELD_OUT, devices=devices)
         self.ready_file = stage / "model" / ".ready"  # in a folder the child may write
         self.child = supervision.Child(
             argv, ws.root, sandbox.child_env({**env, "RATCHET_READY": str(self.ready_file)}),
