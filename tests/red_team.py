@@ -93,10 +93,13 @@ class Cheat(torch.nn.Module):
 ''')
 
 
-# The clock. Each trains the honest table, then spends time the budget does not grant.
-def _spends(where: str, seconds_expr: str) -> str:
-    early = f"time.sleep({seconds_expr})  # before its clock starts" if where == "import" else ""
-    late = f"time.sleep({seconds_expr})  # far past the budget" if where == "loop" else ""
+# The clock. Each trains the honest table, then spends time the budget does not grant: wall
+# time (sleeping: what a GPU run spends waiting on its device) or CPU time (computing).
+def _spends(where: str, seconds_expr: str, how: str = "sleep") -> str:
+    spend = f"time.sleep({seconds_expr})" if how == "sleep" else \
+        f"_end = time.process_time() + {seconds_expr}\nwhile time.process_time() < _end: pass"
+    early = f"{spend}  # before its clock starts" if where == "import" else ""
+    late = f"{spend}  # far past the budget" if where == "loop" else ""
     return f'''
 import time
 import numpy as np
@@ -115,6 +118,9 @@ prepare.save_model(torch.nn.Embedding.from_pretrained(table), {{
 
 TRAINS_PAST_THE_BUDGET = _spends("loop", "3 * prepare.budget_seconds() + 2")
 TRAINS_AT_IMPORT = _spends("import", "3 * prepare.budget_seconds() + 2")
+# on the CPU clock: CPU seconds past budget + grace on every core the engine counts
+BURNS_PAST_THE_BUDGET = _spends("loop", "6 * prepare.budget_seconds() + 12", how="burn")
+BURNS_AT_IMPORT = _spends("import", "6 * prepare.budget_seconds() + 12", how="burn")
 
 # Limits: a process tree that keeps growing, memory beyond the limit, a kill from outside.
 FORKS = '''

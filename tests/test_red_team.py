@@ -19,6 +19,7 @@ from conftest import FAST, requires_sandbox, run_with
 from ratchet.engine.agents.base import Agent, AgentError, Context, Emit, Proposal
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import events
+from ratchet.engine.runner import cpu_clock
 from ratchet.model import prepare
 
 
@@ -78,14 +79,26 @@ def test_the_honest_model_passes_every_check(make_workspace, honest_bpb):
 @pytest.mark.parametrize("source", [red_team.TRAINS_PAST_THE_BUDGET, red_team.TRAINS_AT_IMPORT],
                          ids=["past-the-budget", "at-import"])
 def test_time_beyond_the_allowance_is_never_scored(make_workspace, source):
-    # budget 2 s + grace 3 s on the engine's clock; it claims 0.5 s of training
-    ws = make_workspace(budget_seconds=2.0, grace_seconds=3.0, eval_tokens=65536)
+    # budget 2 s + grace 3 s on the engine's wall clock (a GPU's); it claims 0.5 s of training
+    ws = make_workspace(budget_seconds=2.0, grace_seconds=3.0, eval_tokens=65536, clock="wall")
     started = time.monotonic()
     result = run_with(ws, source)
     assert result.status == "over_budget", (result.status, result.error)
     assert result.val_bpb is None
     assert "exceeded budget + grace (5 s)" in result.error
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("source", [red_team.BURNS_PAST_THE_BUDGET, red_team.BURNS_AT_IMPORT],
+                         ids=["past-the-budget", "at-import"])
+def test_cpu_time_beyond_the_allowance_is_never_scored(make_workspace, source, monkeypatch):
+    # the CPU clock (a CPU workspace's default): 5 CPU seconds per core, whatever it says
+    monkeypatch.setattr(cpu_clock, "WALL_FACTOR", 20.0)  # load never brings the backstop in
+    ws = make_workspace(budget_seconds=2.0, grace_seconds=3.0, eval_tokens=65536)
+    result = run_with(ws, source)
+    assert result.status == "over_budget", (result.status, result.error)
+    assert result.val_bpb is None
+    assert f"exceeded budget + grace ({5 * cpu_clock.cores()} CPU seconds)" in result.error
 
 
 def test_the_engine_measures_the_time_train_py_reports(make_workspace):
@@ -136,8 +149,9 @@ class AttackingAgent(Agent):
         return Proposal(label, {"train.py": source}, rationale="a lower val_bpb by any means")
 
 
-def test_no_attack_is_kept_inside_the_loop(make_workspace):
+def test_no_attack_is_kept_inside_the_loop(make_workspace, monkeypatch):
     # the same attacks, proposed by an agent to a running session: none is ever kept
+    monkeypatch.setattr(cpu_clock, "WALL_FACTOR", 20.0)
     ws = make_workspace("loop", budget_seconds=2.0, grace_seconds=4.0, eval_tokens=65536,
                         min_improvement=0.0)
     (ws.root / "train.py").write_text(red_team.HONEST)
@@ -148,7 +162,7 @@ def test_no_attack_is_kept_inside_the_loop(make_workspace):
     config.loop.baseline_seeds = 1
     attacks = [("skips fixed cuts", red_team.SKIPS_FIXED_CUTS),
                ("counts calls", red_team.COUNTS_CALLS),
-               ("trains past the budget", red_team.TRAINS_PAST_THE_BUDGET)]
+               ("trains past the budget", red_team.BURNS_PAST_THE_BUDGET)]
     options = RunOptions(session="s-attacks", tag="attacks", max_experiments=len(attacks))
     assert Session(ws, config, options, AttackingAgent(attacks)).run() == 0
     log = list(events.iter_events(ws.runs_dir() / options.session / "events.jsonl"))
