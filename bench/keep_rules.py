@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 from ratchet.engine.loop import keep_rule
 
-BASELINE_SEEDS = 3
+BASELINE_SEEDS = 3  # the default baseline_seeds (--baseline-seeds)
 # The offline agent's changes on the default CPU workspace, in sigmas of one run (the shares of
 # a real session's candidates; docs/benchmarks.md): most are worse, some neutral, a few gain.
 AGENT_MIX = ((0.45, (0.5, 4.0)), (0.35, (-0.5, 0.5)), (0.20, (-3.0, -0.5)))
@@ -131,8 +131,10 @@ def main() -> int:
                         help="spread of a seed's own luck, shared by every code (val_bpb)")
     parser.add_argument("--run-sigma", type=float, default=0.010,
                         help="spread of one run's own noise at a fixed seed (val_bpb)")
+    parser.add_argument("--baseline-seeds", type=int, default=BASELINE_SEEDS)
     parser.add_argument("--seed", type=int, default=20261204)
     args = parser.parse_args()
+    globals()["BASELINE_SEEDS"] = args.baseline_seeds
     sigma = (args.seed_sigma ** 2 + args.run_sigma ** 2) ** 0.5
     print(f"seed {args.seed}; {args.sessions} sessions x {args.candidates} candidates per row; "
           f"seed luck {args.seed_sigma:g}, run noise {args.run_sigma:g}, "
