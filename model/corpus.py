@@ -165,7 +165,8 @@ def _text_files(paths: list[Path]) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
-def _pyarrow_parquet():
+def parquet_module():
+    """pyarrow.parquet, or a one-line error naming the extra that installs it."""
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
@@ -174,7 +175,7 @@ def _pyarrow_parquet():
 
 
 def _parquet_documents(paths: list[Path], column: str) -> Iterator[tuple[str, bytes]]:
-    pq = _pyarrow_parquet()
+    pq = parquet_module()
     files = []
     for path in paths:
         if path.is_dir():
@@ -293,7 +294,7 @@ def build(source: str = "stdlib", paths: list[Path] | None = None, *, column: st
 
 def _shard_texts(path: Path, column: str) -> Iterator[bytes]:
     """The documents of one parquet shard, a row group at a time (shards can be large)."""
-    pq = _pyarrow_parquet()
+    pq = parquet_module()
     try:
         reader = pq.ParquetFile(path)
         for batch in reader.iter_batches(columns=[column], batch_size=8192):

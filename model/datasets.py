@@ -88,7 +88,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _download(dataset: Dataset, filename: str, cache: Path) -> Path:
     try:
-        from huggingface_hub import hf_hub_download
+        import huggingface_hub as hub
         from huggingface_hub.errors import (
             EntryNotFoundError,
             LocalEntryNotFoundError,
@@ -97,9 +97,23 @@ def _download(dataset: Dataset, filename: str, cache: Path) -> Path:
     except ImportError as exc:
         raise DatasetError("named datasets need huggingface_hub: pip install huggingface_hub") \
             from exc
+    cached = hub.try_to_load_from_cache(dataset.repo, filename, cache_dir=str(cache),
+                                        repo_type="dataset")
+    if isinstance(cached, str):  # complete in the cache: no network needed (it is verified)
+        return Path(cached)
     try:
-        return Path(hf_hub_download(dataset.repo, filename, repo_type="dataset",
-                                    cache_dir=str(cache), endpoint=_endpoint()))
+        # one quick request first: hf_hub_download retries a refused connection for ~20 s
+        hub.get_hf_file_metadata(hub.hf_hub_url(dataset.repo, filename, repo_type="dataset",
+                                                endpoint=_endpoint()), timeout=10)
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise DatasetError(f"cannot download {dataset.name} ({filename}) from "
+                               f"{_endpoint()}: {_one_line(exc)}") from None
+        raise DatasetError(f"cannot download {dataset.name} ({filename}): no connection to "
+                           f"{_endpoint()} (offline?), and no copy in {cache}") from None
+    try:
+        return Path(hub.hf_hub_download(dataset.repo, filename, repo_type="dataset",
+                                        cache_dir=str(cache), endpoint=_endpoint()))
     except LocalEntryNotFoundError:
         raise DatasetError(f"cannot download {dataset.name} ({filename}) from {_endpoint()}: "
                            f"no connection to the hub and no copy in {cache}") from None
@@ -110,6 +124,13 @@ def _download(dataset: Dataset, filename: str, cache: Path) -> Path:
     except Exception as exc:  # the client's own message, which names the cause
         raise DatasetError(f"downloading {dataset.name} ({filename}) failed: "
                            f"{_one_line(exc)}") from None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A connection that could not be made or timed out (the client's httpx, or the OS's)."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(names & {"ConnectError", "ConnectTimeout", "TimeoutException", "ReadTimeout",
+                         "ConnectionError", "OfflineModeIsEnabled", "gaierror"})
 
 
 def _verify(dataset: Dataset, filename: str, path: Path) -> str:

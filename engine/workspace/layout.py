@@ -167,18 +167,7 @@ def prepare_data(ws: Workspace, source: str | None = None, paths: list[str] | No
         configmod.validate(config)
     except configmod.ConfigError as exc:  # the same check as a hand edit, worded for options
         raise WorkspaceError(str(exc).replace("[data] shards", "--shards")) from None
-    try:
-        if data.source == "dataset":
-            train, val = datasets.fetch(data.dataset, data.shards or None,
-                                        corpus.default_cache_dir(), echo=echo)
-            built, cached = corpus.build_from_shards(
-                data.dataset, train, val, column=datasets.get(data.dataset).column)
-        else:
-            built, cached = corpus.build(data.source, [Path(p) for p in data.paths],
-                                         column=data.column, val_percent=data.val_percent)
-        tokens = _prepare_tokens(built, data, echo)
-    except (corpus.CorpusError, datasets.DatasetError, tokenizer.TokenizerError) as exc:
-        raise WorkspaceError(str(exc)) from None
+    built, cached, tokens = build_data(data, echo)
     meta = built.meta
     val_tokens = meta.get("tokenizers", {}).get(tokens.name, {}).get("val_tokens",
                                                                       meta["val_bytes"])
@@ -203,6 +192,25 @@ def prepare_data(ws: Workspace, source: str | None = None, paths: list[str] | No
              f"{counts['train_tokens']:,} tokens, validation: {counts['val_tokens']:,} tokens "
              f"({meta['val_bytes'] / max(1, counts['val_tokens']):.2f} bytes per token)")
     return built
+
+
+def build_data(data: configmod.DataConfig, echo=print) -> tuple[corpus.Corpus, bool,
+                                                                  tokenizer.Tokens]:
+    """The corpus [data] describes (downloading a named dataset's shards), built or found in
+    the cache, whether it was cached, and its tokens (BPE ones trained once per corpus)."""
+    try:
+        if data.source == "dataset":
+            corpus.parquet_module()  # before any download: the shards are parquet
+            train, val = datasets.fetch(data.dataset, data.shards or None,
+                                        corpus.default_cache_dir(), echo=echo)
+            built, cached = corpus.build_from_shards(
+                data.dataset, train, val, column=datasets.get(data.dataset).column)
+        else:
+            built, cached = corpus.build(data.source, [Path(p) for p in data.paths],
+                                         column=data.column, val_percent=data.val_percent)
+        return built, cached, _prepare_tokens(built, data, echo)
+    except (corpus.CorpusError, datasets.DatasetError, tokenizer.TokenizerError) as exc:
+        raise WorkspaceError(str(exc)) from None
 
 
 def _known_dataset(name: str) -> None:
