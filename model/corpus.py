@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import random
 import shutil
@@ -77,7 +78,12 @@ class Corpus:
         each the start of a line (printable text, not mostly one character), chosen at random
         but the same for the same corpus: what a search for copies of the validation text
         looks for."""
-        train = self.train_path.read_bytes()
+        # mapped, not read: a downloaded dataset's training split can exceed memory
+        with open(self.train_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) \
+                as train:
+            return self._samples(train, count, size)
+
+    def _samples(self, train: mmap.mmap, count: int, size: int) -> list[bytes]:
         lines = sorted({line[:size] for line in self.val_path.read_bytes().split(b"\n")
                         if len(line) >= size})
         random.Random(self.key).shuffle(lines)
@@ -89,7 +95,7 @@ class Corpus:
                 printable = piece.decode().isprintable()
             except UnicodeDecodeError:  # cut inside a character
                 continue
-            if printable and len(set(piece)) >= 16 and piece not in train:
+            if printable and len(set(piece)) >= 16 and train.find(piece) < 0:
                 chosen.append(piece)
         return chosen
 
