@@ -49,6 +49,14 @@ class CorpusError(Exception):
     """A data source that cannot be used; the message is one line for the user."""
 
 
+class ShardError(CorpusError):
+    """A downloaded shard that cannot be read (truncated, not parquet): `path` names it."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
 @dataclass(frozen=True)
 class Corpus:
     key: str
@@ -313,8 +321,8 @@ def _shard_texts(path: Path, column: str) -> Iterator[bytes]:
     except CorpusError:
         raise
     except Exception as exc:  # a truncated or damaged shard
-        raise CorpusError(f"cannot read column {column!r} of shard {path.name}: "
-                          f"{' '.join(str(exc).split())[:200]}") from None
+        raise ShardError(f"cannot read column {column!r} of shard {path.name}: "
+                         f"{' '.join(str(exc).split())[:200]}", path) from None
 
 
 def build_from_shards(name: str, train: list[tuple[Path, str]], val: list[tuple[Path, str]], *,

@@ -133,6 +133,14 @@ def _unreachable(exc: BaseException) -> bool:
                          "ConnectionError", "OfflineModeIsEnabled", "gaierror"})
 
 
+def evict(path: Path) -> None:
+    """Remove a cached shard (its blob and the snapshot's link to it), so the next fetch
+    downloads it again."""
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)
+
+
 def _verify(dataset: Dataset, filename: str, path: Path) -> str:
     """The file's sha256, checked against the hub's: a large (LFS) file is cached under its
     sha256 (its blob's name), so what was written must hash to that name."""

@@ -116,7 +116,8 @@ def test_bad_dataset_options_fail_in_one_line_and_create_nothing(endpoint, tmp_p
 
 
 def test_a_damaged_shard_fails_prepare_in_one_line_and_keeps_the_workspace(endpoint, tmp_path,
-                                                                           capsys):
+                                                                           capsys, monkeypatch):
+    monkeypatch.setenv("RATCHET_CACHE_DIR", str(tmp_path / "cache"))
     target, text = tmp_path / "ws", tmp_path / "text"
     text.mkdir()
     for i, story in enumerate(stories(7, 40)):
@@ -132,7 +133,11 @@ def test_a_damaged_shard_fails_prepare_in_one_line_and_keeps_the_workspace(endpo
         endpoint.add(TINY.repo, TINY.val[0], real)
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot read column 'text' of shard" in err, err
+    assert "removed it from the cache" in err
     assert (target / "ratchet.toml").read_text() == before
+    # the next try downloads the shard again, as the hub now serves it, and switches
+    assert main.main(["prepare", "-C", str(target), "--dataset", "tinystories"]) == 0
+    assert layout.Workspace(target).config().data.source == "dataset"
 
 
 @pytest.mark.slow

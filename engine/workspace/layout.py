@@ -203,8 +203,12 @@ def build_data(data: configmod.DataConfig, echo=print) -> tuple[corpus.Corpus, b
             corpus.parquet_module()  # before any download: the shards are parquet
             train, val = datasets.fetch(data.dataset, data.shards or None,
                                         corpus.default_cache_dir(), echo=echo)
-            built, cached = corpus.build_from_shards(
-                data.dataset, train, val, column=datasets.get(data.dataset).column)
+            try:
+                built, cached = corpus.build_from_shards(
+                    data.dataset, train, val, column=datasets.get(data.dataset).column)
+            except corpus.ShardError as exc:  # the hub's own bytes, but unreadable: fetch anew
+                datasets.evict(exc.path)
+                raise WorkspaceError(f"{exc}; removed it from the cache, run again") from None
         else:
             built, cached = corpus.build(data.source, [Path(p) for p in data.paths],
                                          column=data.column, val_percent=data.val_percent)
