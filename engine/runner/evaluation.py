@@ -45,8 +45,8 @@ class Evaluator:
         self.model = self.private / "model.pt2"
         self.out = self.private / "eval.json"
         shutil.copy(harness_path(), self.private / HARNESS)
-        # eval_tokens counts bytes of text: the tokens piped in spell the same text whichever
-        # tokenizer, so their count is only known as the slice is read
+        # --tokens is an upper bound: eval_tokens counts bytes of validation text, and the tokens
+        # piped in spell those bytes (fewer tokens than bytes with BPE); it reads to the pipe's end
         command = [sys.executable, "-I", str(self.private / HARNESS), "evaluate", "--wait",
                    "--model", str(self.model), "--val", "-",
                    "--tokens", str(data.eval_tokens), "--device", device,
