@@ -4,6 +4,7 @@ tokens / (ln 2 x bytes of the text they spell))."""
 
 from __future__ import annotations
 
+import ast
 import math
 import random
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from ratchet.engine.workspace import layout
 from ratchet.model import corpus, prepare, tokenizer
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "ran", "far", "away", "because", "it",
@@ -107,3 +109,26 @@ def test_val_bpb_of_either_tokenization_is_nats_over_the_bytes_of_the_same_text(
         assert byte_side[0] == pytest.approx(8.0)
         assert bpe_side[0] == pytest.approx(bpe_side[3] * math.log2(320) / bpe_side[2])
         assert bpe_side[0] < byte_side[0]
+
+
+def test_a_cuda_bpe_workspace_gets_the_documented_gpu_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("RATCHET_PROBE_SECONDS", "0")
+    source = tmp_path / "text"
+    source.mkdir()
+    rng = random.Random(1)
+    for i in range(200):  # enough validation text for one 2,048-token window
+        (source / f"{i}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(400)))
+    ws = layout.init(tmp_path / "ws", device="cuda", paths=[str(source)], source="text",
+                     tokenizer_kind="bpe", vocab_size=300, echo=lambda *_: None)
+    values = {}
+    for node in ast.parse((ws.root / "train.py").read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            values[node.targets[0].id] = node.value.value
+    assert values["SEQ_LEN"] == 2048
+    assert values["BATCH_SIZE"] * values["GRAD_ACCUM"] * values["SEQ_LEN"] == 2**19
+    assert (values["LEARNING_RATE"], values["WARMUP_FRAC"], values["MIN_LR_FRAC"]) == \
+        (0.0018, 0.04, 0.1)
+    config = ws.config()
+    assert (config.data.tokenizer, config.data.vocab_size, config.data.eval_seq) == \
+        ("bpe", 300, 2048)
+    assert ws.tokens(config).vocab_size == 300
