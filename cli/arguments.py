@@ -52,13 +52,38 @@ def devices(text: str) -> list[int]:
     return [int(p) for p in parts]
 
 
+def shard_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of shards, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def vocab(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of tokens, got {text!r}") from None
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
+    group.add_argument("--dataset", metavar="NAME", help="download a public corpus by name "
+                       "(climbmix, tinystories) from the Hugging Face hub")
     group.add_argument("--text", nargs="+", metavar="PATH",
                        help="train on these text files or folders instead of the stdlib corpus")
     group.add_argument("--parquet", nargs="+", metavar="PATH",
                        help="train on the text column of these parquet files")
     parser.add_argument("--column", default=None, help="parquet text column (default: text)")
+    parser.add_argument("--shards", type=shard_count, metavar="N",
+                        help="training shards of --dataset to download (default: its own)")
+    parser.add_argument("--tokenizer", choices=("bytes", "bpe"),
+                        help="byte tokens, or a BPE tokenizer trained on the training split")
+    parser.add_argument("--vocab-size", type=vocab, metavar="N",
+                        help="tokens of the BPE tokenizer (default: 8192)")
 
 
 def data_source(args) -> tuple[str | None, list[str] | None]:

@@ -14,7 +14,9 @@ from ratchet.engine.workspace import catalog, importer, layout
 def cmd_init(args) -> int:
     source, paths = data_source(args)
     ws = layout.init(Path(args.dir), device=args.device, budget=args.budget,
-                     source=source or "stdlib", paths=paths, column=args.column or "text")
+                     source=source or "stdlib", paths=paths, column=args.column or "text",
+                     dataset=args.dataset, shards=args.shards,
+                     tokenizer_kind=args.tokenizer or "bytes", vocab_size=args.vocab_size)
     warn_if_unsandboxed()
     layout.probe_validation(ws)
     return 0
@@ -25,8 +27,12 @@ def cmd_prepare(args) -> int:
     source, paths = data_source(args)
     if args.stdlib:
         source, paths = "stdlib", []
+    if args.stdlib and args.dataset:
+        raise UserError("--stdlib and --dataset name two different corpora; choose one")
     built = layout.prepare_data(ws, source, paths, column=args.column,
-                                val_percent=args.val_percent)
+                                val_percent=args.val_percent, dataset=args.dataset,
+                                shards=args.shards, tokenizer_kind=args.tokenizer,
+                                vocab_size=args.vocab_size)
     layout.probe_validation(ws, built, again=True)  # an explicit data step checks again
     return 0
 

@@ -14,6 +14,8 @@ Splits (no document is in both; each is stable when documents are added):
 * `text` and `parquet` ("name-hash"): documents (a file, or a parquet row) go to validation by a
   hash of their name (`val_percent` of them). Their files live where the user put them, outside
   the trainer's view unless that is inside a folder it sees.
+* a named dataset ("dataset-split", `build_from_shards`): the dataset's own validation shards are
+  validation, its training shards training; the shards are in the cache the trainer cannot see.
 Corpora built before version 2 split the stdlib by name hash too: their validation files are
 readable by train.py, and `describe` says so. Tokens are bytes. The splits are written to separate
 folders so a sandbox can hide one.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import random
 import shutil
@@ -44,6 +47,14 @@ TEXT_SUFFIXES = {".txt", ".md", ".py", ".rst", ".json", ".csv", ".tex", ".html",
 
 class CorpusError(Exception):
     """A data source that cannot be used; the message is one line for the user."""
+
+
+class ShardError(CorpusError):
+    """A downloaded shard that cannot be read (truncated, not parquet): `path` names it."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,12 @@ class Corpus:
         each the start of a line (printable text, not mostly one character), chosen at random
         but the same for the same corpus: what a search for copies of the validation text
         looks for."""
-        train = self.train_path.read_bytes()
+        # mapped, not read: a downloaded dataset's training split can exceed memory
+        with open(self.train_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) \
+                as train:
+            return self._samples(train, count, size)
+
+    def _samples(self, train: mmap.mmap, count: int, size: int) -> list[bytes]:
         lines = sorted({line[:size] for line in self.val_path.read_bytes().split(b"\n")
                         if len(line) >= size})
         random.Random(self.key).shuffle(lines)
@@ -87,7 +103,7 @@ class Corpus:
                 printable = piece.decode().isprintable()
             except UnicodeDecodeError:  # cut inside a character
                 continue
-            if printable and len(set(piece)) >= 16 and piece not in train:
+            if printable and len(set(piece)) >= 16 and train.find(piece) < 0:
                 chosen.append(piece)
         return chosen
 
@@ -95,7 +111,10 @@ class Corpus:
 def describe(meta: dict) -> str:
     """Which split a corpus uses and whether train.py can read its validation text."""
     split = meta.get("split", "name-hash")
-    if split == "held-out-packages":
+    if split == "dataset-split":
+        text = (f"{meta['source']}, validation = its own validation shards "
+                f"({', '.join(meta['shards']['val'])}; hidden from train.py)")
+    elif split == "held-out-packages":
         names = ", ".join(meta.get("held_out", []))
         text = f"{meta['source']}, validation = held-out packages {names} (hidden from train.py)"
     elif meta.get("source") == "stdlib":
@@ -160,11 +179,17 @@ def _text_files(paths: list[Path]) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
-def _parquet_documents(paths: list[Path], column: str) -> Iterator[tuple[str, bytes]]:
+def parquet_module():
+    """pyarrow.parquet, or a one-line error naming the extra that installs it."""
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise CorpusError("parquet sources need pyarrow: pip install 'ratchet[parquet]'") from exc
+    return pq
+
+
+def _parquet_documents(paths: list[Path], column: str) -> Iterator[tuple[str, bytes]]:
+    pq = parquet_module()
     files = []
     for path in paths:
         if path.is_dir():
@@ -274,6 +299,74 @@ def build(source: str = "stdlib", paths: list[Path] | None = None, *, column: st
     (staging / "meta.json").write_text(json.dumps(meta, indent=2))
     try:
         staging.rename(corpus.root)  # atomic: a half-written corpus is never found in the cache
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (corpus.root / "meta.json").is_file():
+            raise
+    return corpus, False
+
+
+def _shard_texts(path: Path, column: str) -> Iterator[bytes]:
+    """The documents of one parquet shard, a row group at a time (shards can be large)."""
+    pq = parquet_module()
+    try:
+        reader = pq.ParquetFile(path)
+        for batch in reader.iter_batches(columns=[column], batch_size=8192):
+            for text in batch.column(0).to_pylist():
+                if text is not None and not isinstance(text, str):
+                    raise CorpusError(f"column {column!r} of {path.name} holds "
+                                      f"{type(text).__name__} values, not text")
+                if text:
+                    yield text.encode("utf-8").replace(SEPARATOR, b"")
+    except CorpusError:
+        raise
+    except Exception as exc:  # a truncated or damaged shard
+        raise ShardError(f"cannot read column {column!r} of shard {path.name}: "
+                         f"{' '.join(str(exc).split())[:200]}", path) from None
+
+
+def build_from_shards(name: str, train: list[tuple[Path, str]], val: list[tuple[Path, str]], *,
+                      column: str = "text", cache_dir: Path | None = None) -> tuple[Corpus, bool]:
+    """The corpus of a named dataset's shards, given as (path, sha256): the validation shards
+    are the validation split. Shards are read one at a time, so the corpus may exceed memory;
+    the key is the hash of the shards' hashes."""
+    digest = hashlib.sha256(f"v{FORMAT_VERSION} dataset-split {name} {column}".encode())
+    for split, shards in (("train", train), ("val", val)):
+        for path, sha in shards:
+            digest.update(f"{split} {path.name} {sha}".encode())
+    key = digest.hexdigest()[:16]
+    corpus = Corpus(key, (cache_dir or default_cache_dir()) / "data" / key)
+    if (corpus.root / "meta.json").is_file():
+        return corpus, True
+    staging = corpus.root.with_name(corpus.root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    counts = {}
+    try:
+        for split, shards in (("train", train), ("val", val)):
+            (staging / split).mkdir(parents=True)
+            docs = 0
+            with open(staging / split / f"{split}.bin", "wb") as f:
+                for path, _ in shards:
+                    for text in _shard_texts(path, column):
+                        f.write(SEPARATOR + text if docs else text)
+                        docs += 1
+            if not docs:
+                raise CorpusError(f"the {split} shards of {name} hold no text in column "
+                                  f"{column!r}")
+            counts[split] = docs
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    train_bytes = (staging / "train" / "train.bin").stat().st_size
+    val_bytes = (staging / "val" / "val.bin").stat().st_size
+    meta = {"key": key, "source": f"dataset {name}", "dataset": name,
+            "shards": {"train": [p.name for p, _ in train], "val": [p.name for p, _ in val]},
+            "files": counts["train"] + counts["val"], "bytes": train_bytes + val_bytes,
+            "train_files": counts["train"], "val_files": counts["val"],
+            "train_bytes": train_bytes, "val_bytes": val_bytes, "split": "dataset-split"}
+    (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        staging.rename(corpus.root)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
         if not (corpus.root / "meta.json").is_file():

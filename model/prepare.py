@@ -1,15 +1,14 @@
 """Frozen harness for a Ratchet workspace. Do not edit: Ratchet checks this file's hash.
 
-The harness owns the contract between train.py and the metric:
-
-* train.py reads its training bytes, budget, device and seed from here, and hands the trained
+* train.py reads its training tokens, budget, device and seed from here, and hands the trained
   model back through `save_model`, which exports it with torch.export.
 * `python prepare.py evaluate ...` (run by Ratchet in a separate, sandboxed process) loads the
-  exported program, checks that it is a plain causal next-byte model, and measures val_bpb on the
+  exported program, checks that it is a plain causal next-token model, and measures val_bpb on the
   fixed validation slice. No code from train.py runs during evaluation: an exported program is a
   graph of ATen operators, and loading it executes nothing the trainer wrote.
 
-Tokens are bytes (vocabulary 256), so bits per byte is the cross-entropy in bits.
+Tokens are bytes (vocabulary 256) or, in a BPE workspace, ids of its frozen tokenizer; val_bpb is
+nats over the tokens / (ln 2 x bytes of the text they spell), the same text either way.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-VOCAB_SIZE = 256
+VOCAB_SIZE = int(os.environ.get("RATCHET_VOCAB_SIZE", "256"))  # 256: byte tokens
 _START = time.time()  # close to process start: train.py imports this module first
 _CPU_MARK = float(os.environ.get("RATCHET_CPU_MARK", "0"))  # a warm start's imports, not the run's
 
@@ -95,8 +94,9 @@ def eval_shape() -> tuple[int, int]:
 
 
 def load_train_data() -> np.ndarray:
-    """The training split as a read-only array of byte tokens (uint8)."""
-    return np.memmap(_env("RATCHET_TRAIN_DATA"), dtype=np.uint8, mode="r")
+    """The training split as a read-only array of tokens: bytes (uint8), or BPE ids (uint16)."""
+    return np.memmap(_env("RATCHET_TRAIN_DATA"), dtype=np.uint8 if VOCAB_SIZE <= 256 else "<u2",
+                     mode="r")
 
 
 def seconds_since_start() -> float:
@@ -104,11 +104,11 @@ def seconds_since_start() -> float:
 
 
 class Batches:
-    """Random windows of the training split: x is (B, T) int64, y is x shifted by one byte."""
+    """Random windows of the training split: x is (B, T) int64, y is x shifted by one token."""
 
     def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, dev: str, seed_: int):
         if len(data) <= seq_len + 1:
-            raise SystemExit(f"prepare.py: training data ({len(data)} bytes) shorter than SEQ_LEN")
+            raise SystemExit(f"prepare.py: training data ({len(data)} tokens) shorter than SEQ_LEN")
         self.data, self.batch_size, self.seq_len, self.device = data, batch_size, seq_len, dev
         self.rng = np.random.default_rng(seed_)
         self.offsets = np.arange(seq_len + 1)
@@ -128,7 +128,7 @@ def log_step(**fields: float) -> None:
 
 
 def save_model(model: torch.nn.Module, summary: dict) -> None:
-    """Export the trained model (idx (B, T) int64 -> logits (B, T, 256)) and the run summary.
+    """Export the trained model (idx (B, T) int64 -> logits (B, T, VOCAB_SIZE)) and summary.
 
     The model is exported in float32 on the training device. Everything in `summary` is
     informational (steps, tokens, params, ...); the metric is measured by the harness alone.
@@ -180,7 +180,7 @@ _DROPOUT_ARGS = {"dropout": ("train", 2), "scaled_dot_product_attention": ("drop
 
 
 class ModelRejected(Exception):
-    """The artifact is not a plain next-byte model the harness can trust."""
+    """The artifact is not a plain next-token model the harness can trust."""
 
 
 def _load_program(path: str | io.BytesIO) -> torch.export.ExportedProgram:
@@ -211,11 +211,9 @@ def _check_stateless(program: torch.export.ExportedProgram) -> None:
     """Refuse a program that writes its buffers or its input: it could count calls and tell
     the harness's checks from the scored rows."""
     signature = program.graph_signature
-    mutated = {**signature.buffers_to_mutate, **signature.user_inputs_to_mutate}
-    if mutated:
+    if mutated := {**signature.buffers_to_mutate, **signature.user_inputs_to_mutate}:
         raise ModelRejected(f"exported model mutates state: {sorted(mutated.values())}")
-    extra = [s.kind.name for s in signature.output_specs if s.kind.name != "USER_OUTPUT"]
-    if extra:
+    if extra := [s.kind.name for s in signature.output_specs if s.kind.name != "USER_OUTPUT"]:
         raise ModelRejected(f"exported model has outputs besides its logits: {extra}")
 
 
@@ -237,13 +235,12 @@ def _check_operator(node) -> None:
 
 
 class _CausalityProbes:
-    """Checks on every forward call that logits at position t depend on bytes 0..t only:
-    each call carries probe rows, an earlier (or, first, a later) call's row cut at a random
-    point and continued with other text, whose logits before the cut must match. A stateless
-    model cannot tell a probe from a scored row; reading ahead or across rows shows."""
+    """Checks that logits at t depend on tokens 0..t only: each call carries probe rows, an
+    earlier (first: a later) call's row cut at random and continued with other text, whose logits
+    before the cut must match. A stateless model cannot tell a probe from a scored row."""
 
-    def __init__(self, xs: torch.Tensor, calls: list[range], per_call: int):
-        self.xs = xs
+    def __init__(self, xs: torch.Tensor, calls: list[range], per_call: int, vocab: int):
+        self.xs, self.vocab = xs, vocab
         rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
         seq = xs.shape[1]
         self.plan: list[list[tuple[int, int, int]]] = []  # per call: (row, cut, filler row)
@@ -260,14 +257,13 @@ class _CausalityProbes:
             self.plan.append(probes)
         self.seen: dict[tuple[int, int], torch.Tensor] = {}  # (row, cut) -> logits[:cut]
 
-    def rows(self, k: int) -> torch.Tensor:
-        """The probe rows of call k."""
+    def rows(self, k: int) -> torch.Tensor:  # the probe rows of call k
         out = []
         for row, cut, filler in self.plan[k]:
             probe = self.xs[row].clone()
             probe[cut:] = torch.roll(self.xs[filler], 1 + cut)[cut:]  # text, not noise
-            if probe[cut] == self.xs[row][cut]:  # the first byte after the cut must differ
-                probe[cut] = (probe[cut] + 1) % VOCAB_SIZE
+            if probe[cut] == self.xs[row][cut]:  # the first token after the cut must differ
+                probe[cut] = (probe[cut] + 1) % self.vocab
             out.append(probe)
         return torch.stack(out)
 
@@ -290,36 +286,42 @@ class _CausalityProbes:
         scale = other.abs().max().item() + 1.0
         if not changed <= 1e-3 * scale:
             raise ModelRejected(f"model is not causal: logits before position {cut} changed by "
-                                f"{changed:.3g} when later bytes or other rows changed")
+                                f"{changed:.3g} when later tokens or other rows changed")
 
 
-def _read_validation(path: str, size: int) -> np.ndarray:
-    """The first `size` bytes of the validation split: from a file, or from stdin for "-" (the
+def _read_validation(path: str, size: int, dtype: np.dtype) -> np.ndarray:
+    """The first `size` tokens of the validation split: from a file, or from stdin for "-" (the
     engine reads the split itself and pipes it, so the evaluator's sandbox need not show it)."""
     if path != "-":
-        return np.fromfile(path, dtype=np.uint8)[:size]
-    chunks, left = [], size
-    while left > 0:
-        chunk = sys.stdin.buffer.read(left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return np.frombuffer(b"".join(chunks), dtype=np.uint8)
+        return np.fromfile(path, dtype=dtype)[:size]
+    data = sys.stdin.buffer.read(size * dtype.itemsize)  # buffered: all of it, or up to EOF
+    return np.frombuffer(data[: len(data) - len(data) % dtype.itemsize], dtype=dtype)
+
+
+def token_lengths(tokenizer: str | None) -> np.ndarray:
+    """Bytes of text per token id: 1 for byte tokens; for BPE, the length of each token of the
+    tokenizer.json's byte-level vocabulary, which spells each byte as one character."""
+    if tokenizer is None:
+        return np.ones(256, dtype=np.int64)
+    with open(tokenizer, encoding="utf-8") as f:
+        vocab = sorted(json.load(f)["model"]["vocab"].items(), key=lambda item: item[1])
+    return np.array([len(token) for token, _ in vocab], dtype=np.int64)
 
 
 def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
-                 shape: tuple[int, int]) -> dict:
-    """Bits per byte of the exported model on the first `tokens` bytes of the validation split.
-
-    The windows have the workspace's fixed shape, so every experiment sees the same contexts.
+                 shape: tuple[int, int], tokenizer: str | None = None) -> dict:
+    """Bits per byte of the exported model on the first `tokens` tokens (+1) of the validation
+    split, in windows of the workspace's fixed shape, so every experiment sees the same contexts.
     """
     torch.manual_seed(0)
     if dev == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     t0 = time.time()
-    data = _read_validation(val_path, tokens + 1)  # before the model: it is read from a pipe
+    lengths = token_lengths(tokenizer)
+    vocab = len(lengths)
+    dtype = np.dtype(np.uint8 if vocab <= 256 else "<u2")
+    data = _read_validation(val_path, tokens + 1, dtype)  # before the model: it is a pipe
     program = _load_program(model_path)
     user_inputs = [s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     if len(user_inputs) != 1:
@@ -333,7 +335,7 @@ def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
     model = program.module()
     windows = (len(data) - 1) // seq
     if windows < 1:
-        raise ModelRejected(f"validation slice ({len(data)} bytes) shorter than one window")
+        raise ModelRejected(f"validation slice ({len(data)} tokens) shorter than one window")
     xs = torch.from_numpy(data[: windows * seq].astype(np.int64)).view(windows, seq)
     ys = torch.from_numpy(data[1 : windows * seq + 1].astype(np.int64)).view(windows, seq)
     per_call = max(1, batch // 16) if batch > 1 else 0
@@ -342,8 +344,8 @@ def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
     # reading across rows of the batch tells a model nothing about the bytes it predicts.
     n = -(-windows // scored)
     calls = [range(k, windows, n) for k in range(n)]
-    probes = _CausalityProbes(xs, calls, per_call) if per_call else None
-    total_nats, counted = 0.0, 0
+    probes = _CausalityProbes(xs, calls, per_call, vocab) if per_call else None
+    total_nats, counted, text_bytes = 0.0, 0, 0
     with torch.no_grad():
         for k, rows in enumerate(calls):
             x, y = xs[k::n], ys[k::n]
@@ -352,22 +354,18 @@ def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
             if filled < batch:  # pad the last call to the exported shape, score real rows only
                 parts.append(x[:1].expand(batch - filled, seq))
             logits = model(torch.cat(parts).to(dev))
-            if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch, seq,
-                                                                                 VOCAB_SIZE):
-                raise ModelRejected(f"model must return logits of shape ({batch}, {seq}, "
-                                    f"{VOCAB_SIZE})")
+            if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch, seq, vocab):
+                raise ModelRejected(f"model must return logits of shape ({batch}, {seq}, {vocab})")
             if probes:
                 probes.compare(k, rows, logits[: len(rows)],
                                logits[len(rows) : len(rows) + per_call])
             logp = torch.log_softmax(logits[: len(rows)].double().cpu(), dim=-1)
             total_nats -= logp.gather(-1, y.unsqueeze(-1)).sum().item()
             counted += y.numel()
-    return {
-        "val_bpb": total_nats / (counted * math.log(2)),
-        "device_name": torch.cuda.get_device_name() if dev == "cuda" else platform.machine(),
-        "eval_tokens": counted,
-        "eval_seconds": time.time() - t0,
-    }
+            text_bytes += int(lengths[y.numpy()].sum())
+    return {"val_bpb": total_nats / (text_bytes * math.log(2)), "eval_tokens": counted,
+            "device_name": torch.cuda.get_device_name() if dev == "cuda" else platform.machine(),
+            "eval_bytes": text_bytes, "eval_seconds": time.time() - t0}
 
 
 def _warm_up() -> None:
@@ -388,11 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prepare.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="measure val_bpb of an exported model")
-    ev.add_argument("--model", required=True)
-    ev.add_argument("--val", required=True)
+    for name in ("--model", "--val"):
+        ev.add_argument(name, required=True)
     ev.add_argument("--tokens", type=int, required=True)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--shape", required=True, help="BATCH,SEQ of the evaluation windows")
+    ev.add_argument("--tokenizer", help="tokenizer.json of a BPE workspace (default: bytes)")
     ev.add_argument("--out", required=True, help="where to write the JSON result")
     ev.add_argument("--wait", action="store_true",
                     help="get ready, then evaluate once a line 'go' arrives on stdin")
@@ -403,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0  # training handed over no model: nothing to measure
     try:
         batch, seq = (int(v) for v in args.shape.split(","))
-        result = evaluate_bpb(args.model, args.val, args.tokens, args.device, (batch, seq))
+        result = evaluate_bpb(args.model, args.val, args.tokens, args.device, (batch, seq),
+                              args.tokenizer)
     except ModelRejected as exc:
         result = {"error": str(exc)}
     with open(args.out, "w") as f:

@@ -1,4 +1,5 @@
-"""A small GPT trained on bytes for a fixed wall-clock budget. This is the file to improve.
+"""A small GPT trained on the workspace's tokens (bytes, or BPE ids) for a fixed wall-clock
+budget. This is the file to improve.
 
 Read top to bottom: hyperparameters, model, optimizer, training loop, hand-off to the harness.
 The harness (prepare.py, frozen) gives the budget, device, seed and training data, and measures
@@ -23,7 +24,7 @@ N_LAYER = 8  # transformer blocks
 N_EMBD = 768  # model width
 N_HEAD = 6  # attention heads (N_EMBD must divide by it)
 MLP_RATIO = 4  # hidden width of the MLP, as a multiple of N_EMBD
-SEQ_LEN = 2048  # training context in bytes
+SEQ_LEN = 2048  # training context in tokens (prepare.VOCAB_SIZE: 256 = bytes)
 BATCH_SIZE = 32  # sequences per micro-batch
 GRAD_ACCUM = 4  # micro-batches per optimizer step
 LEARNING_RATE = 0.0015  # peak AdamW learning rate

@@ -28,6 +28,7 @@ def _changed_config() -> configmod.Config:
     data.source, data.column, data.val_percent = "parquet", "body \"quoted\"", 12.5
     data.paths = ["/data/shard 1.parquet", "C:\\data\\shard2.parquet"]
     data.key, data.eval_batch, data.eval_seq, data.eval_tokens = "abc123", 4, 512, 4096
+    data.dataset, data.shards, data.tokenizer, data.vocab_size = "tinystories", 2, "bpe", 4096
     agent.kind, claude.model = "claude", "claude-opus-4"
     claude.max_tokens, claude.thinking_budget, claude.timeout_seconds = 8192, 0, 90.5
     claude.max_retries, claude.retry_base_seconds, claude.retry_cap_seconds = 2, 0.5, 9.0
@@ -125,6 +126,10 @@ def test_partial_file_keeps_defaults_and_accepts_whole_numbers(tmp_path):
     ("[data]\nval_percent = 100\n", "val_percent"),
     ("[data]\neval_seq = 0\n", "eval_seq"),
     ("[data]\neval_tokens = 10\n", "eval_tokens"),
+    ("[data]\nsource = \"dataset\"\ndataset = \"fineweb\"\n", "[data] dataset must be one of"),
+    ("[data]\nsource = \"dataset\"\ndataset = \"tinystories\"\nshards = 5\n", "[data] shards"),
+    ("[data]\ntokenizer = \"wordpiece\"\n", "[data] tokenizer must be bytes or bpe"),
+    ("[data]\ntokenizer = \"bpe\"\nvocab_size = 100000\n", "[data] vocab_size"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_key(tmp_path, text, names):
     """Every mistake in ratchet.toml is a ConfigError the CLI can print as one line that tells

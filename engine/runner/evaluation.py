@@ -23,6 +23,7 @@ from ratchet.engine.runner import sandbox, supervision
 from ratchet.engine.runner.warm_trainer import PAUSE
 from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import HARNESS, harness_path
+from ratchet.model.tokenizer import Tokens
 
 if TYPE_CHECKING:
     from ratchet.engine.runner.result import Result
@@ -33,21 +34,26 @@ PRIVATE = "eval-tmp"  # the evaluator's folder, in the experiment's folder (besi
 class Evaluator:
     """One evaluation, started ahead of need; `evaluate` or `close` ends it."""
 
-    def __init__(self, config: Config, corpus, device: str, log_path: Path,
+    def __init__(self, config: Config, corpus, tokens: Tokens, device: str, log_path: Path,
                  extra_env: dict[str, str]):
         data = config.data
         self.timeout = config.experiment.eval_timeout_seconds
-        self.val_path, self.tokens = corpus.val_path, data.eval_tokens
+        self.source, self.eval_bytes = tokens, data.eval_tokens
         self.private = log_path.parent / PRIVATE
         shutil.rmtree(self.private, ignore_errors=True)  # an earlier try's, never followed
         self.private.mkdir(parents=True)
         self.model = self.private / "model.pt2"
         self.out = self.private / "eval.json"
         shutil.copy(harness_path(), self.private / HARNESS)
+        # --tokens is an upper bound: eval_tokens counts bytes of validation text, and the tokens
+        # piped in spell those bytes (fewer tokens than bytes with BPE); it reads to the pipe's end
         command = [sys.executable, "-I", str(self.private / HARNESS), "evaluate", "--wait",
                    "--model", str(self.model), "--val", "-",
                    "--tokens", str(data.eval_tokens), "--device", device,
                    "--shape", f"{data.eval_batch},{data.eval_seq}", "--out", str(self.out)]
+        if tokens.bpe:  # the frozen tokenizer, so the harness counts the bytes of each token
+            shutil.copy(tokens.tokenizer_path, self.private / "tokenizer.json")
+            command += ["--tokenizer", str(self.private / "tokenizer.json")]
         # it sees no corpus at all: the engine reads the validation slice and pipes it in
         argv, _ = sandbox.wrap(command, cwd=self.private, readable=[],
                                writable=[self.private], hidden=[corpus.root.parent])
@@ -64,8 +70,7 @@ class Evaluator:
                 result.status, result.error = "crash", "model.pt2 is not a regular file"
                 return
             shutil.copy(model_dir / "model.pt2", self.model)
-            with open(self.val_path, "rb") as f:
-                data = f.read(self.tokens + 1)
+            data = self.source.validation_slice(self.eval_bytes)
             PAUSE.needed(self.child)
             self.child.send("go", data)  # one that died while waiting is reported by watch
             error = self.child.watch(self.timeout, name="the evaluation",

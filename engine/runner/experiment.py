@@ -68,7 +68,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
         result.error = f"{TRAIN} is missing from the workspace"
         return
     on_phase("training")  # from here on the time is the trainer's, its sandbox's set-up too
-    corpus = ws.corpus(config)
+    corpus, tokens = ws.corpus(config), ws.tokens(config)
     data = config.data
     device = result.device = resolve_device(config.experiment.device)
     clock = result.clock = run_clock(config)
@@ -81,7 +81,8 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
         "RATCHET_DEVICE": device,
         "RATCHET_SEED": str(result.seed),
         "RATCHET_EVAL_SHAPE": f"{data.eval_batch},{data.eval_seq}",
-        "RATCHET_TRAIN_DATA": str(corpus.train_path),
+        "RATCHET_TRAIN_DATA": str(tokens.train_path),
+        "RATCHET_VOCAB_SIZE": str(tokens.vocab_size),
         "RATCHET_OUT": str(model_dir),
     }
     # The trainer's whole allowance, on the engine's clock: from its start (or, warm, from
@@ -93,7 +94,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     if cpu:
         job_env["RATCHET_CPU_ALLOWANCE"] = repr(cpu)
     # the evaluator gets ready (imports, warm-up) while training runs
-    evaluator = Evaluator(config, corpus, device, out_dir / "eval.log", extra_env)
+    evaluator = Evaluator(config, corpus, tokens, device, out_dir / "eval.log", extra_env)
     summary, own = None, None
     try:
         ran = None

@@ -48,7 +48,6 @@ def run_task(files: dict[str, str], config: dict, exp: int, seed: int, updates) 
 
     from ratchet.engine.workspace import config as configmod
     from ratchet.engine.workspace import layout
-    from ratchet.model import corpus
 
     cfg = configmod.from_dict(config)
     root = Path(tempfile.mkdtemp(prefix="ratchet-ray-"))
@@ -58,11 +57,9 @@ def run_task(files: dict[str, str], config: dict, exp: int, seed: int, updates) 
             (root / name).write_text(text)
         ws = layout.Workspace(root)
         try:
-            ws.corpus(cfg)
+            ws.tokens(cfg)
         except layout.WorkspaceError:  # a node that has not prepared this corpus yet
-            data = cfg.data
-            corpus.build(data.source, [Path(p) for p in data.paths], column=data.column,
-                         val_percent=data.val_percent)
+            layout.build_data(cfg.data, echo=lambda *_: None)
 
         def send(kind: str, payload) -> None:
             if updates is not None:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ratchet.engine.agents import kinds
+from ratchet.model import datasets, tokenizer
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,7 +19,7 @@ else:  # pragma: no cover
 
 CONFIG_NAME = "ratchet.toml"
 DEVICES = ("auto", "cpu", "cuda")
-SOURCES = ("stdlib", "text", "parquet")
+SOURCES = ("stdlib", "text", "parquet", "dataset")
 COMPAT = ("", "autoresearch")
 BACKENDS = ("local", "ray")
 CLOCKS = ("auto", "cpu", "wall")
@@ -51,6 +52,10 @@ class DataConfig:
     paths: list[str] = field(default_factory=list)
     column: str = "text"
     val_percent: float = 5.0
+    dataset: str = ""  # source "dataset": a name from ratchet.model.datasets
+    shards: int = 0  # training shards of the dataset; 0: its default
+    tokenizer: str = "bytes"  # bytes (vocabulary 256) or bpe
+    vocab_size: int = 8192  # of the bpe tokenizer
     key: str = ""
     eval_batch: int = 32
     eval_seq: int = 128
@@ -230,8 +235,21 @@ def validate(config: Config) -> None:
                                 f"got {ex.compat!r}")
     _check(data.source in SOURCES, f"[data] source must be one of {', '.join(SOURCES)}, "
                                    f"got {data.source!r}")
-    _check(data.source == "stdlib" or bool(data.paths),
+    _check(data.source in ("stdlib", "dataset") or bool(data.paths),
            f"[data] source {data.source!r} needs paths")
+    if data.source == "dataset":
+        _check(data.dataset in datasets.NAMES, f"[data] dataset must be one of "
+                                               f"{', '.join(datasets.NAMES)}, got {data.dataset!r}")
+        available = len(datasets.get(data.dataset).train)
+        _check(0 <= data.shards <= available,
+               f"[data] shards must be from 1 to {available:,} for {data.dataset} (0: default), "
+               f"got {data.shards}")
+    _check(data.tokenizer in tokenizer.KINDS, f"[data] tokenizer must be bytes or bpe, "
+                                              f"got {data.tokenizer!r}")
+    low, high = tokenizer.MIN_VOCAB, tokenizer.MAX_VOCAB
+    _check(data.tokenizer != "bpe" or low <= data.vocab_size <= high,
+           f"[data] vocab_size must be from {tokenizer.MIN_VOCAB} to {tokenizer.MAX_VOCAB:,}, "
+           f"got {data.vocab_size}")
     _check(0 < data.val_percent < 100, "[data] val_percent must be between 0 and 100")
     for name in ("eval_batch", "eval_seq", "eval_tokens"):
         _check(getattr(data, name) > 0, f"[data] {name} must be positive")
@@ -333,14 +351,20 @@ def render(config: Config) -> str:
            "self-reported"] if ex.compat else []),
         "",
         "[data]",
-        f"source = {toml(data.source)}  # stdlib, text or parquet",
+        f"source = {toml(data.source)}  # stdlib, text, parquet or dataset",
         f"paths = {toml(data.paths)}  # files or folders for text and parquet sources",
         f"column = {toml(data.column)}  # text column of parquet files",
         f"val_percent = {toml(data.val_percent)}  # share of documents held out for validation",
+        f"dataset = {toml(data.dataset)}  # for source = \"dataset\": "
+        f"{', '.join(datasets.NAMES)}",
+        f"shards = {toml(data.shards)}  # training shards of the dataset to download; 0: default",
+        f"tokenizer = {toml(data.tokenizer)}  # bytes, or bpe (trained on the training split)",
+        f"vocab_size = {toml(data.vocab_size)}  # tokens of the bpe tokenizer",
         f"key = {toml(data.key)}  # content hash of the prepared corpus (set by ratchet prepare)",
         f"eval_batch = {toml(data.eval_batch)}  # evaluation windows per forward pass",
-        f"eval_seq = {toml(data.eval_seq)}  # bytes of context per evaluation window",
-        f"eval_tokens = {toml(data.eval_tokens)}  # validation bytes scored per experiment",
+        f"eval_seq = {toml(data.eval_seq)}  # tokens of context per evaluation window",
+        f"eval_tokens = {toml(data.eval_tokens)}  # validation bytes of text scored per "
+        "experiment (the tokens that spell them, with bpe)",
         "",
         "[agent]",
         f"kind = {toml(agent.kind)}  # {' or '.join(kinds.NAMES)}; each kind's settings are "

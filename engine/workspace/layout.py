@@ -15,7 +15,7 @@ import git
 from ratchet.engine.loop import gitops
 from ratchet.engine.runner import devices, sandbox
 from ratchet.engine.workspace import config as configmod
-from ratchet.model import corpus, profiles
+from ratchet.model import corpus, datasets, profiles, tokenizer
 
 HARNESS = "prepare.py"
 TRAIN = "train.py"
@@ -39,7 +39,7 @@ def template_text(name: str) -> str:
 # the CPU clock the engine still measures CPU time). Evaluation always runs Ratchet's own copy.
 EARLIER_HARNESS_SHA256 = frozenset({
     "01649b9a255d79c7259d82e8a3ba133f62867bcfda724a87bf61294c7e1c9402",
-    "b4730bfc0ca2706ae8452def61e8894d69c37e1722ade0b7c0706da0a747dee4",  # before clock()
+    "b4730bfc0ca2706ae8452def61e8894d69c37e1722ade0b7c0706da0a747dee4",  # bytes only, no clock()
 })
 
 
@@ -100,6 +100,17 @@ class Workspace:
                                  f"({found.root}); run `ratchet prepare`")
         return found
 
+    def tokens(self, config: configmod.Config | None = None) -> tokenizer.Tokens:
+        """The prepared corpus through the workspace's tokenizer (bytes, or its BPE)."""
+        config = config or self.config()
+        data = config.data
+        tokens = tokenizer.Tokens(self.corpus(config).root,
+                                  data.vocab_size if data.tokenizer == "bpe" else 256)
+        if not tokens.ready:
+            raise WorkspaceError(f"the {tokens.name} tokens of corpus {data.key} are not in the "
+                                 f"cache; run `ratchet prepare`")
+        return tokens
+
     def harness_intact(self) -> bool:
         path = self.root / HARNESS
         if not path.is_file():
@@ -125,30 +136,47 @@ def find(start: Path | None = None) -> Workspace:
 
 
 def prepare_data(ws: Workspace, source: str | None = None, paths: list[str] | None = None,
-                 column: str | None = None, val_percent: float | None = None,
+                 column: str | None = None, val_percent: float | None = None, *,
+                 dataset: str | None = None, shards: int | None = None,
+                 tokenizer_kind: str | None = None, vocab_size: int | None = None,
                  echo=print) -> corpus.Corpus:
-    """Build (or reuse) the corpus for the workspace and record its key in ratchet.toml."""
+    """Build (or reuse) the corpus for the workspace, and its BPE tokens if it uses them, and
+    record the corpus's key in ratchet.toml. Nothing changes in ratchet.toml on an error."""
     config = ws.config()
     data = config.data
-    if source is not None:
+    changed = any(v is not None for v in (source, column, val_percent, dataset, shards,
+                                          tokenizer_kind, vocab_size))
+    if dataset is not None:
+        _known_dataset(dataset)
+        data.source, data.paths, data.dataset = "dataset", [], dataset
+        data.shards = shards or 0
+    elif source is not None:
         data.source, data.paths = source, [str(Path(p).expanduser().resolve()) for p in paths]
+    elif shards is not None:
+        if data.source != "dataset":
+            raise WorkspaceError("--shards needs a named dataset (--dataset NAME)")
+        data.shards = shards
     if column is not None:
         data.column = column
     if val_percent is not None:
         data.val_percent = val_percent
-    configmod.validate(config)
+    if tokenizer_kind is not None:
+        data.tokenizer = tokenizer_kind
+    if vocab_size is not None:
+        data.vocab_size = vocab_size
     try:
-        built, cached = corpus.build(data.source, [Path(p) for p in data.paths],
-                                     column=data.column, val_percent=data.val_percent)
-    except corpus.CorpusError as exc:
-        raise WorkspaceError(str(exc)) from None
+        configmod.validate(config)
+    except configmod.ConfigError as exc:  # the same check as a hand edit, worded for options
+        raise WorkspaceError(str(exc).replace("[data] shards", "--shards")) from None
+    built, cached, tokens = build_data(data, echo)
     meta = built.meta
-    if meta["val_bytes"] < data.eval_seq + 1:
-        raise WorkspaceError(f"validation split has only {meta['val_bytes']} bytes; it needs "
+    val_tokens = meta.get("tokenizers", {}).get(tokens.name, {}).get("val_tokens",
+                                                                      meta["val_bytes"])
+    if val_tokens < data.eval_seq + 1:
+        raise WorkspaceError(f"validation split has only {val_tokens} tokens; it needs "
                              f"more than eval_seq ({data.eval_seq}): add text or raise "
                              f"val_percent")
-    if data.key != built.key or source is not None or column is not None \
-            or val_percent is not None:
+    if data.key != built.key or changed:
         data.key = built.key
         configmod.save(ws.root, config)  # rewritten only on change: hand edits stay as they are
     scored = min(data.eval_tokens, meta["val_bytes"] - 1)
@@ -159,7 +187,51 @@ def prepare_data(ws: Workspace, source: str | None = None, paths: list[str] | No
     echo(f"  train: {meta['train_bytes']:,} bytes, validation: {meta['val_bytes']:,} bytes "
          f"({scored:,} scored per experiment)")
     echo(f"  split: {corpus.describe(meta)}")
+    if tokens.bpe:
+        counts = meta["tokenizers"][tokens.name]
+        echo(f"  tokenizer: BPE, {tokens.vocab_size:,} tokens ({tokens.tokenizer_path}), train: "
+             f"{counts['train_tokens']:,} tokens, validation: {counts['val_tokens']:,} tokens "
+             f"({meta['val_bytes'] / max(1, counts['val_tokens']):.2f} bytes per token)")
     return built
+
+
+def build_data(data: configmod.DataConfig, echo=print) -> tuple[corpus.Corpus, bool,
+                                                                  tokenizer.Tokens]:
+    """The corpus [data] describes (downloading a named dataset's shards), built or found in
+    the cache, whether it was cached, and its tokens (BPE ones trained once per corpus)."""
+    try:
+        if data.source == "dataset":
+            corpus.parquet_module()  # before any download: the shards are parquet
+            train, val = datasets.fetch(data.dataset, data.shards or None,
+                                        corpus.default_cache_dir(), echo=echo)
+            try:
+                built, cached = corpus.build_from_shards(
+                    data.dataset, train, val, column=datasets.get(data.dataset).column)
+            except corpus.ShardError as exc:  # the hub's own bytes, but unreadable: fetch anew
+                datasets.evict(exc.path)
+                raise WorkspaceError(f"{exc}; removed it from the cache, run again") from None
+        else:
+            built, cached = corpus.build(data.source, [Path(p) for p in data.paths],
+                                         column=data.column, val_percent=data.val_percent)
+        return built, cached, _prepare_tokens(built, data, echo)
+    except (corpus.CorpusError, datasets.DatasetError, tokenizer.TokenizerError) as exc:
+        raise WorkspaceError(str(exc)) from None
+
+
+def _known_dataset(name: str) -> None:
+    try:
+        datasets.get(name)
+    except datasets.DatasetError as exc:
+        raise WorkspaceError(str(exc)) from None
+
+
+def _prepare_tokens(built: corpus.Corpus, data: configmod.DataConfig, echo) -> tokenizer.Tokens:
+    if data.tokenizer != "bpe":
+        return tokenizer.Tokens(built.root)
+    tokens, stats = tokenizer.prepare(built.root, data.vocab_size, echo=echo)
+    if stats is not None:
+        built.record(tokenizers={**built.meta.get("tokenizers", {}), tokens.name: stats})
+    return tokens
 
 
 def probe_validation(ws: Workspace, built: corpus.Corpus | None = None, *, again: bool = False,
@@ -221,7 +293,8 @@ def _verdict(found: dict, count: int, seconds: float) -> tuple[bool | None, str]
 
 def init(target: Path, device: str = "auto", budget: float | None = None,
          source: str = "stdlib", paths: list[str] | None = None, column: str = "text",
-         echo=print) -> Workspace:
+         dataset: str | None = None, shards: int | None = None, tokenizer_kind: str = "bytes",
+         vocab_size: int | None = None, echo=print) -> Workspace:
     """Create a workspace in `target` (new or empty folder), commit it, and prepare its data."""
     target = target.expanduser().resolve()
     if (target / configmod.CONFIG_NAME).is_file():
@@ -246,7 +319,18 @@ def init(target: Path, device: str = "auto", budget: float | None = None,
         setattr(config.data, name, value)
     config.data.source, config.data.column = source, column
     config.data.paths = [str(Path(p).expanduser().resolve()) for p in paths or []]
-    configmod.validate(config)
+    if dataset is not None:
+        _known_dataset(dataset)
+        config.data.source, config.data.dataset = "dataset", dataset
+        config.data.shards = shards or 0
+    elif shards is not None:
+        raise WorkspaceError("--shards needs a named dataset (--dataset NAME)")
+    config.data.tokenizer = tokenizer_kind
+    config.data.vocab_size = vocab_size or config.data.vocab_size
+    try:
+        configmod.validate(config)
+    except configmod.ConfigError as exc:
+        raise WorkspaceError(str(exc).replace("[data] shards", "--shards")) from None
 
     created = target  # the outermost folder this call creates, removed again on failure
     while not created.parent.exists():
@@ -254,8 +338,7 @@ def init(target: Path, device: str = "auto", budget: float | None = None,
     created = created if not created.exists() else None
     target.mkdir(parents=True, exist_ok=True)
     train = template_text(TRAIN)
-    if device != "cuda":
-        train = with_constants(train, profiles.CPU)
+    train = with_constants(train, profiles.train_constants(device, tokenizer_kind))
     (target / TRAIN).write_text(train)
     (target / HARNESS).write_text(template_text(HARNESS))
     (target / PROGRAM).write_text(template_text(PROGRAM))
