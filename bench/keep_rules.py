@@ -17,9 +17,12 @@ Three rules, each through the functions the engine decides with (engine/loop/kee
 - paired (this release's): the same seeds as the best, sequential, noise pooled over the
   session (`judge_paired`).
 
-Each row's candidates all have the same true effect against the best at the time (in sigmas;
-negative is better); a session has --candidates of them. The last row draws effects from the
-offline agent's measured mix. Prints the share kept and runs per candidate by rule and effect.
+A session has --candidates candidates whose true effects (against the best at the time, in
+sigmas) are drawn from the offline agent's measured mix. In each row but the last, one of them,
+at a random point after the first third (when the session has measured its noise), is replaced
+by a change of the row's effect: the share of those kept is the rule's false-keep rate (0) or
+power. The last row is the mix itself: the share of all its candidates kept. Runs per candidate
+are over whole sessions.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from collections.abc import Callable
 
 from ratchet.engine.loop import keep_rule
 
-BASELINE_SEEDS = 3  # the default baseline_seeds (--baseline-seeds)
+BASELINE_SEEDS = 4  # the default baseline_seeds (--baseline-seeds)
 # The offline agent's changes on the default CPU workspace, in sigmas of one run (the shares of
 # a real session's candidates; docs/benchmarks.md): most are worse, some neutral, a few gain.
 AGENT_MIX = ((0.45, (0.5, 4.0)), (0.35, (-0.5, 0.5)), (0.20, (-3.0, -0.5)))
@@ -51,28 +54,30 @@ class World:
         return true + self.luck[seed] + self.rng.gauss(0.0, self.run_sigma)
 
 
-def autoresearch(world: World, effects: list[float]) -> tuple[int, int]:
-    """Changes kept and runs spent, under keep-if-lower with one run."""
+def autoresearch(world: World, effects: list[float]) -> tuple[list[bool], int]:
+    """Which candidates were kept, and the runs spent, under keep-if-lower with one run."""
     true, best = 3.0, world.run(3.0, 0)
-    kept = runs = 0
+    kept, runs = [], 0
     for effect in effects:
         val = world.run(true + effect, 0)
         runs += 1
-        if val < best:
-            kept, best, true = kept + 1, val, true + effect
+        kept.append(val < best)
+        if kept[-1]:
+            best, true = val, true + effect
     return kept, runs
 
 
 def margin_rule(world: World, effects: list[float], noise_k: float = 2.0,
-                min_improvement: float = 0.001) -> tuple[int, int]:
+                min_improvement: float = 0.001) -> tuple[list[bool], int]:
     true = 3.0
     baseline = [world.run(true, s) for s in range(BASELINE_SEEDS)]
     best = statistics.fmean(baseline)
     margin = keep_rule.margin(baseline, min_improvement, noise_k)
-    kept = runs = 0
+    kept, runs = [], 0
     for i, effect in enumerate(effects):
         val = world.run(true + effect, 0)
         runs += 1
+        kept.append(False)
         first = keep_rule.judge_candidate(val, best, margin, confirm=True, fresh=True)
         if first.decision != keep_rule.PENDING_CONFIRM:
             continue
@@ -81,17 +86,17 @@ def margin_rule(world: World, effects: list[float], noise_k: float = 2.0,
         verdict = keep_rule.judge_confirmation([val, again], best, margin, moved=False,
                                                may_rerun=False)
         if verdict.decision == keep_rule.KEEP:
-            kept, best, true = kept + 1, verdict.new_best, true + effect
+            kept[-1], best, true = True, verdict.new_best, true + effect
     return kept, runs
 
 
 def paired_rule(world: World, effects: list[float], max_runs: int = 4,
-                min_improvement: float = 0.001) -> tuple[int, int]:
+                min_improvement: float = 0.001) -> tuple[list[bool], int]:
     true = 3.0
     baseline = [world.run(true, s) for s in range(BASELINE_SEEDS)]
     best_runs = dict(enumerate(baseline))
     finished: list[list[float]] = []
-    kept = runs = 0
+    kept, runs = [], 0
     for effect in effects:
         sigma, df = keep_rule.paired_noise(baseline, finished)
         seeds = sorted(best_runs)
@@ -108,12 +113,13 @@ def paired_rule(world: World, effects: list[float], max_runs: int = 4,
             if reading.decision != keep_rule.ANOTHER_RUN:
                 break
         finished.append(diffs)
-        if reading.decision == keep_rule.KEEP:
-            kept, best_runs, true = kept + 1, mine, true + effect
+        kept.append(reading.decision == keep_rule.KEEP)
+        if kept[-1]:
+            best_runs, true = mine, true + effect
     return kept, runs
 
 
-RULES: dict[str, Callable[..., tuple[int, int]]] = {
+RULES: dict[str, Callable[..., tuple[list[bool], int]]] = {
     "autoresearch": autoresearch, "margin": margin_rule, "paired": paired_rule}
 
 
@@ -149,11 +155,17 @@ def main() -> int:
             rng = random.Random(f"{args.seed}:{label}:{name}")
             kept = runs = total = 0
             for _ in range(args.sessions):
-                effects = mixed_effects(rng, args.candidates, sigma) if gain is None else \
-                    [gain * sigma] * args.candidates
-                k, r = rule(World(rng, args.seed_sigma, args.run_sigma), effects)
-                kept, runs, total = kept + k, runs + r, total + args.candidates
-            cells.append(f"{100 * kept / total:.1f}% | {runs / total:.2f}")
+                # a session of the agent's mix; a row's change arrives at a random point of it
+                effects = mixed_effects(rng, args.candidates, sigma)
+                probe = rng.randrange(args.candidates // 3, args.candidates)
+                if gain is not None:
+                    effects[probe] = gain * sigma
+                flags, spent = rule(World(rng, args.seed_sigma, args.run_sigma), effects)
+                kept += flags[probe] if gain is not None else sum(flags)
+                total += 1 if gain is not None else args.candidates
+                runs += spent
+            per = runs / (args.sessions * args.candidates)
+            cells.append(f"{100 * kept / total:.1f}% | {per:.2f}")
         print(f"| {label} | {' | '.join(cells)} |")
     return 0
 

@@ -13,13 +13,17 @@ from ratchet.engine.loop import results_tsv
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import noise
 from ratchet.engine.protocol import state as statemod
+from ratchet.engine.workspace import config as configmod
 from ratchet.tui.model import DashboardState
 from ratchet.tui.panes.experiments import _cells
 
 
 def test_a_real_gain_is_kept_on_the_best_seeds_and_noise_costs_one_run(make_workspace):
     ws = make_workspace("paired", **{**FAST, "grace_seconds": 30.0}, min_improvement=0.0)
-    assert ws.config().loop.rule == "paired"  # the default
+    config = ws.config()
+    assert config.loop.rule == "paired"  # the default
+    config.loop.baseline_seeds = 3  # the default is 4; three seeds keep the test short
+    configmod.save(ws.root, config)
     # a deliberately bad smoothing the agent can only improve on
     commit_workspace(ws, trainers.loop_bigram().replace("SMOOTHING = 1.0", "SMOOTHING = 50.0"))
     # the gain first, then two changes of a constant nothing reads

@@ -64,7 +64,7 @@ class DataConfig:
 
 @dataclass
 class LoopConfig:
-    baseline_seeds: int = 3
+    baseline_seeds: int = 4
     noise_k: float = 2.0
     confirm: bool = True
     rule: str = "paired"  # paired (sequential, same seeds) or margin (Ratchet 1's, see README)
