@@ -22,24 +22,23 @@ def positive(text: str) -> float:
     return value
 
 
-def count(text: str) -> int:
+def _whole(text: str, what: str, low: int, high: int | None, bounds: str) -> int:
+    """A whole number from `low` to `high` (None: no top), or one line saying what was wrong."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{bounds}, got {text}")
     return value
+
+
+def count(text: str) -> int:
+    return _whole(text, "a whole number", 0, None, "must not be negative")
 
 
 def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"ports are 1 to 65535, got {text}")
-    return value
+    return _whole(text, "a port number", 1, 65535, "ports are 1 to 65535")
 
 
 def devices(text: str) -> list[int]:
@@ -53,13 +52,7 @@ def devices(text: str) -> list[int]:
 
 
 def shard_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of shards, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+    return _whole(text, "a number of shards", 1, None, "must be at least 1")
 
 
 def vocab(text: str) -> int:
