@@ -157,6 +157,7 @@ def test_init_on_a_named_dataset_runs_the_loop(endpoint, tmp_path, capsys):
         [TINY.val[0].split("/")[-1]]
     # a short loop: one baseline run and one proposal, on the template train.py
     config.loop.baseline_seeds, config.loop.confirm = 1, False
+    config.loop.rule = "margin"  # one run decides: the data, not the rule, is under test
     config.data.eval_tokens = 8192
     configmod.save(root, config)
     repo = git.Repo(root)
