@@ -33,7 +33,7 @@ import statistics
 import sys
 from collections.abc import Callable
 
-from ratchet.engine.loop import keep_rule
+from ratchet.engine.loop import keep_rule, pairing
 
 BASELINE_SEEDS = 4  # the default baseline_seeds (--baseline-seeds)
 # The offline agent's changes on the default CPU workspace, in sigmas of one run: the shares
@@ -117,7 +117,9 @@ def paired_rule(world: World, effects: list[float], max_runs: int = 4,
         finished.append(diffs)
         kept.append(reading.decision == keep_rule.KEEP)
         if kept[-1]:
-            best_runs, true = mine, true + effect
+            best_runs = {int(k): v for k, v in
+                         pairing.references(best_runs, pairing.Runs(mine, diffs)).items()}
+            true = true + effect
     return kept, runs
 
 

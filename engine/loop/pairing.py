@@ -54,11 +54,24 @@ def judge(state: LoopState, runs: Runs, seed: int, val: float, noise: tuple[floa
                                   min_improvement=min_improvement)
 
 
-def record(reading: keep_rule.Reading | None, runs: Runs) -> dict:
-    """The exp_end's `paired` field: the reading, the differences and, on a keep, the seeds
-    the new best was measured with."""
+def record(reading: keep_rule.Reading | None, runs: Runs, state: LoopState) -> dict:
+    """The exp_end's `paired` field: the reading, the differences and, on a keep, the new
+    best's reference on each seed (`references`)."""
     data = reading.to_json() if reading is not None else {}
     data["diffs"] = [round(d, 6) for d in runs.diffs]
     if reading is not None and reading.decision == keep_rule.KEEP:
-        data["seeds"] = {str(s): v for s, v in sorted(runs.vals.items())}
+        data["seeds"] = references(state.best_runs, runs)
     return data
+
+
+def references(best: dict[int, float], runs: Runs) -> dict[str, float]:
+    """The new best's value on each seed, for the comparisons to come.
+
+    A kept candidate's own runs were kept because they came out low: used alone, their luck
+    would be every later candidate's handicap. Each seed's value is the mean of two estimates
+    of the new best there: the candidate's run, and the old best's run plus the measured
+    effect (bench/keep_rules.py measures what this buys).
+    """
+    effect = statistics.fmean(runs.diffs)
+    return {str(s): (v + best[s] + effect) / 2 if s in best else v
+            for s, v in sorted(runs.vals.items())}

@@ -426,7 +426,8 @@ class Scheduler:
         new_best = {"new_best": c.paired.mean()} if decision == keep_rule.KEEP else {}
         self.s.record_end(job.exp, job.kind, job.commit, result, c.proposal.description,
                           decision, changes=c.proposal.changes,
-                          paired=pairing.record(reading, c.paired), **new_best, **extra)
+                          paired=pairing.record(reading, c.paired, self.s.state),
+                          **new_best, **extra)
         if decision in (keep_rule.PENDING_CONFIRM, keep_rule.ANOTHER_RUN):
             if first:
                 c.first, c.first_commit = result, job.commit

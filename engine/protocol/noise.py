@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ratchet.engine.protocol.state import LoopState
 
-KEEP_Z = 1.4  # a gain of this many standard errors is kept (bench/keep_rules.py)
+KEEP_Z = 1.2  # a gain of this many standard errors is kept (bench/keep_rules.py)
 POWER_Z = 0.84  # an effect kept four times in five sits this far past the keep line
 # Student's t against the normal at 97.5%, by degrees of freedom: a noise figure from few
 # runs is uncertain, so the keep line moves out while the session has measured little.

@@ -147,7 +147,8 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         "retried_as": "decision retry: the exp that runs it again",
         "paired": "the paired rule's reading of the candidate's runs so far: effect (mean of "
                   "candidate - best on the same seeds), se, sigma (noise of one paired "
-                  "difference), runs, why, diffs; on a keep also seeds (seed -> val_bpb)",
+                  "difference), runs, why, diffs; on a keep also seeds (seed -> the new "
+                  "best's reference val_bpb)",
         "row": "imports: the results.tsv row by column name"}),
     _spec(RESOURCES, "a sample of the machine's load", {
         "cpu_percent": "0-100", "memory_percent": "0-100",
