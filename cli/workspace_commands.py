@@ -19,6 +19,7 @@ def cmd_init(args) -> int:
                      tokenizer_kind=args.tokenizer or "bytes", vocab_size=args.vocab_size)
     warn_if_unsandboxed()
     layout.probe_validation(ws)
+    layout.probe_privileges(ws)
     return 0
 
 
@@ -34,6 +35,7 @@ def cmd_prepare(args) -> int:
                                 shards=args.shards, tokenizer_kind=args.tokenizer,
                                 vocab_size=args.vocab_size)
     layout.probe_validation(ws, built, again=True)  # an explicit data step checks again
+    layout.probe_privileges(ws, built)
     return 0
 
 

@@ -44,20 +44,20 @@ def _env(name: str, default: str | None = None) -> str:
 
 
 def budget_seconds() -> float:
-    """The workspace's training budget in seconds. What binds is `time_left()`: the engine
-    stops the run when its whole allowance (budget + grace, from start to hand-off) is spent."""
+    """The run's whole allowance in seconds, on its clock (`clock`): from the start of train.py
+    to the hand-off of its model (`save_model`), start-up, compilation and export included."""
     return float(_env("RATCHET_BUDGET_S", "20"))
 
 
 def time_left() -> float:
     """Seconds until the engine's deadline for `save_model`, on the run's clock (`clock`): a
-    run still going then is killed and never scored."""
+    hand-off after it is `over_budget` and never scored."""
     cpu = os.environ.get("RATCHET_CPU_ALLOWANCE")
     if cpu is not None:
         return float(cpu) / _cores() - clock()
     deadline = os.environ.get("RATCHET_DEADLINE")
-    if deadline is None:  # run by hand: the budget plus a default grace, from import
-        return _START + budget_seconds() + 30.0 - time.time()
+    if deadline is None:  # run by hand: the budget, from import
+        return _START + budget_seconds() - time.time()
     return float(deadline) - time.time()
 
 
@@ -234,10 +234,15 @@ def _check_operator(node) -> None:
             raise ModelRejected(f"exported model uses random dropout in aten.{name}")
 
 
+PROBE_TOLERANCE = 1e-3  # nats: what a probe's log-probabilities may differ by (float rounding)
+
+
 class _CausalityProbes:
     """Checks that logits at t depend on tokens 0..t only: each call carries probe rows, an
-    earlier (first: a later) call's row cut at random and continued with other text, whose logits
-    before the cut must match. A stateless model cannot tell a probe from a scored row."""
+    earlier (first: a later) call's row cut at random and continued with other text, whose
+    log-probabilities before the cut must match at every position and token, within an absolute
+    PROBE_TOLERANCE. A stateless model cannot tell a probe from a scored row, and no logit scale
+    hides a difference: normalised, a peek at the next token is a difference in nats."""
 
     def __init__(self, xs: torch.Tensor, calls: list[range], per_call: int, vocab: int):
         self.xs, self.vocab = xs, vocab
@@ -275,18 +280,16 @@ class _CausalityProbes:
             self._match(row, cut, probed[i, :cut])
 
     def _match(self, row: int, cut: int, logits: torch.Tensor) -> None:
+        logp = torch.log_softmax(logits.detach().double().cpu(), dim=-1)
         other = self.seen.pop((row, cut), None)
         if other is None:
-            self.seen[(row, cut)] = logits.detach().float().cpu().clone()
+            self.seen[(row, cut)] = logp
             return
-        logits = logits.float().cpu()
-        if not (torch.isfinite(logits).all() and torch.isfinite(other).all()):
-            return  # scored as a non-finite val_bpb, which the caller reports as divergence
-        changed = (logits - other).abs().max().item()
-        scale = other.abs().max().item() + 1.0
-        if not changed <= 1e-3 * scale:
-            raise ModelRejected(f"model is not causal: logits before position {cut} changed by "
-                                f"{changed:.3g} when later tokens or other rows changed")
+        changed = (logp - other).abs().max().item()
+        if not changed <= PROBE_TOLERANCE:  # NaN fails too
+            raise ModelRejected(f"model is not causal: log-probabilities before position {cut} "
+                                f"changed by {changed:.3g} nats when later tokens or other rows "
+                                f"changed")
 
 
 def _read_validation(path: str, size: int, dtype: np.dtype) -> np.ndarray:
@@ -356,6 +359,8 @@ def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
             logits = model(torch.cat(parts).to(dev))
             if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch, seq, vocab):
                 raise ModelRejected(f"model must return logits of shape ({batch}, {seq}, {vocab})")
+            if not torch.isfinite(logits).all():  # -inf or NaN would make any comparison vacuous
+                raise ModelRejected("model returned logits that are not finite (inf or NaN)")
             if probes:
                 probes.compare(k, rows, logits[: len(rows)],
                                logits[len(rows) : len(rows) + per_call])

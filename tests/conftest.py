@@ -95,7 +95,7 @@ def waiting_children(settle: float = 10.0) -> list[psutil.Process]:
 
 
 # Settings for experiments that train in a second and score a short slice.
-FAST = {"budget_seconds": 1.0, "grace_seconds": 15.0, "eval_tokens": 65536}
+FAST = {"budget_seconds": 16.0, "eval_tokens": 65536}
 
 
 def run_with(ws: layout.Workspace, source: str, tmp_name: str = "exp"):

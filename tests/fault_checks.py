@@ -34,7 +34,7 @@ from ratchet.engine.workspace import layout
 
 # train.py's SMOOTHING starts far from its best, so the offline agent finds keeps quickly
 KEEPING = trainers.loop_bigram().replace("SMOOTHING = 1.0", "SMOOTHING = 50.0")
-FAST = {"budget_seconds": 1.0, "grace_seconds": 15.0, "eval_tokens": 65536}
+FAST = {"budget_seconds": 16.0, "eval_tokens": 65536}
 
 
 def keeping_workspace(root: Path, template: Path) -> layout.Workspace:

@@ -118,7 +118,7 @@ prepare.save_model(torch.nn.Embedding.from_pretrained(table), {{
 
 TRAINS_PAST_THE_BUDGET = _spends("loop", "3 * prepare.budget_seconds() + 2")
 TRAINS_AT_IMPORT = _spends("import", "3 * prepare.budget_seconds() + 2")
-# on the CPU clock: CPU seconds past budget + grace on every core the engine counts
+# on the CPU clock: CPU seconds past the budget on every core the engine counts
 BURNS_PAST_THE_BUDGET = _spends("loop", "6 * prepare.budget_seconds() + 12", how="burn")
 BURNS_AT_IMPORT = _spends("import", "6 * prepare.budget_seconds() + 12", how="burn")
 

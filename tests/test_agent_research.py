@@ -33,7 +33,7 @@ def prompt_of(request: dict) -> str:
 
 
 def test_claude_keeps_a_journal_and_reads_a_past_diff_with_view_experiment(make_workspace):
-    ws = make_workspace("research", budget_seconds=1.0, grace_seconds=60.0, eval_tokens=65536)
+    ws = make_workspace("research", budget_seconds=61.0, eval_tokens=65536)
     config = ws.config()
     config.loop.baseline_seeds, config.loop.confirm = 1, False
     config.loop.rule = "margin"  # one run decides: the agent, not the rule, is under test

@@ -337,7 +337,7 @@ def wait_for(path, predicate, timeout: float = 120.0) -> list[dict]:
 
 
 def test_headless_run_with_claude_commits_trains_records_and_pauses(make_workspace, api):
-    ws = make_workspace("e2e", budget_seconds=1.0, grace_seconds=60.0, eval_tokens=65536)
+    ws = make_workspace("e2e", budget_seconds=61.0, eval_tokens=65536)
     config = ws.config()
     config.loop.baseline_seeds, config.loop.confirm = 1, False
     config.loop.rule = "margin"  # one run decides: the agent, not the rule, is under test

@@ -67,7 +67,7 @@ def proposal_replies(old: str, new: str, description: str, note: str = "") -> li
 
 def test_ratchet_run_with_claude_code_makes_two_proposals_end_to_end(make_workspace, claude_cli,
                                                                      tmp_path):
-    ws = make_workspace("cc", budget_seconds=1.0, grace_seconds=60.0, eval_tokens=65536)
+    ws = make_workspace("cc", budget_seconds=61.0, eval_tokens=65536)
     config = ws.config()
     config.loop.baseline_seeds, config.loop.confirm = 1, False
     config.loop.rule = "margin"  # one run decides: the agent, not the rule, is under test

@@ -72,7 +72,7 @@ def test_the_clock_is_cpu_on_a_cpu_device_and_wall_on_a_gpu():
 def test_a_trainer_that_spins_past_its_budget_is_stopped_by_its_cpu_time(make_workspace,
                                                                           monkeypatch):
     monkeypatch.setattr(cpu_clock, "WALL_FACTOR", 20.0)  # a loaded machine never reaches it
-    ws = make_workspace(budget_seconds=1.0, grace_seconds=1.0)
+    ws = make_workspace(budget_seconds=2.0)
     started = time.monotonic()
     result = run_with(ws, SPINS)
     assert result.status == "over_budget", (result.status, result.error)
@@ -85,14 +85,14 @@ def test_a_trainer_that_spins_past_its_budget_is_stopped_by_its_cpu_time(make_wo
 def test_work_done_in_short_lived_children_counts_against_the_budget(make_workspace,
                                                                      monkeypatch):
     monkeypatch.setattr(cpu_clock, "WALL_FACTOR", 20.0)
-    ws = make_workspace(budget_seconds=1.0, grace_seconds=1.0)
+    ws = make_workspace(budget_seconds=2.0)
     result = run_with(ws, FARMS_OUT)
     assert result.status == "over_budget", (result.status, result.error)
     assert "CPU seconds" in result.error  # not the wall clock's backstop: its children counted
 
 
 def test_an_honest_run_reports_the_cpu_time_the_engine_measured(make_workspace):
-    ws = make_workspace(budget_seconds=1.0, grace_seconds=15.0, eval_tokens=65536)
+    ws = make_workspace(budget_seconds=16.0, eval_tokens=65536)
     result = run_with(ws, trainers.loop_bigram())
     assert result.status == "ok", result.error
     assert result.clock == "cpu"
@@ -100,7 +100,7 @@ def test_an_honest_run_reports_the_cpu_time_the_engine_measured(make_workspace):
 
 
 def test_a_sleeping_trainer_still_ends_at_the_wall_clock_backstop(make_workspace):
-    ws = make_workspace(budget_seconds=0.5, grace_seconds=0.5)
+    ws = make_workspace(budget_seconds=1.0)
     started = time.monotonic()
     result = run_with(ws, trainers.HANGS)
     assert result.status == "over_budget"

@@ -50,8 +50,8 @@ def test_nan_model_is_a_crash_not_a_metric(make_workspace):
     assert "not finite" in result.error
 
 
-def test_hanging_train_py_is_killed_over_budget_at_budget_plus_grace(make_workspace):
-    ws = make_workspace(budget_seconds=1.0, grace_seconds=2.0)
+def test_hanging_train_py_is_killed_over_budget_at_its_budget(make_workspace):
+    ws = make_workspace(budget_seconds=3.0)
     started = time.monotonic()
     result = run_with(ws, trainers.HANGS)
     # the 3 s allowance starts after the imports, which a loaded 2-core machine makes slow
@@ -64,7 +64,7 @@ def test_hanging_train_py_is_killed_over_budget_at_budget_plus_grace(make_worksp
 @pytest.mark.parametrize("source", [trainers.FLOODS, trainers.FLOODS_NO_NEWLINE],
                          ids=["lines", "no-newline"])
 def test_flooding_stdout_is_bounded_and_never_blocks(make_workspace, source):
-    ws = make_workspace(budget_seconds=1.0, grace_seconds=2.0)
+    ws = make_workspace(budget_seconds=3.0)
     started = time.monotonic()
     result = run_with(ws, source)
     assert time.monotonic() - started < 45
@@ -82,7 +82,7 @@ def test_train_py_that_saves_no_model_is_a_crash(make_workspace):
 
 
 def test_kill_request_stops_the_experiment(make_workspace):
-    ws = make_workspace(budget_seconds=30.0, grace_seconds=30.0)
+    ws = make_workspace(budget_seconds=60.0)
     (ws.root / "train.py").write_text(trainers.HANGS)
     started = time.monotonic()
     result = experiment.run(ws, ws.config(), ws.root / "runs" / "k",

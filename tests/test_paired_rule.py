@@ -20,7 +20,7 @@ from ratchet.tui.panes.experiments import _cells
 
 
 def test_a_real_gain_is_kept_on_the_best_seeds_and_noise_is_never_kept(make_workspace):
-    ws = make_workspace("paired", **{**FAST, "grace_seconds": 30.0}, min_improvement=0.0)
+    ws = make_workspace("paired", **{**FAST, "budget_seconds": 31.0}, min_improvement=0.0)
     config = ws.config()
     assert config.loop.rule == "paired"  # the default
     config.loop.baseline_seeds = 3  # the default is 4; three seeds keep the test short

@@ -16,8 +16,8 @@ from ratchet.engine.protocol import events
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import config as configmod
 
-# two trainings at once on a small, shared CI machine need more than FAST's grace
-SETTINGS = {**FAST, "grace_seconds": 40.0}
+# two trainings at once on a small, shared CI machine need more than FAST's budget
+SETTINGS = {**FAST, "budget_seconds": 41.0}
 
 
 def configure(ws, **loop) -> None:

@@ -79,13 +79,13 @@ def test_the_honest_model_passes_every_check(make_workspace, honest_bpb):
 @pytest.mark.parametrize("source", [red_team.TRAINS_PAST_THE_BUDGET, red_team.TRAINS_AT_IMPORT],
                          ids=["past-the-budget", "at-import"])
 def test_time_beyond_the_allowance_is_never_scored(make_workspace, source):
-    # budget 2 s + grace 3 s on the engine's wall clock (a GPU's); it claims 0.5 s of training
-    ws = make_workspace(budget_seconds=2.0, grace_seconds=3.0, eval_tokens=65536, clock="wall")
+    # a budget of 5 s on the engine's wall clock (a GPU's); it claims 0.5 s of training
+    ws = make_workspace(budget_seconds=5.0, eval_tokens=65536, clock="wall")
     started = time.monotonic()
     result = run_with(ws, source)
     assert result.status == "over_budget", (result.status, result.error)
     assert result.val_bpb is None
-    assert "exceeded budget + grace (5 s)" in result.error
+    assert "exceeded its budget (5 s)" in result.error
     assert time.monotonic() - started < 20
 
 
@@ -94,17 +94,17 @@ def test_time_beyond_the_allowance_is_never_scored(make_workspace, source):
 def test_cpu_time_beyond_the_allowance_is_never_scored(make_workspace, source, monkeypatch):
     # the CPU clock (a CPU workspace's default): 5 CPU seconds per core, whatever it says
     monkeypatch.setattr(cpu_clock, "WALL_FACTOR", 20.0)  # load never brings the backstop in
-    ws = make_workspace(budget_seconds=2.0, grace_seconds=3.0, eval_tokens=65536)
+    ws = make_workspace(budget_seconds=5.0, eval_tokens=65536)
     result = run_with(ws, source)
     assert result.status == "over_budget", (result.status, result.error)
     assert result.val_bpb is None
-    assert f"exceeded budget + grace ({5 * cpu_clock.cores()} CPU seconds)" in result.error
+    assert f"exceeded its budget ({5 * cpu_clock.cores()} CPU seconds)" in result.error
 
 
 def test_the_engine_measures_the_time_train_py_reports(make_workspace):
     # within the allowance, but claiming less time than it took: the measured figure stands
     source = red_team.TRAINS_PAST_THE_BUDGET.replace("3 * prepare.budget_seconds() + 2", "1.5")
-    result = run_with(make_workspace(budget_seconds=2.0, grace_seconds=3.0,
+    result = run_with(make_workspace(budget_seconds=5.0,
                                      eval_tokens=65536), source)
     assert result.status == "ok", result.error
     assert result.training_seconds == 0.5  # its own claim, kept as reported
@@ -112,7 +112,7 @@ def test_the_engine_measures_the_time_train_py_reports(make_workspace):
 
 
 def test_a_growing_process_tree_is_killed(make_workspace):
-    ws = make_workspace(budget_seconds=20.0, grace_seconds=10.0, max_processes=16)
+    ws = make_workspace(budget_seconds=30.0, max_processes=16)
     started = time.monotonic()
     result = run_with(ws, red_team.FORKS)
     assert result.status == "over_limit", result.error
@@ -121,7 +121,7 @@ def test_a_growing_process_tree_is_killed(make_workspace):
 
 
 def test_memory_beyond_the_limit_is_killed(make_workspace):
-    ws = make_workspace(budget_seconds=20.0, grace_seconds=10.0, memory_limit_gb=0.5)
+    ws = make_workspace(budget_seconds=30.0, memory_limit_gb=0.5)
     result = run_with(ws, red_team.HOARDS_MEMORY)
     assert result.status == "over_limit", result.error
     assert "GiB of memory (limit 0.5 GiB" in result.error
@@ -152,7 +152,7 @@ class AttackingAgent(Agent):
 def test_no_attack_is_kept_inside_the_loop(make_workspace, monkeypatch):
     # the same attacks, proposed by an agent to a running session: none is ever kept
     monkeypatch.setattr(cpu_clock, "WALL_FACTOR", 20.0)
-    ws = make_workspace("loop", budget_seconds=2.0, grace_seconds=4.0, eval_tokens=65536,
+    ws = make_workspace("loop", budget_seconds=6.0, eval_tokens=65536,
                         min_improvement=0.0)
     (ws.root / "train.py").write_text(red_team.HONEST)
     repo = git.Repo(ws.root)

@@ -193,7 +193,7 @@ def test_commands_warn_once_and_go_on(folder_ws, capsys, how):
 
 def test_ls_and_report_on_a_real_loop(make_workspace, capsys, tmp_path):
     """One real baseline run of the bigram trainer (proposals are covered by the written log)."""
-    ws = make_workspace("rep", budget_seconds=1.0, grace_seconds=60.0, eval_tokens=65536)
+    ws = make_workspace("rep", budget_seconds=61.0, eval_tokens=65536)
     config = ws.config()
     config.loop.baseline_seeds = 1
     configmod.save(ws.root, config)

@@ -22,7 +22,7 @@ from ratchet.tui.screens.steer import SteerScreen
 
 pytestmark = pytest.mark.asyncio
 
-FAST = {"budget_seconds": 1.0, "grace_seconds": 30.0, "eval_tokens": 65536}
+FAST = {"budget_seconds": 31.0, "eval_tokens": 65536}
 
 
 def bigram_workspace(make_workspace, name: str, hold: float, baseline_seeds: int = 2):

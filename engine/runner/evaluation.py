@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ratchet.engine.runner import sandbox, supervision
+from ratchet.engine.runner import cpu_clock, sandbox, supervision
 from ratchet.engine.runner.warm_trainer import PAUSE
 from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import HARNESS, harness_path
@@ -38,6 +38,9 @@ class Evaluator:
                  extra_env: dict[str, str]):
         data = config.data
         self.timeout = config.experiment.eval_timeout_seconds
+        # the same clock as training: on the CPU clock a busy machine slows the evaluation
+        # but takes none of its time, so load never makes an honest run a crash
+        self.clock = cpu_clock.resolve(config.experiment.clock, device)
         self.source, self.eval_bytes = tokens, data.eval_tokens
         self.private = log_path.parent / PRIVATE
         shutil.rmtree(self.private, ignore_errors=True)  # an earlier try's, never followed
@@ -72,9 +75,11 @@ class Evaluator:
             shutil.copy(model_dir / "model.pt2", self.model)
             data = self.source.validation_slice(self.eval_bytes)
             PAUSE.needed(self.child)
+            wall, cpu = cpu_clock.allowance(self.clock, self.timeout)
+            meter = self.child.meter() if cpu else None  # from now: its warm-up is not counted
             self.child.send("go", data)  # one that died while waiting is reported by watch
-            error = self.child.watch(self.timeout, name="the evaluation",
-                                     limit="eval_timeout_seconds")[1]
+            error = self.child.watch(wall, name="the evaluation", limit="eval_timeout_seconds",
+                                     cpu=meter, cpu_allowance=cpu)[1]
             self._read(result, error)
         finally:
             self.close()

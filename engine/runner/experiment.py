@@ -85,11 +85,11 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
         "RATCHET_VOCAB_SIZE": str(tokens.vocab_size),
         "RATCHET_OUT": str(model_dir),
     }
-    # The trainer's whole allowance, on the engine's clock: from its start (or, warm, from
-    # being told to go) to the hand-off of its model. Nothing it reports can stretch it. On
-    # the CPU clock it is CPU seconds of the trainer's tree, the wall clock a backstop.
-    allowance = result.budget_seconds + config.experiment.grace_seconds
-    wall, cpu = cpu_clock.allowance(clock, allowance)
+    # The trainer's whole allowance is its budget, on the engine's clock: from its start (or,
+    # warm, from being told to go) to the hand-off of its model, start-up, compilation and
+    # export included. Nothing it reports can stretch it. On the CPU clock it is CPU seconds of
+    # every process the trainer starts, the wall clock a backstop.
+    wall, cpu = cpu_clock.allowance(clock, result.budget_seconds)
     job_env.update(cpu_clock.trainer_env(clock))
     if cpu:
         job_env["RATCHET_CPU_ALLOWANCE"] = repr(cpu)
@@ -114,7 +114,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
             env = sandbox.child_env({**_cache_env(cache), **extra_env, **job_env})
             child = supervision.Child(argv, ws.root, env, out_dir / "train.log", on_log,
                                       limits=limits(config))
-            tree = cpu_clock.TreeCpu(child.proc.pid) if cpu and child.proc else None
+            tree = child.meter() if cpu else None
             ran = (*child.watch(wall, should_kill,
                                 handed_over=supervision.model_handed_over(model_dir),
                                 late="over_budget", cpu=tree, cpu_allowance=cpu), child)

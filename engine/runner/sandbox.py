@@ -3,8 +3,12 @@
 The sandbox gives the child a minimal read-only view of the system: the folders a Python/CUDA
 process needs (/usr, /etc, /opt, the library folders, the interpreter's own folders) and the paths
 it is explicitly given, nothing else of `/` (no home folders, no other checkouts, no corpus
-cache). It has no network, a private /tmp and /dev/shm, and its own PID namespace (it dies with
-its parent). Trainers also get every held-out stdlib package (the default corpus's validation
+cache). It has no network, a private /tmp and /dev/shm, its own PID namespace (it dies with its
+parent), and no privilege, also when Ratchet runs as root: its own user, UTS, IPC and cgroup
+namespaces, every capability dropped, no new privileges, /proc/sys read-only, only the GPU's
+device nodes of /dev, and a seccomp filter (`seccomp_filter`) that refuses mounts, file handles,
+keyrings, ptrace, bpf, new namespaces and the like. `hardening()` says what of that this machine
+allows. Trainers also get every held-out stdlib package (the default corpus's validation
 split) hidden in every copy of the standard library inside that view. Where bwrap is missing or
 cannot create namespaces, the child runs as a plain process and Ratchet warns once: the metric
 stays honest (evaluation runs in its own process), but train.py could then read validation files.
@@ -13,17 +17,16 @@ stays honest (evaluation runs in its own process), but train.py could then read 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import site
 import subprocess
 import sys
 import sysconfig
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ratchet.engine.runner import cgroup, seccomp_filter
 from ratchet.model.corpus import HELD_OUT_PACKAGES
 
 # What trainers pass as `held_out`: the default corpus's validation packages.
@@ -45,21 +48,65 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+# What takes root's power away inside, strongest first; an older bwrap lacks --disable-userns
+# (the seccomp filter refuses new user namespaces anyway).
+_NO_PRIVILEGE = (["--unshare-user", "--disable-userns"], ["--unshare-user"])
+_ISOLATE = ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--cap-drop", "ALL", "--die-with-parent", "--new-session"]
+# /proc of the sandbox's own PID namespace, with the kernel's knobs read-only: a process whose
+# user is root outside passes their permission checks even without a capability
+_PROC = ["--proc", "/proc", *[a for name in ("sys", "sysrq-trigger", "irq", "bus")
+                              for a in ("--ro-bind-try", f"/proc/{name}", f"/proc/{name}")]]
+# the device nodes a GPU run needs (NVIDIA's, and AMD's for ROCm); the rest of /dev (disks
+# above all, which root's uid may open) is never shown
+_GPU_NODES = ("nvidia*", "nvidia-caps", "kfd", "dri")
+
+
+@functools.lru_cache(maxsize=1)
+def _flags() -> tuple[str, ...] | None:
+    """bwrap's isolation options that work on this machine, or None if none do."""
+    path = shutil.which("bwrap")
+    if not path:
+        return None
+    for no_privilege in (*_NO_PRIVILEGE, []):
+        flags = (*no_privilege, *_ISOLATE)
+        probe = [path, "--ro-bind", "/", "/", "--dev", "/dev", *_PROC, *flags, "true"]
+        try:
+            if subprocess.run(probe, capture_output=True, timeout=20).returncode == 0:
+                return flags
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+    return None
+
+
+def hardening() -> dict:
+    """What the sandbox takes away on this machine: its own user namespace (no root outside),
+    the seccomp filter, and whether CPU time and processes are counted by cgroup."""
+    flags = _flags() or ()
+    return {"user_namespace": "--unshare-user" in flags,
+            "seccomp": seccomp_filter.program() is not None,
+            "cgroup": cgroup.base() is not None}
+
+
+def hardening_line() -> str:
+    """One line on what the sandbox cannot guarantee here, or '' where it holds in full."""
+    found, gaps = hardening(), []
+    if not found["user_namespace"]:
+        gaps.append("no user namespace (a trainer started by root keeps root's capabilities)")
+    if not found["seccomp"]:
+        gaps.append(f"no seccomp filter ({seccomp_filter.unavailable_reason()})")
+    if not found["cgroup"]:
+        gaps.append(f"CPU time counted from the process tree, not a cgroup "
+                    f"({cgroup.unavailable_reason()}): children reaped by the kernel escape it")
+    return "; ".join(gaps)
+
+
 @functools.lru_cache(maxsize=1)
 def bwrap_path() -> str | None:
     """bwrap, if it is installed and can actually build a sandbox on this machine."""
     if os.environ.get("RATCHET_NO_SANDBOX") == "1":
         return None
-    path = shutil.which("bwrap")
-    if not path:
-        return None
-    probe = [path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net",
-             "--unshare-pid", "--die-with-parent", "true"]
-    try:
-        ok = subprocess.run(probe, capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return path if ok else None
+    return shutil.which("bwrap") if _flags() is not None else None
 
 
 def unavailable_reason() -> str:
@@ -130,107 +177,29 @@ def wrap(command: list[str], *, cwd: Path, readable: list[Path], writable: list[
     outermost path in, so the innermost rule wins: a readable path inside a hidden folder shows,
     and a hidden folder inside a readable one stays hidden. With `devices=False` the child gets
     a minimal /dev (null, zero, random, tty...) and no GPU: a run on the CPU clock could
-    otherwise compute on a GPU for time its CPU clock never counts.
+    otherwise compute on a GPU for time its CPU clock never counts; with `devices=True` the
+    same /dev plus the GPU's device nodes.
     """
     bwrap = bwrap_path()
     if bwrap is None:
         return command, False
-    dev = ["--dev-bind", "/dev", "/dev"] if devices else ["--dev", "/dev"]
-    argv = [bwrap, *_system_view(), *dev, "--tmpfs", "/dev/shm", "--proc", "/proc",
-            "--tmpfs", "/tmp"]
+    argv = [bwrap, *_system_view(), "--dev", "/dev", *(_gpu_nodes() if devices else []),
+            "--tmpfs", "/dev/shm", *_PROC, "--tmpfs", "/tmp"]
     mounts = [("--ro-bind", p) for p in python_paths()]
     mounts += [("--tmpfs", p) for p in [*held_out_folders(held_out), *hidden] if p.exists()]
     mounts += [("--ro-bind", p) for p in readable] + [("--bind", p) for p in writable]
     for option, path in sorted(mounts, key=lambda m: len(Path(m[1]).parts)):  # stable sort
         argv += [option, str(path)] if option == "--tmpfs" else [option, str(path), str(path)]
-    argv += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
-             "--new-session", "--chdir", str(cwd), "--"]
-    return argv + command, True
+    argv += [*_flags(), "--chdir", str(cwd)]
+    filter_file = seccomp_filter.program_file()
+    if filter_file is None:
+        return [*argv, "--", *command], True
+    # bwrap reads the filter from a descriptor: the shell opens it, then becomes bwrap
+    return ["/bin/sh", "-c", 'exec 9<"$0" && exec "$@"', filter_file, *argv, "--seccomp", "9",
+            "--", *command], True
 
 
-# Run inside the sandbox by `probe`: every regular file outside /proc, /sys and /dev, Python
-# sources first, then smallest first, searched by grep (in batches, a few at a time) for the
-# samples until the deadline.
-_PROBE = r"""
-import json, os, stat, subprocess, sys, time
-from concurrent.futures import ThreadPoolExecutor
-request = json.loads(sys.stdin.read())
-samples = [bytes.fromhex(s) for s in request["samples"]]
-deadline = time.monotonic() + request["seconds"]
-files = []
-for top in sorted(os.listdir("/")):
-    if top in ("proc", "sys", "dev") or os.path.islink("/" + top):
-        continue
-    for folder, _, names in os.walk("/" + top):
-        for name in names:
-            path = os.path.join(folder, name)
-            try:
-                info = os.lstat(path)
-            except OSError:
-                continue
-            if stat.S_ISREG(info.st_mode):
-                files.append((not name.endswith(".py"), info.st_size, path))
-files.sort()
-batches, paths, size = [], [], 0
-for _, length, path in files:
-    paths.append(path)
-    size += length
-    if len(paths) >= 1000 or size >= 1 << 28:
-        batches.append((paths, size))
-        paths, size = [], 0
-batches.append((paths, size))
-grep = [b"grep", b"-lsZF"] + [a for s in samples for a in (b"-e", s)] + [b"--"]
-def search(batch):
-    left = deadline - time.monotonic()
-    if left <= 0:
-        return None
-    try:
-        out = subprocess.run(grep + [os.fsencode(p) for p in batch[0]], capture_output=True,
-                             timeout=left).stdout
-    except subprocess.TimeoutExpired:
-        return None
-    return len(batch[0]), batch[1], [os.fsdecode(p) for p in out.split(b"\0") if p]
-searched = searched_bytes = 0
-complete, leaks = True, {}
-with ThreadPoolExecutor(request["workers"]) as pool:
-    for done in pool.map(search, [b for b in batches if b[0]]):
-        if done is None:
-            complete = False
-            continue
-        searched += done[0]
-        searched_bytes += done[1]
-        for path in done[2]:
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError:
-                data = b""
-            leaks[path] = [i for i, s in enumerate(samples) if s in data]
-print(json.dumps({"files": len(files), "bytes": sum(f[1] for f in files), "searched": searched,
-                  "searched_bytes": searched_bytes, "complete": complete, "leaks": leaks}))
-"""
-
-
-def probe(samples: list[bytes], *, cwd: Path, readable: list[Path], writable: list[Path],
-          hidden: list[Path], held_out: Iterable[str] = (), seconds: float = 120.0) -> dict:
-    """Search every file the sandbox built from these arguments shows for the samples.
-
-    Returns {"sandboxed": False} without bwrap; else the count of readable files and bytes, how
-    many were searched, "complete" (False when the deadline stopped it), "leaks" (readable path ->
-    indexes of the samples found in it), "seconds"; or "error" if the search itself failed.
-    """
-    argv, sandboxed = wrap([sys.executable, "-I", "-c", _PROBE], cwd=cwd, readable=readable,
-                           writable=writable, hidden=hidden, held_out=held_out)
-    if not sandboxed:
-        return {"sandboxed": False}
-    request = {"samples": [s.hex() for s in samples], "seconds": seconds,
-               "workers": max(1, min(4, os.cpu_count() or 1))}
-    started, done = time.monotonic(), None
-    try:
-        done = subprocess.run(argv, input=json.dumps(request), capture_output=True, text=True,
-                              cwd=cwd, env=child_env({"LC_ALL": "C"}), timeout=seconds + 60)
-        found = json.loads(done.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
-        tail = done.stderr.strip().splitlines()[-1:] if done is not None else []
-        return {"sandboxed": True, "error": f"the search failed: {(tail or [str(exc)])[0]}"[:300]}
-    return {"sandboxed": True, **found, "seconds": round(time.monotonic() - started, 1)}
+def _gpu_nodes() -> list[str]:
+    """Binds of the GPU device nodes that exist here."""
+    nodes = sorted({str(p) for pattern in _GPU_NODES for p in Path("/dev").glob(pattern)})
+    return [a for node in nodes for a in ("--dev-bind", node, node)]

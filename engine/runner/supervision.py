@@ -24,17 +24,18 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from ratchet.engine.runner import cgroup
 from ratchet.engine.runner.cpu_clock import TreeCpu
 
 if TYPE_CHECKING:
     from ratchet.engine.runner.result import Result
 
-LIMITS_EVERY_S = 0.25  # how often a child's process tree is measured against its limits
-CPU_EVERY_S = 0.1  # and its CPU time, against a CPU-clocked allowance
+LIMITS_EVERY_S = 0.25  # how often a child's processes are measured against their limits
+CPU_EVERY_S = 0.1  # and their CPU time, against a CPU-clocked allowance, from the process tree
+POLL_S = 0.01  # how often a hand-off is looked for (and a cgroup's CPU time read): its latency
 LOG_CAP_BYTES = 8 * 2**20  # stdout kept on disk per child; the rest is counted, not stored
 TAIL_BYTES = 16 * 2**10  # output tail kept in the result
 MAX_LOG_LINE = 4096  # longer lines are never parsed as training logs
-KILL_WAIT_S = 3.0  # between SIGTERM and SIGKILL
 
 
 class OutputPump(threading.Thread):
@@ -105,13 +106,8 @@ class Limits:
     max_processes: int = 256
     max_memory_mb: float = 0.0  # resident memory, summed over the tree; 0: no limit
 
-    def breach(self, pid: int) -> str:
-        """Why the tree under `pid` is over its limits, or ''."""
-        try:
-            root = psutil.Process(pid)
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return ""  # it ended: nothing left to limit
+    def breach(self, tree: list[psutil.Process]) -> str:
+        """Why these processes (a child's) are over their limits, or ''."""
         if len(tree) > self.max_processes:
             return f"started {len(tree)} processes (limit max_processes = {self.max_processes})"
         if self.max_memory_mb:
@@ -125,22 +121,30 @@ class Limits:
         return ""
 
 
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the child's process group, then SIGKILL whatever is left."""
-    for sig, wait in ((signal.SIGTERM, KILL_WAIT_S), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            if sig == signal.SIGKILL:
-                return
-        except subprocess.TimeoutExpired:
-            continue
-    # the group may outlive its leader (a grandchild): make sure it is gone
-    with contextlib.suppress(ProcessLookupError):
+def tree(pid: int) -> list[psutil.Process]:
+    """The process `pid` and its descendants; empty once it has ended."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def stop_group(proc: subprocess.Popen, group: cgroup.RunGroup | None = None) -> None:
+    """SIGKILL the child, its process group, every descendant and its cgroup, and wait until
+    they are gone: a child gets no second past the moment it is stopped (a SIGTERM it ignores
+    would be time to go on writing its output)."""
+    procs = tree(proc.pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+    for other in procs:
+        with contextlib.suppress(psutil.Error):
+            other.kill()
+    if group is not None:
+        group.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5.0)
+    psutil.wait_procs(procs, timeout=5.0)
 
 
 class Child:
@@ -156,7 +160,10 @@ class Child:
         self.start_error = ""
         self.limits = limits
         self.handoff_seconds: float | None = None
-        self.cpu_seconds: float | None = None  # its tree's CPU time, where it was on that clock
+        self.cpu_seconds: float | None = None  # its CPU time, where it was on that clock
+        self.group = cgroup.RunGroup.create()  # None where cgroups are not available
+        if self.group is not None:
+            argv = self.group.argv(argv)
         try:
             self.proc: subprocess.Popen | None = subprocess.Popen(
                 argv, cwd=cwd, env=env,
@@ -165,9 +172,28 @@ class Child:
         except OSError as exc:
             self.proc, self.start_error = None, str(exc)
             self.pump = pump_class(None, log_path, None)
+            if self.group is not None:
+                self.group.remove()
             return
         self.pump = pump_class(self.proc.stdout, log_path, on_line)
         self.pump.start()
+
+    def meter(self) -> TreeCpu | cgroup.GroupCpu:
+        """Its CPU time from now on: from its cgroup (every process it ever started), or where
+        there is none, from its process tree (see cpu_clock's limits)."""
+        if self.group is not None:
+            return cgroup.GroupCpu(self.group)
+        return TreeCpu(self.proc.pid if self.proc else -1)
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process of the child: its cgroup's, or its tree's."""
+        if self.group is None:
+            return tree(self.proc.pid) if self.proc else []
+        found = []
+        for pid in self.group.pids():
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(pid))
+        return found
 
     def send(self, line: str, data: bytes = b"") -> bool:
         """Write one line (and then `data`) to the child's stdin and close it; False if the
@@ -192,55 +218,53 @@ class Child:
             self.proc.stdin.close()
 
     def watch(self, deadline: float, should_kill: Callable[[], bool] | None = None,
-              name: str = "train.py", limit: str = "budget + grace", *,
+              name: str = "train.py", limit: str = "its budget", *,
               handed_over: Callable[[], bool] | None = None,
-              late: str = "timeout", cpu: TreeCpu | None = None,
+              late: str = "timeout", cpu: TreeCpu | cgroup.GroupCpu | None = None,
               cpu_allowance: float = 0.0) -> tuple[str, str]:
         """Wait for the child to end (at most `deadline` s from now); returns (status, error).
 
-        `name` and `limit` word the errors: "train.py exited with 1", "... exceeded budget".
+        `name` and `limit` word the errors: "train.py exited with 1", "... exceeded its budget".
         With `handed_over`, the child's work is done the moment it returns true: the child is
-        stopped then, and `handoff_seconds` says when, on the engine's clock. A child still
-        running at the deadline gets the status `late`. With `cpu`, the child's tree may also
-        use at most `cpu_allowance` CPU seconds (`cpu_seconds` says how many it used).
+        stopped then, and `handoff_seconds` says when, on the engine's clock; a hand-off after
+        the deadline (or past `cpu_allowance`) gets the status `late`, as does a child still
+        running at the deadline. With `cpu`, the child may also use at most `cpu_allowance` CPU
+        seconds (`cpu_seconds` says how many it used).
         """
         if self.proc is None:
             return "crash", f"cannot start {name}: {self.start_error}"
         started = time.monotonic()
         end, measured, timed = started + deadline, 0.0, 0.0
+        every = POLL_S if self.group is not None else CPU_EVERY_S  # a cgroup is cheap to read
         status, error = "ok", ""
-        while self.proc.poll() is None:
-            if cpu is not None and time.monotonic() - timed > CPU_EVERY_S:
-                timed = time.monotonic()
+        while True:
+            running = self.proc.poll() is None
+            if handed_over is not None and handed_over():
+                return self._handed_over(started, deadline, cpu, cpu_allowance, name, limit, late)
+            if not running:
+                break
+            now = time.monotonic()
+            if cpu is not None and now - timed >= every:
+                timed = now
                 self.cpu_seconds = round(cpu.used(), 3)
                 if self.cpu_seconds > cpu_allowance:
                     status, error = late, (f"{name} exceeded {limit} ({cpu_allowance:g} CPU "
                                            f"seconds); killed")
                     break
-            if self.limits is not None and time.monotonic() - measured > LIMITS_EVERY_S:
-                measured = time.monotonic()
-                breach = self.limits.breach(self.proc.pid)
+            if self.limits is not None and now - measured > LIMITS_EVERY_S:
+                measured = now
+                breach = self.limits.breach(self.processes())
                 if breach:
                     status, error = "over_limit", f"{name} {breach}; killed"
                     break
-            if handed_over is not None and handed_over():
-                self.handoff_seconds = time.monotonic() - started
-                if cpu is not None:
-                    self.cpu_seconds = round(cpu.used(), 3)
-                self.stop()  # nothing it does from now on can reach the result
-                return "ok", ""
-            if time.monotonic() > end:
+            if now > end:
                 status, error = late, f"{name} exceeded {limit} ({deadline:g} s); killed"
                 break
             if should_kill and should_kill():
                 status, error = "killed", "killed on request"
                 break
-            time.sleep(0.05)
-        if status == "ok" and handed_over is not None and handed_over():
-            self.handoff_seconds = time.monotonic() - started  # it exited between two looks
+            time.sleep(POLL_S)
         self.stop()
-        if self.handoff_seconds is not None:
-            return "ok", ""  # its exit status after the hand-off does not matter
         if status == "ok" and self.proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
             # not our kill: the kernel's out-of-memory killer is the usual sender
             return "crash", f"{name} was killed by SIGKILL from outside (out of memory?)"
@@ -252,6 +276,23 @@ class Child:
                 (f"; its last line: {line}" if line else "")
         return status, error
 
+    def _handed_over(self, started: float, deadline: float, cpu, cpu_allowance: float,
+                     name: str, limit: str, late: str) -> tuple[str, str]:
+        """The child has handed over: the instant is measured, then it is stopped at once
+        (nothing it does from now on can reach the result). Its exit status does not matter;
+        the instant does: after the allowance, the hand-off is `late`."""
+        self.handoff_seconds = time.monotonic() - started
+        if cpu is not None:
+            self.cpu_seconds = round(cpu.used(), 3)
+        self.stop()
+        if self.handoff_seconds > deadline:
+            return late, (f"{name} handed over after {limit} ({self.handoff_seconds:.1f} of "
+                          f"{deadline:g} s); not scored")
+        if cpu is not None and self.cpu_seconds > cpu_allowance:
+            return late, (f"{name} handed over after {limit} ({self.cpu_seconds:g} of "
+                          f"{cpu_allowance:g} CPU seconds); not scored")
+        return "ok", ""
+
     def stop(self) -> None:
         """Stop the child's process group (if still running) and finish reading its output."""
         if self.proc is None:
@@ -259,20 +300,12 @@ class Child:
         with contextlib.suppress(OSError, ValueError):
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
-        stop_group(self.proc)  # also reaps anything the child left behind in its group
+        stop_group(self.proc, self.group)  # everything it started, wherever it went
         self.pump.join(timeout=5.0)
         self.proc.stdout.close()
-
-
-def supervise(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path, deadline: float,
-              on_line: Callable[[dict], None] | None,
-              should_kill: Callable[[], bool] | None, *,
-              pump_class: type[OutputPump] = OutputPump, name: str = "train.py",
-              limit: str = "budget + grace") -> tuple[str, str, OutputPump]:
-    """Run a child to its end or its deadline; returns (status, error, pump)."""
-    child = Child(argv, cwd, env, log_path, on_line, pump_class=pump_class)
-    status, error = child.watch(deadline, should_kill, name, limit)
-    return status, error, child.pump
+        if self.group is not None:
+            self.group.remove()
+            self.group = None
 
 
 def model_handed_over(model_dir: Path) -> Callable[[], bool]:

@@ -30,7 +30,6 @@ from pathlib import Path
 import psutil
 
 from ratchet.engine.runner import sandbox, supervision
-from ratchet.engine.runner.cpu_clock import TreeCpu
 from ratchet.engine.workspace.layout import TRAIN, Workspace
 
 LAUNCHER = Path(__file__).with_name("warm_child.py")
@@ -244,7 +243,7 @@ class WarmTrainer:
                "RATCHET_DEADLINE": repr(time.time() + deadline)}
         with PAUSE.training_on(env.get("RATCHET_DEVICE", "")):
             # its imports are not its run's: the CPU clock starts here too
-            tree = TreeCpu(self.child.proc.pid) if cpu_allowance and self.child.proc else None
+            tree = self.child.meter() if cpu_allowance and self.child.proc else None
             if not self.child.send(json.dumps(env)):
                 return None
             status, error = self.child.watch(

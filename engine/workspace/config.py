@@ -331,11 +331,12 @@ def render(config: Config) -> str:
         "# Ratchet workspace settings. train.py is what the agent edits; prepare.py is frozen.",
         "",
         "[experiment]",
-        f"budget_seconds = {toml(ex.budget_seconds)}  # training budget per experiment",
+        f"budget_seconds = {toml(ex.budget_seconds)}  # each run's whole allowance, from the "
+        "start of train.py to the hand-off of its model (start-up, compilation, export included)",
         f"clock = {toml(ex.clock)}  # what the budget counts: wall, cpu (the trainer's CPU time "
         "over the cores, steady under load) or auto (cpu on a CPU device, wall on a GPU)",
-        f"grace_seconds = {toml(ex.grace_seconds)}  # for start-up, compilation and export: "
-        "train.py must hand over its model within budget + grace, on the engine's clock",
+        f"grace_seconds = {toml(ex.grace_seconds)}  # compat mode only (autoresearch's rule: its "
+        "train.py trains for the budget, then has this long to evaluate and print its summary)",
         f"eval_timeout_seconds = {toml(ex.eval_timeout_seconds)}  # limit for the frozen "
         "evaluation",
         f"device = {toml(ex.device)}  # cpu, cuda or auto",

@@ -13,7 +13,7 @@ from pathlib import Path
 import git
 
 from ratchet.engine.loop import gitops
-from ratchet.engine.runner import devices, sandbox
+from ratchet.engine.runner import devices, sandbox, sandbox_probe
 from ratchet.engine.workspace import config as configmod
 from ratchet.model import corpus, datasets, profiles, tokenizer
 
@@ -259,7 +259,7 @@ def probe_validation(ws: Workspace, built: corpus.Corpus | None = None, *, again
         echo("validation probe: skipped (no line of 64 bytes or more in the validation split)")
         return None
     cache = built.root.parent.parent / "compile-cache"  # what the trainer may write
-    found = sandbox.probe(samples, cwd=ws.root, readable=[ws.root, built.train_path.parent],
+    found = sandbox_probe.probe(samples, cwd=ws.root, readable=[ws.root, built.train_path.parent],
                           writable=[cache] if cache.is_dir() else [],
                           hidden=[built.root.parent], held_out=sandbox.HELD_OUT, seconds=seconds)
     hidden, line = _verdict(found, len(samples), seconds)
@@ -268,6 +268,18 @@ def probe_validation(ws: Workspace, built: corpus.Corpus | None = None, *, again
         "line": line, "samples": len(samples), **{k: v for k, v in found.items() if k != "leaks"},
         "leaks": sorted(found.get("leaks", {}))[:50]})
     return hidden
+
+
+def probe_privileges(ws: Workspace, built: corpus.Corpus | None = None, *,
+                     echo=print) -> bool | None:
+    """Check what a trainer started by root holds in its sandbox (capabilities, mounts, file
+    handles, /proc/sys, seccomp; a second); print one line and record the verdict in the
+    corpus's meta.json (`sandbox_holds`, `sandbox_line`)."""
+    built = built or ws.corpus()
+    holds, line = sandbox_probe.privileges_verdict(sandbox_probe.privileges(ws.root))
+    echo(line)
+    built.record(sandbox_holds=holds, sandbox_line=line)
+    return holds
 
 
 def _verdict(found: dict, count: int, seconds: float) -> tuple[bool | None, str]:
@@ -309,10 +321,9 @@ def init(target: Path, device: str = "auto", budget: float | None = None,
     device = resolve_device(device)
     config = configmod.Config()
     config.experiment.device = device
-    config.experiment.budget_seconds = budget or (300.0 if device == "cuda" else 20.0)
-    # start-up after the imports, compilation and export: what a run may spend beyond its
-    # budget; the engine stops it when budget + grace is gone, so keep it close to the need
-    config.experiment.grace_seconds = 120.0 if device == "cuda" else 10.0
+    # the whole allowance, compilation included: on a GPU about five minutes of training
+    # remain after torch.compile's first steps (docs/benchmarks.md)
+    config.experiment.budget_seconds = budget or (360.0 if device == "cuda" else 20.0)
     config.experiment.eval_timeout_seconds = 300.0 if device == "cuda" else 60.0
     eval_profile = profiles.EVAL["cuda" if device == "cuda" else "cpu"]
     for name, value in eval_profile.items():
