@@ -71,7 +71,7 @@ def follow(folder: Path, out=None) -> int:
                     return 0 if event.get("reason") != "error" else 1
             if batch:
                 quiet_since = time.monotonic()
-            elif not paths.pid_alive(pid) and time.monotonic() - quiet_since > 1.0:
+            elif paths.engine_alive(folder) != pid and time.monotonic() - quiet_since > 1.0:
                 print(f"ratchet: error: the engine exited without ending the session; see "
                       f"{folder / 'engine.log'}", file=sys.stderr)
                 return 1

@@ -62,7 +62,7 @@ def cmd_run(args) -> int:
         folder = previous[-1]
         if paths.is_running(folder):
             raise UserError(f"session {folder.name} is still running (pid "
-                            f"{paths.engine_pid(folder)})")
+                            f"{paths.engine_alive(folder)})")
         session, tag = folder.name, paths.session_tag(folder) or tag
         recorded = resume.read(folder / paths.EVENTS)  # the session's own settings stand
         problem = resume.refusal(recorded.settings, {
@@ -185,15 +185,18 @@ def cmd_ctl(args) -> int:
 def cmd_stop(args) -> int:
     ws = layout.find(args.workspace)
     folder = find_session(ws, args.session, running_only=True)
-    pid = paths.engine_pid(folder)
+    pid = paths.engine_alive(folder)  # proven the session's engine, not a reused number
+    if not pid:
+        raise UserError(f"session {folder.name} is not running")
     try:
         control.send(folder / "control.sock", "stop")
     except control.ControlError:
-        os.kill(pid, signal.SIGTERM)  # no socket answer: fall back to the signal
+        if paths.engine_alive(folder) == pid:  # checked again just before the signal
+            os.kill(pid, signal.SIGTERM)  # no socket answer: fall back to the signal
     deadline = time.monotonic() + args.wait
-    while paths.pid_alive(pid) and time.monotonic() < deadline:
+    while paths.engine_alive(folder) == pid and time.monotonic() < deadline:
         time.sleep(0.2)
-    if paths.pid_alive(pid):
+    if paths.engine_alive(folder) == pid:
         raise UserError(f"engine (pid {pid}) is still stopping; check `ratchet status`")
     print(f"stopped session {folder.name}")
     return 0

@@ -52,7 +52,7 @@ def spawn(ws: Workspace, options: RunOptions) -> tuple[Path, int]:
         proc = subprocess.Popen(argv, cwd=ws.root, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 pass_fds=handed)
-    (folder / paths.PID).write_text(str(proc.pid))
+    paths.write_pid(folder, proc.pid)
     return folder, proc.pid
 
 

@@ -37,7 +37,7 @@ from ratchet.engine.loop import (
     resume,
     scheduler,
 )
-from ratchet.engine.protocol import control, events, noise, schema
+from ratchet.engine.protocol import control, events, noise, paths, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers import pool, telemetry
@@ -195,7 +195,7 @@ class Session:
             branch = gitops.checkout_branch(self.repo, self.options.tag, self.options.resume,
                                             tuple(ex.editable),
                                             self.recorded.tips() if self.options.resume else ())
-            (self.dir / "engine.pid").write_text(str(os.getpid()))
+            paths.write_pid(self.dir, os.getpid())
         except Exception as exc:
             if self._full_now(exc):
                 raise lock.DiskFull(lock.full_message(self.ws.runs_dir())) from None
