@@ -13,7 +13,7 @@ from ratchet.cli.arguments import UserError
 from ratchet.cli.workspace_commands import warn_if_unsandboxed
 from ratchet.engine.agents import registry
 from ratchet.engine.loop import daemon, gitops, lock, resume
-from ratchet.engine.loop.session import RunOptions
+from ratchet.engine.loop.session import RunOptions, session_dir
 from ratchet.engine.protocol import control, paths
 from ratchet.engine.runner import compat
 from ratchet.engine.workspace import catalog, layout
@@ -106,6 +106,7 @@ def cmd_run(args) -> int:
                              max_experiments=args.max_experiments, resume=args.resume,
                              gpus=args.gpus, backend=args.backend, address=args.address,
                              lock_fd=held)
+        since = _size(session_dir(ws, session) / paths.EVENTS)  # a resume follows from here
         folder, pid = daemon.spawn(ws, options)
         lock.record(held, session, pid)
     finally:
@@ -116,7 +117,15 @@ def cmd_run(args) -> int:
         if sys.stdin.isatty() and sys.stdout.isatty():
             return dashboard(folder)
         print("stdout is not a terminal; following in headless mode", flush=True)
-    return headless.follow(folder)
+    return headless.follow(folder, pid=pid, since=since,
+                           state=recorded.state if args.resume else None)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def dashboard(folder: Path) -> int:
