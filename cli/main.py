@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from ratchet.cli import arguments as a
 from ratchet.cli import session_commands as session
@@ -18,9 +19,17 @@ from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import layout
 
 
+class Parser(argparse.ArgumentParser):
+    """A bad argument ends as one line, as every other user error does; the usage stays on
+    --help. The commands' parsers are of this class too (add_subparsers makes them so)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ratchet: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ratchet", description="An autonomous ML research "
-                                     "loop on your own GPUs, shown in the terminal.")
+    parser = Parser(prog="ratchet", description="An autonomous ML research loop on your own "
+                    "GPUs, shown in the terminal.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a research workspace and prepare its data")
