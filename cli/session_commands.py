@@ -51,6 +51,8 @@ def cmd_run(args) -> int:
     else:
         ws = layout.find(args.workspace)
     config = ws.config()
+    if not config.experiment.compat:
+        ws.tokens(config)  # the data the engine needs: refused here, before any branch is made
     tag = args.tag or free_tag(ws, time.strftime("%b%d").lower())
     recorded = resume.Recorded()
     if args.resume:

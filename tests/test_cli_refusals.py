@@ -1,10 +1,14 @@
 """What `ratchet` refuses, it refuses up front in one line, `ratchet: error: ...`: a bad
-argument (usage stays on --help)."""
+argument (usage stays on --help), and a ratchet.toml the engine cannot run on (before any
+branch is made)."""
 
 from __future__ import annotations
 
+import git
 import pytest
 from fault_checks import ratchet
+
+from ratchet.engine.protocol import paths
 
 
 def one_error_line(done) -> str:
@@ -31,3 +35,19 @@ def test_help_still_shows_the_usage(tmp_path):
     for args in (["--help"], ["run", "--help"]):
         done = ratchet(*args, cwd=tmp_path, timeout=60)
         assert done.returncode == 0 and done.stdout.startswith("usage: ratchet"), done.stdout
+
+
+@pytest.mark.parametrize("text", ["", '[experiment]\ndevice = "cpu"\n'],
+                         ids=["zero-bytes", "no-data-section"])
+def test_a_config_the_engine_cannot_run_on_is_refused_before_any_branch(make_workspace, text):
+    ws = make_workspace("bare")
+    (ws.root / "ratchet.toml").write_text(text)
+    repo = git.Repo(ws.root)
+    repo.index.add(["ratchet.toml"])
+    repo.index.commit("a bare ratchet.toml")
+    heads = {h.name for h in repo.heads}
+    line = one_error_line(ratchet("run", "--headless", "--max-experiments", "1", "--tag", "bare",
+                                  cwd=ws.root, timeout=120))
+    assert "ratchet.toml" in line or "prepare" in line, line
+    assert {h.name for h in repo.heads} == heads  # no branch was made
+    assert paths.sessions(ws.runs_dir()) == []

@@ -20,7 +20,7 @@ from ratchet.engine.agents import registry
 from ratchet.engine.loop import gitops, lock
 from ratchet.engine.loop.session import RunOptions, Session, session_dir
 from ratchet.engine.protocol import paths
-from ratchet.engine.workspace.layout import Workspace
+from ratchet.engine.workspace.layout import Workspace, WorkspaceError
 
 
 def new_session_id(tag: str) -> str:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         session = Session(ws, config, options, agent)
         session.install_signal_handlers()
         code = session.run()
-    except (lock.Busy, gitops.GitError, lock.DiskFull) as exc:  # refused before it started
+    except (lock.Busy, gitops.GitError, WorkspaceError) as exc:  # refused before it started
         return say(f"ratchet-engine: error: {exc}", 2)
     except OSError as exc:
         if not lock.is_full(exc):

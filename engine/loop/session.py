@@ -21,11 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ratchet.engine.agents import kinds
-from ratchet.engine.agents.base import (
-    Agent,
-    Context,
-    Proposal,
-)
+from ratchet.engine.agents.base import Agent, Context, Proposal
 from ratchet.engine.loop import (
     curve,
     gitops,
@@ -192,6 +188,8 @@ class Session:
         ex = self.config.experiment
         try:  # refused before it starts: a full disk is said in one line (`DiskFull`)
             lock.remove_leftovers(self.ws.runs_dir())
+            if not ex.compat:  # data it cannot train on: refused before the branch is made
+                self.ws.tokens(self.config)
             branch = gitops.checkout_branch(self.repo, self.options.tag, self.options.resume,
                                             tuple(ex.editable),
                                             self.recorded.tips() if self.options.resume else ())
