@@ -108,11 +108,16 @@ def cmd_run(args) -> int:
                              max_experiments=args.max_experiments, resume=args.resume,
                              gpus=args.gpus, backend=args.backend, address=args.address,
                              lock_fd=held)
-        since = _size(session_dir(ws, session) / paths.EVENTS)  # a resume follows from here
+        folder = session_dir(ws, session)
+        # a resume follows from here; what the engine says at its start is past log_since
+        since, log_since = _size(folder / paths.EVENTS), _size(folder / paths.ENGINE_LOG)
         folder, pid = daemon.spawn(ws, options)
         lock.record(held, session, pid)
     finally:
         os.close(held)  # the engine holds its own copy
+    refused = daemon.wait_started(folder, pid, since, log_since)
+    if refused:
+        raise UserError(refused)
     print(f"engine started: session {session} (pid {pid}, agent {agent}, branch ratchet/{tag})",
           flush=True)
     if not args.headless:
