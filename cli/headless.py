@@ -44,7 +44,8 @@ def follow(folder: Path, out=None, pid: int = 0, since: int = 0,
     end are not printed again, and it returns when the resumed run ends."""
     out = out or sys.stdout
     tty = out.isatty()
-    tail = events.LogTail(folder / "events.jsonl", offset=since)
+    # damage is said once, in the documented line, never as a Python warning
+    tail = events.LogTail(folder / "events.jsonl", offset=since, on_warning=catalog.warn_stderr)
     state = state or statemod.LoopState()
     running: dict[int, dict] = {}  # exp -> exp_start; several with more than one worker
     pid = pid or paths.engine_alive(folder)
