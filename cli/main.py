@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -17,6 +19,8 @@ from ratchet.engine.loop.gitops import GitError
 from ratchet.engine.runner import compat
 from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import layout
+
+BROKEN_PIPE = 141  # 128 + SIGPIPE: the status `git log | head` leaves
 
 
 class Parser(argparse.ArgumentParser):
@@ -135,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader gone shows here, not in the interpreter's last flush
+        return code
     except (UserError, configmod.ConfigError, layout.WorkspaceError, GitError,
             registry.AgentUnavailable, compat.CompatError) as exc:
         print(f"ratchet: error: {exc}", file=sys.stderr)
@@ -145,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ratchet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`ratchet report | head`): stop quietly, as `git log | head`
+        # does; what is still buffered goes to /dev/null, so the exit's flush cannot fail
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
 
 
 if __name__ == "__main__":
