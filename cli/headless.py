@@ -78,7 +78,8 @@ def follow(folder: Path, out=None, pid: int = 0, since: int = 0,
                     return 0 if event.get("reason") != "error" else 1
             if batch:
                 quiet_since = time.monotonic()
-            elif paths.engine_alive(folder) != pid and time.monotonic() - quiet_since > 1.0:
+            elif (not pid or paths.engine_alive(folder) != pid) \
+                    and time.monotonic() - quiet_since > 1.0:
                 print(f"ratchet: error: the engine exited without ending the session; see "
                       f"{folder / 'engine.log'}", file=sys.stderr)
                 return 1
