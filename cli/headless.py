@@ -35,14 +35,20 @@ def _bar(elapsed: float, budget: float, width: int = 24) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {elapsed:5.1f}/{budget:g} s"
 
 
-def follow(folder: Path, out=None) -> int:
-    """Print the session as it happens until it ends; Ctrl-C detaches, the engine goes on."""
+def follow(folder: Path, out=None, pid: int = 0, since: int = 0,
+           state: statemod.LoopState | None = None) -> int:
+    """Print the session as it happens until it ends; Ctrl-C detaches, the engine goes on.
+
+    A resume follows its own run: from byte `since` of the log (where it stood when the engine
+    was started), on `state` folded from what came before, so the previous run's lines and its
+    end are not printed again, and it returns when the resumed run ends."""
     out = out or sys.stdout
     tty = out.isatty()
-    tail = events.LogTail(folder / "events.jsonl")
-    state = statemod.LoopState()
+    # damage is said once, in the documented line, never as a Python warning
+    tail = events.LogTail(folder / "events.jsonl", offset=since, on_warning=catalog.warn_stderr)
+    state = state or statemod.LoopState()
     running: dict[int, dict] = {}  # exp -> exp_start; several with more than one worker
-    pid = paths.engine_pid(folder)
+    pid = pid or paths.engine_alive(folder)
     quiet_since = time.monotonic()
     try:
         while True:
@@ -68,10 +74,12 @@ def follow(folder: Path, out=None) -> int:
                 elif kind == schema.SESSION_END:
                     _clear(out, tty)
                     print(_end_line(state, event), file=out, flush=True)
+                    _wait_exit(folder, pid)
                     return 0 if event.get("reason") != "error" else 1
             if batch:
                 quiet_since = time.monotonic()
-            elif not paths.pid_alive(pid) and time.monotonic() - quiet_since > 1.0:
+            elif (not pid or paths.engine_alive(folder) != pid) \
+                    and time.monotonic() - quiet_since > 1.0:
                 print(f"ratchet: error: the engine exited without ending the session; see "
                       f"{folder / 'engine.log'}", file=sys.stderr)
                 return 1
@@ -81,6 +89,14 @@ def follow(folder: Path, out=None) -> int:
         print(f"detached: the engine keeps running (session {folder.name}); "
               f"`ratchet status` or `ratchet stop`", file=out)
         return 0
+
+
+def _wait_exit(folder: Path, pid: int, timeout: float = 30.0) -> None:
+    """Give the engine the moment it takes to exit after its last event, so that the next
+    command (a resume, say) does not find it still running."""
+    deadline = time.monotonic() + timeout
+    while pid and paths.engine_alive(folder) == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _clear(out, tty: bool) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from ratchet.cli import arguments as a
 from ratchet.cli import session_commands as session
@@ -17,10 +20,20 @@ from ratchet.engine.runner import compat
 from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import layout
 
+BROKEN_PIPE = 141  # 128 + SIGPIPE: the status `git log | head` leaves
+
+
+class Parser(argparse.ArgumentParser):
+    """A bad argument ends as one line, as every other user error does; the usage stays on
+    --help. The commands' parsers are of this class too (add_subparsers makes them so)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ratchet: error: {message}\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ratchet", description="An autonomous ML research "
-                                     "loop on your own GPUs, shown in the terminal.")
+    parser = Parser(prog="ratchet", description="An autonomous ML research loop on your own "
+                    "GPUs, shown in the terminal.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a research workspace and prepare its data")
@@ -126,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader gone shows here, not in the interpreter's last flush
+        return code
     except (UserError, configmod.ConfigError, layout.WorkspaceError, GitError,
             registry.AgentUnavailable, compat.CompatError) as exc:
         print(f"ratchet: error: {exc}", file=sys.stderr)
@@ -136,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ratchet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`ratchet report | head`): stop quietly, as `git log | head`
+        # does; what is still buffered goes to /dev/null, so the exit's flush cannot fail
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from ratchet.cli.arguments import UserError
 from ratchet.cli.workspace_commands import warn_if_unsandboxed
 from ratchet.engine.agents import registry
 from ratchet.engine.loop import daemon, gitops, lock, resume
-from ratchet.engine.loop.session import RunOptions
+from ratchet.engine.loop.session import RunOptions, session_dir
 from ratchet.engine.protocol import control, paths
 from ratchet.engine.runner import compat
 from ratchet.engine.workspace import catalog, layout
@@ -51,6 +51,8 @@ def cmd_run(args) -> int:
     else:
         ws = layout.find(args.workspace)
     config = ws.config()
+    if not config.experiment.compat:
+        ws.tokens(config)  # the data the engine needs: refused here, before any branch is made
     tag = args.tag or free_tag(ws, time.strftime("%b%d").lower())
     recorded = resume.Recorded()
     if args.resume:
@@ -62,7 +64,7 @@ def cmd_run(args) -> int:
         folder = previous[-1]
         if paths.is_running(folder):
             raise UserError(f"session {folder.name} is still running (pid "
-                            f"{paths.engine_pid(folder)})")
+                            f"{paths.engine_alive(folder)})")
         session, tag = folder.name, paths.session_tag(folder) or tag
         recorded = resume.read(folder / paths.EVENTS)  # the session's own settings stand
         problem = resume.refusal(recorded.settings, {
@@ -106,17 +108,31 @@ def cmd_run(args) -> int:
                              max_experiments=args.max_experiments, resume=args.resume,
                              gpus=args.gpus, backend=args.backend, address=args.address,
                              lock_fd=held)
+        folder = session_dir(ws, session)
+        # a resume follows from here; what the engine says at its start is past log_since
+        since, log_since = _size(folder / paths.EVENTS), _size(folder / paths.ENGINE_LOG)
         folder, pid = daemon.spawn(ws, options)
         lock.record(held, session, pid)
     finally:
         os.close(held)  # the engine holds its own copy
+    refused = daemon.wait_started(folder, pid, since, log_since)
+    if refused:
+        raise UserError(refused)
     print(f"engine started: session {session} (pid {pid}, agent {agent}, branch ratchet/{tag})",
           flush=True)
     if not args.headless:
         if sys.stdin.isatty() and sys.stdout.isatty():
             return dashboard(folder)
         print("stdout is not a terminal; following in headless mode", flush=True)
-    return headless.follow(folder)
+    return headless.follow(folder, pid=pid, since=since,
+                           state=recorded.state if args.resume else None)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def dashboard(folder: Path) -> int:
@@ -185,15 +201,18 @@ def cmd_ctl(args) -> int:
 def cmd_stop(args) -> int:
     ws = layout.find(args.workspace)
     folder = find_session(ws, args.session, running_only=True)
-    pid = paths.engine_pid(folder)
+    pid = paths.engine_alive(folder)  # proven the session's engine, not a reused number
+    if not pid:
+        raise UserError(f"session {folder.name} is not running")
     try:
         control.send(folder / "control.sock", "stop")
     except control.ControlError:
-        os.kill(pid, signal.SIGTERM)  # no socket answer: fall back to the signal
+        if paths.engine_alive(folder) == pid:  # checked again just before the signal
+            os.kill(pid, signal.SIGTERM)  # no socket answer: fall back to the signal
     deadline = time.monotonic() + args.wait
-    while paths.pid_alive(pid) and time.monotonic() < deadline:
+    while paths.engine_alive(folder) == pid and time.monotonic() < deadline:
         time.sleep(0.2)
-    if paths.pid_alive(pid):
+    if paths.engine_alive(folder) == pid:
         raise UserError(f"engine (pid {pid}) is still stopping; check `ratchet status`")
     print(f"stopped session {folder.name}")
     return 0

@@ -76,11 +76,9 @@ def start(*args: str, cwd: Path) -> subprocess.Popen:
 
 def resume_session(ws: layout.Workspace, folder: Path, *args: str,
                    timeout: float = 300) -> subprocess.CompletedProcess:
-    """`ratchet run --headless --resume ARGS`, then wait until the engine it started ends.
-
-    (The headless follower reads the log from its start: after a session that ended, it
-    prints that end and returns while the resumed engine goes on, so its exit status and
-    output say little; the log says what the resumed engine did.)"""
+    """`ratchet run --headless --resume ARGS`, then make sure the engine it started has ended
+    (the follower returns when the resumed run ends; a timeout of its own must not leave the
+    engine running behind the test)."""
     before = os.path.getmtime(folder / paths.PID) if (folder / paths.PID).exists() else 0.0
     done = ratchet("run", "--headless", "--resume", *args, cwd=ws.root, timeout=timeout)
     if (folder / paths.PID).exists() and os.path.getmtime(folder / paths.PID) != before:

@@ -8,7 +8,7 @@ import pytest
 from dashboard_helpers import RECORDED, caught_up, live_app, recorded_app, until
 from textual.widgets import DataTable
 
-from ratchet.engine.protocol import events
+from ratchet.engine.protocol import events, paths
 from ratchet.tui.model import fold
 from ratchet.tui.panes.diff import DiffPane
 from ratchet.tui.screens.dashboard import DashboardScreen
@@ -134,7 +134,7 @@ async def test_a_control_failure_is_a_notification_and_a_bad_line_a_warning(tmp_
     lines = RECORDED.read_text().splitlines(keepends=True)
     # an engine that looks alive (this process) but has no control socket, and one bad line
     (folder / "events.jsonl").write_text("".join(lines[:40]) + "{torn\n" + "".join(lines[40:]))
-    (folder / "engine.pid").write_text(str(os.getpid()))
+    paths.write_pid(folder, os.getpid())
     state = fold(events.iter_events(RECORDED))
     state.loop.ended = False  # the recorded session ended; pretend it did not, to allow keys
     app = live_app(folder)

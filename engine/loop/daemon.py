@@ -19,8 +19,8 @@ from pathlib import Path
 from ratchet.engine.agents import registry
 from ratchet.engine.loop import gitops, lock
 from ratchet.engine.loop.session import RunOptions, Session, session_dir
-from ratchet.engine.protocol import paths
-from ratchet.engine.workspace.layout import Workspace
+from ratchet.engine.protocol import events, paths, schema
+from ratchet.engine.workspace.layout import Workspace, WorkspaceError
 
 
 def new_session_id(tag: str) -> str:
@@ -52,8 +52,36 @@ def spawn(ws: Workspace, options: RunOptions) -> tuple[Path, int]:
         proc = subprocess.Popen(argv, cwd=ws.root, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 pass_fds=handed)
-    (folder / paths.PID).write_text(str(proc.pid))
+    paths.write_pid(folder, proc.pid)
     return folder, proc.pid
+
+
+def wait_started(folder: Path, pid: int, since: int = 0, log_since: int = 0) -> str:
+    """Wait until the engine `spawn` started has begun its session (a session_start past byte
+    `since` of the log): '' then. If it exits first, it refused to start: why, in one line
+    (its own line in engine.log past byte `log_since`, or where to look)."""
+    tail = events.LogTail(folder / paths.EVENTS, offset=since, on_warning=lambda _: None)
+    while True:
+        gone = paths.engine_alive(folder) != pid  # before reading: a start written, then exit
+        if any(e.get("type") == schema.SESSION_START for e in tail.poll()):
+            return ""
+        if gone:
+            return _refusal(folder / paths.ENGINE_LOG, log_since)
+        time.sleep(0.1)
+
+
+def _refusal(log: Path, since: int) -> str:
+    try:
+        with open(log, "rb") as f:
+            f.seek(since)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    said = [line.strip() for line in lines if line.strip()]
+    prefix = "ratchet-engine: error: "
+    if said and said[-1].startswith(prefix):
+        return said[-1][len(prefix):]
+    return f"the engine exited before its session started; see {log}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         session = Session(ws, config, options, agent)
         session.install_signal_handlers()
         code = session.run()
-    except (lock.Busy, gitops.GitError, lock.DiskFull) as exc:  # refused before it started
+    except (lock.Busy, gitops.GitError, WorkspaceError) as exc:  # refused before it started
         return say(f"ratchet-engine: error: {exc}", 2)
     except OSError as exc:
         if not lock.is_full(exc):

@@ -22,6 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ratchet.engine.protocol import paths
 from ratchet.engine.runner import evaluation
 from ratchet.engine.workspace.layout import WorkspaceError
 
@@ -90,9 +91,11 @@ def acquire(runs: Path, session: str, fd: int | None = None) -> int:
 
 
 def record(fd: int, session: str, pid: int) -> None:
-    """Name the holder in the lock file."""
+    """Name the holder in the lock file: its session, pid and start mark (`paths.start_mark`),
+    so that a reader can tell it from a later process with the same pid."""
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"session": session, "pid": pid}).encode(), 0)
+    os.pwrite(fd, json.dumps({"session": session, "pid": pid,
+                              "started": paths.start_mark(pid)}).encode(), 0)
 
 
 def reserve(runs: Path) -> None:

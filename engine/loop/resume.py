@@ -1,9 +1,10 @@
 """What an engine resuming a session reads back from its log, in one pass.
 
-The folded state (as `state.fold` gives it), and what the state does not keep: the results.tsv
-rows the log backs, the commits the branch may be at, the run's settings, and the highest
-experiment number any line mentions, lines it cannot read included, or any experiment folder
-has (one whose start a full disk kept out of the log), so no number is used twice.
+The folded state (as `state.fold` gives it, restarted: the resuming engine is not paused, and
+its `ping` says so before its session_start is written), and what the state does not keep: the
+results.tsv rows the log backs, the commits the branch may be at, the run's settings, and the
+highest experiment number any line mentions, lines it cannot read included, or any experiment
+folder has (one whose start a full disk kept out of the log), so no number is used twice.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def read(path: Path) -> Recorded:
                 _unreadable(found, line, whole)
             else:
                 _fold(found, event)
+    statemod.restart(found.state)
     return found
 
 

@@ -21,11 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ratchet.engine.agents import kinds
-from ratchet.engine.agents.base import (
-    Agent,
-    Context,
-    Proposal,
-)
+from ratchet.engine.agents.base import Agent, Context, Proposal
 from ratchet.engine.loop import (
     curve,
     gitops,
@@ -37,7 +33,7 @@ from ratchet.engine.loop import (
     resume,
     scheduler,
 )
-from ratchet.engine.protocol import control, events, noise, schema
+from ratchet.engine.protocol import control, events, noise, paths, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers import pool, telemetry
@@ -192,10 +188,12 @@ class Session:
         ex = self.config.experiment
         try:  # refused before it starts: a full disk is said in one line (`DiskFull`)
             lock.remove_leftovers(self.ws.runs_dir())
+            if not ex.compat:  # data it cannot train on: refused before the branch is made
+                self.ws.tokens(self.config)
             branch = gitops.checkout_branch(self.repo, self.options.tag, self.options.resume,
                                             tuple(ex.editable),
                                             self.recorded.tips() if self.options.resume else ())
-            (self.dir / "engine.pid").write_text(str(os.getpid()))
+            paths.write_pid(self.dir, os.getpid())
         except Exception as exc:
             if self._full_now(exc):
                 raise lock.DiskFull(lock.full_message(self.ws.runs_dir())) from None

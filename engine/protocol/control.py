@@ -5,6 +5,11 @@ A Unix stream socket, readable by its owner only. Each request is one JSON line 
 send several. The server checks every request before the engine's handler sees it, so the
 handler only ever gets well-formed commands.
 
+Idle connections cannot starve a command: one that sends no complete request line for
+IDLE_SECONDS is closed, and when all MAX_CONNECTIONS are taken, the one idle longest is closed
+to make room for the newcomer (only when every one is in the middle of a request is the
+newcomer turned away).
+
 Socket addresses hold about 100 bytes; a longer path (a deep workspace) is bound and reached
 through /proc/self/fd on Linux, and is a ControlError elsewhere.
 """
@@ -28,7 +33,8 @@ MAX_REQUEST_BYTES = 64 * 1024  # one request line, newline excluded
 MAX_PATH_BYTES = 100  # sun_path holds 108 bytes on Linux, 104 on macOS, the NUL included
 PROC_FD = "/proc/self/fd"  # where long socket paths are shortened, on Linux
 PROBE_TIMEOUT = 1.0  # seconds to wait for a live engine on an existing socket file
-MAX_CONNECTIONS = 32  # served at once (a thread each); one more is told so and closed at once
+MAX_CONNECTIONS = 32  # served at once (a thread each); one more takes the longest idle one's
+IDLE_SECONDS = 5.0  # a connection without a complete request line for this long is closed
 
 
 class ControlError(Exception):
@@ -84,6 +90,17 @@ def validate(request: Any) -> str | None:
     return None
 
 
+class _Conn:
+    """A served connection: since when it has waited for a request (monotonic), whether it is
+    answering one now, and whether the server dropped it to make room."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.idle_since = time.monotonic()
+        self.busy = False
+        self.dropped = False
+
+
 def _reply_line(reply: dict) -> bytes:
     try:
         text = json.dumps(reply, separators=(",", ":"), allow_nan=False)
@@ -108,7 +125,7 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
-        self._conns: set[socket.socket] = set()
+        self._conns: set[_Conn] = set()
         self._conns_lock = threading.Lock()
         self._closing = False
         self._inode: tuple[int, int] | None = None
@@ -168,40 +185,77 @@ class ControlServer:
                     except OSError:
                         time.sleep(0.05)  # out of file descriptors, say: do not spin
                         continue
-                    with self._conns_lock:
-                        full = len(self._conns) >= MAX_CONNECTIONS
-                        if not full:
-                            self._conns.add(conn)
-                    if full:
+                    entry = self._admit(conn)
+                    if entry is None:
                         _turn_away(conn)
                         continue
                     threading.Thread(
                         target=self._serve_conn,
-                        args=(conn,),
+                        args=(entry,),
                         name="ratchet-control-conn",
                         daemon=True,
                     ).start()
 
-    def _serve_conn(self, conn: socket.socket) -> None:
+    def _admit(self, conn: socket.socket) -> _Conn | None:
+        """Take a new connection; when all slots are taken, the one idle longest is dropped
+        for it (None: every one is answering a request)."""
+        with self._conns_lock:
+            if len(self._conns) >= MAX_CONNECTIONS:
+                idle = [c for c in self._conns if not c.busy]
+                if not idle:
+                    return None
+                oldest = min(idle, key=lambda c: c.idle_since)
+                oldest.dropped = True
+                self._conns.discard(oldest)
+                _hang_up(oldest.sock, "closed to make room for another control connection")
+            entry = _Conn(conn)
+            self._conns.add(entry)
+            return entry
+
+    def _serve_conn(self, entry: _Conn) -> None:
+        conn, pending = entry.sock, b""
         try:
-            with conn, conn.makefile("rb") as reader:
+            with conn:
                 while not self._closing:
-                    line = reader.readline(MAX_REQUEST_BYTES + 1)
-                    if not line:
-                        return
-                    if len(line) > MAX_REQUEST_BYTES and not line.endswith(b"\n"):
+                    end = pending.find(b"\n")
+                    if end < 0 and len(pending) <= MAX_REQUEST_BYTES:
+                        left = entry.idle_since + IDLE_SECONDS - time.monotonic()
+                        if left <= 0:
+                            _hang_up(conn, f"closed after {IDLE_SECONDS:g} s idle without a "
+                                           f"complete request")
+                            return
+                        conn.settimeout(left)
+                        try:
+                            chunk = conn.recv(1 << 16)
+                        except TimeoutError:
+                            continue  # the deadline check above hangs up
+                        if not chunk:
+                            return
+                        pending += chunk
+                        continue
+                    if end < 0 or end > MAX_REQUEST_BYTES:
                         # The rest of the line cannot be trusted to resync on: answer and hang up.
+                        conn.settimeout(IDLE_SECONDS)
                         conn.sendall(
                             _reply_line(_error(f"request longer than {MAX_REQUEST_BYTES} bytes"))
                         )
                         return
-                    if line.strip():
-                        conn.sendall(_reply_line(self._answer(line)))
+                    line, pending = pending[: end + 1], pending[end + 1:]
+                    if not line.strip():
+                        continue
+                    with self._conns_lock:  # dropped meanwhile: the request is not served
+                        if entry.dropped:
+                            return
+                        entry.busy = True
+                    conn.settimeout(IDLE_SECONDS)  # a client that does not read its reply
+                    conn.sendall(_reply_line(self._answer(line)))
+                    with self._conns_lock:
+                        entry.busy, entry.idle_since = False, time.monotonic()
         except OSError:
             pass  # the client went away, or close() shut the connection
         finally:
             with self._conns_lock:
-                self._conns.discard(conn)
+                self._conns.discard(entry)
 
     def _answer(self, line: bytes) -> dict:
         try:
@@ -230,7 +284,7 @@ class ControlServer:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         with self._conns_lock:
-            conns = list(self._conns)
+            conns = [c.sock for c in self._conns]
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
@@ -258,6 +312,15 @@ def _turn_away(conn: socket.socket) -> None:
         conn.setblocking(False)
         conn.send(_reply_line(_error(f"too many control connections (at most "
                                      f"{MAX_CONNECTIONS}); try again later")))
+
+
+def _hang_up(conn: socket.socket, why: str) -> None:
+    """Say why in one line (if it fits in at once) and shut the connection: its thread sees
+    the end and closes it."""
+    with contextlib.suppress(OSError):
+        conn.send(_reply_line(_error(why)), socket.MSG_DONTWAIT)
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RDWR)
 
 
 def _inode(path: Path) -> tuple[int, int]:

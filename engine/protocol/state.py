@@ -80,7 +80,7 @@ def apply(state: LoopState, event: dict) -> None:
         state.agent = event.get("agent", state.agent)
         state.pid = event.get("pid", 0)
         state.config = event.get("config", state.config)
-        state.ended = False
+        restart(state)
     elif kind in (schema.PROPOSAL, schema.PROPOSAL_FAILED):
         state.proposals += 1
         state.last_exp = max(state.last_exp, event.get("exp", 0))
@@ -119,6 +119,13 @@ def apply(state: LoopState, event: dict) -> None:
         state.ended, state.end_reason, state.phase = True, event.get("reason", ""), "ended"
         state.running.clear()
         state.paused = False  # a stopped session is over, not paused
+
+
+def restart(state: LoopState) -> None:
+    """An engine (re)starts the session unpaused and in no phase yet, whatever the one before
+    it died in."""
+    state.ended, state.paused, state.phase = False, False, "starting"
+    state.worker_phase.clear()
 
 
 USAGE_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")

@@ -92,7 +92,8 @@ class Workspace:
     def corpus(self, config: configmod.Config | None = None) -> corpus.Corpus:
         config = config or self.config()
         if not config.data.key:
-            raise WorkspaceError("no data prepared for this workspace; run `ratchet prepare`")
+            raise WorkspaceError(f"{configmod.CONFIG_NAME} names no prepared data (its [data] "
+                                 f"key); run `ratchet prepare`")
         found = corpus.Corpus(config.data.key,
                               corpus.default_cache_dir() / "data" / config.data.key)
         if not (found.root / "meta.json").is_file():
