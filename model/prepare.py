@@ -31,9 +31,7 @@ _START = time.time()  # close to process start: train.py imports this module fir
 _CPU_MARK = float(os.environ.get("RATCHET_CPU_MARK", "0"))  # a warm start's imports, not the run's
 
 
-# ---------------------------------------------------------------------------------------------
-# What train.py uses
-# ---------------------------------------------------------------------------------------------
+# --- What train.py uses ------------------------------------------------------------------------
 
 
 def _env(name: str, default: str | None = None) -> str:
@@ -148,31 +146,29 @@ def save_model(model: torch.nn.Module, summary: dict) -> None:
     os.replace(partial, os.path.join(out, "summary.json"))  # the hand-off: the engine stops here
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation (run by Ratchet, never by train.py)
-# ---------------------------------------------------------------------------------------------
+# --- Evaluation (run by Ratchet, never by train.py) ---------------------------------------------
 
 _ALLOWED_PYTHON_TARGETS = {operator.getitem}
 # Pure, deterministic ATen operators by name: no file, random, printing or in-place operator.
 # Anything else in an exported graph is refused, so a model can only compute from its input.
 _ALLOWED_OP_NAMES = """
-    abs add addmm alias amax amin arange argmax argmin atan atan2 baddbmm bitwise_and
-    bitwise_not bitwise_or bmm cat ceil chunk clamp clamp_max clamp_min clone constant_pad_nd
-    contiguous conv1d conv2d convolution cos cosh cumprod cumsum detach div dropout einsum elu
-    embedding eq erf exp expand expand_as expm1 flatten flip floor fmod full full_like gather ge
-    gelu group_norm gt hardtanh index index_select layer_norm le leaky_relu lift_fresh_copy
-    linear log log1p log2 log_softmax logical_and logical_not logical_or logsumexp lt
-    masked_fill matmul max maximum mean min minimum mish mm mul narrow native_group_norm
-    native_layer_norm ne neg norm linalg_vector_norm ones ones_like outer pad permute pow prod
-    reciprocal relu remainder repeat repeat_interleave reshape rms_norm roll round rsqrt rsub
-    scalar_tensor scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu
-    select sigmoid sign silu sin sinh slice softmax softplus split split_with_sizes sqrt square
-    squeeze stack std sub sum t tanh to topk transpose tril triu trunc type_as unbind unflatten
-    unsqueeze var view where zeros zeros_like _log_softmax _softmax _safe_softmax _to_copy
-    _unsafe_view _assert_tensor_metadata sym_size sym_numel one_hot sort argsort any all
-    isfinite isnan nan_to_num lerp addcmul addcdiv hardswish hardsigmoid tan exp2 floor_divide
-    bitwise_xor logical_xor new_zeros new_ones new_full index_put scatter scatter_add unfold
-    diagonal movedim mv dot tensordot glu softsign logit
+    abs add addmm alias amax amin arange argmax argmin atan atan2 baddbmm bitwise_and bitwise_not
+    bitwise_or bmm cat ceil chunk clamp clamp_max clamp_min clone constant_pad_nd contiguous conv1d
+    conv2d convolution cos cosh cumprod cumsum detach div dropout einsum elu embedding eq erf exp
+    expand expand_as expm1 flatten flip floor fmod full full_like gather ge gelu group_norm gt
+    hardtanh index index_select layer_norm le leaky_relu lift_fresh_copy linear log log1p log2
+    log_softmax logical_and logical_not logical_or logsumexp lt masked_fill matmul max maximum mean
+    min minimum mish mm mul narrow native_group_norm native_layer_norm ne neg norm
+    linalg_vector_norm ones ones_like outer pad permute pow prod reciprocal relu remainder repeat
+    repeat_interleave reshape rms_norm roll round rsqrt rsub scalar_tensor
+    scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu select sigmoid sign
+    silu sin sinh slice softmax softplus split split_with_sizes sqrt square squeeze stack std sub
+    sum t tanh to topk transpose tril triu trunc type_as unbind unflatten unsqueeze var view where
+    zeros zeros_like _log_softmax _softmax _safe_softmax _to_copy _unsafe_view
+    _assert_tensor_metadata sym_size sym_numel one_hot sort argsort any all isfinite isnan
+    nan_to_num lerp addcmul addcdiv hardswish hardsigmoid tan exp2 floor_divide bitwise_xor
+    logical_xor new_zeros new_ones new_full index_put scatter scatter_add unfold diagonal movedim
+    mv dot tensordot glu softsign logit
 """
 _ALLOWED_OPS = frozenset(_ALLOWED_OP_NAMES.split())
 # Allowed operators with a dropout argument must not use it: dropout is random.
@@ -391,13 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prepare.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="measure val_bpb of an exported model")
-    for name in ("--model", "--val"):
+    for name in ("--model", "--val", "--shape", "--out"):  # --shape BATCH,SEQ; --out: JSON
         ev.add_argument(name, required=True)
     ev.add_argument("--tokens", type=int, required=True)
     ev.add_argument("--device", default="cpu")
-    ev.add_argument("--shape", required=True, help="BATCH,SEQ of the evaluation windows")
     ev.add_argument("--tokenizer", help="tokenizer.json of a BPE workspace (default: bytes)")
-    ev.add_argument("--out", required=True, help="where to write the JSON result")
     ev.add_argument("--wait", action="store_true",
                     help="get ready, then evaluate once a line 'go' arrives on stdin")
     args = parser.parse_args(argv)

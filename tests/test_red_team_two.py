@@ -20,7 +20,7 @@ import pytest
 import red_team_two as attacks
 from conftest import FAST, requires_sandbox, run_with
 
-from ratchet.engine.runner import cpu_clock, experiment
+from ratchet.engine.runner import cgroup, cpu_clock, experiment, sandbox
 
 # A CPU-clocked allowance of 2 s per core, with the wall clock far out of the way.
 CLOCKED = {"budget_seconds": 2.0, "grace_seconds": 3.0, "eval_tokens": 65536}
@@ -46,29 +46,58 @@ def test_a_trainer_that_ignores_the_clock_is_over_budget(make_workspace, patient
     assert result.val_bpb is None
 
 
-def test_time_after_the_hand_off_changes_nothing(make_workspace, honest_bpb):
-    result = run_with(make_workspace(**FAST), attacks.TRAINS_AFTER_ITS_HAND_OFF)
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["sandbox", "no-sandbox"])
+def test_time_after_the_hand_off_changes_nothing(make_workspace, honest_bpb, monkeypatch,
+                                                 sandboxed):
+    # it ignores SIGTERM: a stop that asks first would give it seconds to replace its model
+    result = _run(make_workspace(**FAST), attacks.TRAINS_AFTER_ITS_HAND_OFF, monkeypatch,
+                  sandboxed)
     assert result.status == "ok", result.error
     assert "replaced the model" not in result.tail
     assert result.val_bpb == pytest.approx(honest_bpb, abs=1e-6)
 
 
-def test_work_in_children_nobody_reaps_is_counted(make_workspace, patient_wall):
-    result = run_with(make_workspace(**CLOCKED), attacks.FARMS_OUT_TO_REAPED_CHILDREN)
-    assert result.status == "over_budget", (result.status, result.error, result.tail)
+@pytest.mark.parametrize("groups", [True, False], ids=["cgroup", "process-tree"])
+def test_work_in_children_nobody_reaps_is_counted(make_workspace, patient_wall, monkeypatch,
+                                                  groups):
+    # with a cgroup every CPU second is counted; measuring the process tree (an ordinary user
+    # without a delegated cgroup), the sandbox refuses to ignore SIGCHLD in the first place
+    if groups and cgroup.base() is None:
+        pytest.skip(f"no cgroups here: {cgroup.unavailable_reason()}")
+    if not groups and sandbox.bwrap_path() is None:
+        pytest.skip(f"no sandbox here: {sandbox.unavailable_reason()}")
+    if not groups:
+        monkeypatch.setenv("RATCHET_NO_CGROUP", "1")
+    cgroup.base.cache_clear()
+    try:
+        result = run_with(make_workspace(**CLOCKED), attacks.FARMS_OUT_TO_REAPED_CHILDREN)
+    finally:
+        cgroup.base.cache_clear()
+    if groups:
+        assert result.status == "over_budget", (result.status, result.error, result.tail)
+    else:
+        assert result.status == "crash", (result.status, result.error, result.tail)
+        assert "Operation not permitted" in result.error
+    assert result.val_bpb is None
+
+
+def _run(ws, source: str, monkeypatch, sandboxed: bool):
+    if not sandboxed:
+        monkeypatch.setenv("RATCHET_NO_SANDBOX", "1")
+    sandbox.bwrap_path.cache_clear()
+    try:
+        return run_with(ws, source)
+    finally:
+        sandbox.bwrap_path.cache_clear()
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandbox", "no-sandbox"])
 def test_work_in_a_daemon_is_counted(make_workspace, patient_wall, monkeypatch, sandboxed):
-    if not sandboxed:
-        monkeypatch.setenv("RATCHET_NO_SANDBOX", "1")
-    from ratchet.engine.runner import sandbox
-    sandbox.bwrap_path.cache_clear()
+    # in the sandbox the daemon stays in its PID namespace; without one, only a cgroup holds it
+    if not sandboxed and cgroup.base() is None:
+        pytest.skip(f"no cgroups here: {cgroup.unavailable_reason()}")
     ws = make_workspace(**CLOCKED)
-    try:
-        result = run_with(ws, attacks.TRAINS_IN_A_DAEMON)
-    finally:
-        sandbox.bwrap_path.cache_clear()
+    result = _run(ws, attacks.TRAINS_IN_A_DAEMON, monkeypatch, sandboxed)
     assert result.status == "over_budget", (result.status, result.error, result.tail)
     time.sleep(0.5)  # and nothing of it outlives the run
     assert not [p for p in psutil.process_iter(["cwd"]) if p.info["cwd"] == str(ws.root)]

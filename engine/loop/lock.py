@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ratchet.engine.protocol import paths
-from ratchet.engine.runner import evaluation
+from ratchet.engine.runner import cgroup, evaluation
 from ratchet.engine.workspace.layout import WorkspaceError
 
 NAME = "engine.lock"
@@ -146,6 +146,7 @@ def remove_leftovers(runs: Path) -> None:
         for folder in runs.glob(pattern):
             if folder.is_dir() and not folder.is_symlink():
                 shutil.rmtree(folder, ignore_errors=True)
+    cgroup.remove_orphans()  # and the cgroups of its trainers and evaluators
 
 
 def release(fd: int) -> None:

@@ -149,6 +149,30 @@ class RunGroup:
                 time.sleep(0.02)  # the last process is still being torn down
 
 
+def remove_orphans() -> int:
+    """Kill and remove the groups that engines no longer running left (a killed engine's);
+    returns how many."""
+    root, removed = base(), 0
+    if root is None:
+        return 0
+    for folder in root.glob("ratchet-*-*"):
+        owner = folder.name.split("-")[1]
+        if owner.isdigit() and not _alive(int(owner)):
+            RunGroup(folder).remove()
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class GroupCpu:
     """The CPU clock of a run measured from its cgroup (the same interface as `TreeCpu`)."""
 

@@ -191,7 +191,8 @@ def wrap(command: list[str], *, cwd: Path, readable: list[Path], writable: list[
     for option, path in sorted(mounts, key=lambda m: len(Path(m[1]).parts)):  # stable sort
         argv += [option, str(path)] if option == "--tmpfs" else [option, str(path), str(path)]
     argv += [*_flags(), "--chdir", str(cwd)]
-    filter_file = seccomp_filter.program_file()
+    # on the CPU clock without a cgroup the process tree is what counts: no child may escape it
+    filter_file = seccomp_filter.program_file(children=not devices and cgroup.base() is None)
     if filter_file is None:
         return [*argv, "--", *command], True
     # bwrap reads the filter from a descriptor: the shell opens it, then becomes bwrap
@@ -199,7 +200,7 @@ def wrap(command: list[str], *, cwd: Path, readable: list[Path], writable: list[
             "--", *command], True
 
 
-def _gpu_nodes() -> list[str]:
-    """Binds of the GPU device nodes that exist here."""
-    nodes = sorted({str(p) for pattern in _GPU_NODES for p in Path("/dev").glob(pattern)})
+def _gpu_nodes(dev: Path = Path("/dev")) -> list[str]:
+    """Binds of the GPU device nodes that exist here (in `dev`)."""
+    nodes = sorted({f"/dev/{p.name}" for pattern in _GPU_NODES for p in dev.glob(pattern)})
     return [a for node in nodes for a in ("--dev-bind", node, node)]

@@ -14,7 +14,12 @@ namespace), or on a kernel whose namespaces are weaker than ours. What each refu
   need (io_uring's operations bypass this very filter);
 - unshare, setns, and clone or clone3 with namespace flags: a new user namespace would hand the
   process a full set of capabilities inside it;
-- kexec, modules, reboot, swap, accounting, quotas, the kernel log, the clock and host names.
+- kexec, modules, reboot, swap, accounting, quotas, the kernel log, the clock and host names;
+- with `children=True` (the CPU clock where no cgroup counts the run): setting a handler for
+  SIGCHLD. A process that ignores SIGCHLD (or sets SA_NOCLDWAIT) has its children reaped by the
+  kernel, and their CPU time then reaches no `children_*` counter the process tree is measured
+  by; the flag and the handler are in memory the filter cannot read, so every change of SIGCHLD's
+  disposition is refused (a DataLoader with worker processes, which sets one, then fails).
 
 The filter is built with libseccomp (through pyseccomp) once per engine and handed to bwrap as a
 file descriptor (`--seccomp`). Where libseccomp is missing the sandbox runs without it and says
@@ -45,7 +50,10 @@ NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0
                    0x40000000, 0x00000080)
 
 
-def _build() -> bytes:
+SIGCHLD = 17
+
+
+def _build(children: bool) -> bytes:
     import pyseccomp as seccomp
 
     refuse = seccomp.ERRNO(errno.EPERM)
@@ -60,26 +68,34 @@ def _build() -> bytes:
     # clone3 passes its flags in memory, out of the filter's sight: ENOSYS makes the C
     # library fall back to clone, whose flags the rules above read
     rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    if children:  # a query (no new action) stays allowed
+        for name in ("rt_sigaction", "sigaction", "signal"):
+            try:
+                rules.add_rule(refuse, name, seccomp.Arg(0, seccomp.EQ, SIGCHLD),
+                               seccomp.Arg(1, seccomp.NE, 0))
+            except (OSError, ValueError, RuntimeError):
+                continue
     with tempfile.TemporaryFile() as f:
         rules.export_bpf(f)
         f.seek(0)
         return f.read()
 
 
-@functools.lru_cache(maxsize=1)
-def program() -> bytes | None:
-    """The compiled filter (built once per process), or None where it cannot be built."""
+@functools.lru_cache(maxsize=2)
+def program(children: bool = False) -> bytes | None:
+    """The compiled filter (built once per process), or None where it cannot be built;
+    `children` also refuses SIGCHLD handlers (see above)."""
     try:
-        return _build()
+        return _build(children)
     except Exception:  # noqa: BLE001 - any failure means no filter: the verdict says so
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def program_file() -> str | None:
+@functools.lru_cache(maxsize=2)
+def program_file(children: bool = False) -> str | None:
     """The filter in a file of this engine's own (removed when it exits), for bwrap's
     `--seccomp FD` with FD opened on it; None without a filter."""
-    bpf = program()
+    bpf = program(children)
     if bpf is None:
         return None
     folder = tempfile.mkdtemp(prefix="ratchet-seccomp-")
