@@ -15,15 +15,19 @@ import signal
 import threading
 import time
 
+import git
 import psutil
 import pytest
 import red_team_two as attacks
 from conftest import FAST, requires_sandbox, run_with
+from test_red_team import AttackingAgent
 
+from ratchet.engine.loop.session import RunOptions, Session
+from ratchet.engine.protocol import events
 from ratchet.engine.runner import cgroup, cpu_clock, experiment, sandbox
 
-# A CPU-clocked allowance of 2 s per core, with the wall clock far out of the way.
-CLOCKED = {"budget_seconds": 2.0, "grace_seconds": 3.0, "eval_tokens": 65536}
+# A CPU-clocked allowance of 3 s per core (the wall clock kept out of the way by patient_wall).
+CLOCKED = {"budget_seconds": 3.0, "eval_tokens": 65536}
 
 
 @pytest.fixture
@@ -36,8 +40,8 @@ def test_training_to_the_deadline_gets_the_budget_and_no_more(make_workspace, pa
     result = run_with(ws, attacks.TRAINS_TO_THE_DEADLINE)
     assert result.status == "ok", result.error
     used = result.trainer_cpu_seconds / cpu_clock.cores()
-    assert used <= 2.0, f"trained {used:.2f} s of a 2 s budget"
-    assert used > 1.0  # it did spend what it was given: the test measures something
+    assert used <= 3.0, f"trained {used:.2f} s of a 3 s budget"
+    assert used > 2.0  # it did spend what it was given: the test measures something
 
 
 def test_a_trainer_that_ignores_the_clock_is_over_budget(make_workspace, patient_wall):
@@ -153,3 +157,29 @@ def test_an_evaluation_starved_of_cpu_is_not_a_crash(make_workspace, honest_bpb)
     assert starved, "the evaluator was found and stopped"
     assert result.status == "ok", result.error
     assert result.val_bpb == pytest.approx(honest_bpb, abs=1e-6)
+
+
+def test_no_attack_of_round_two_is_kept_inside_the_loop(make_workspace, patient_wall):
+    # proposed by an agent to a running session as whole new train.py files: none is kept
+    ws = make_workspace("loop", **CLOCKED, min_improvement=0.0)
+    (ws.root / "train.py").write_text(attacks.HONEST)
+    repo = git.Repo(ws.root)
+    repo.index.add(["train.py", "ratchet.toml"])
+    repo.index.commit("honest bigram")
+    config = ws.config()
+    config.loop.baseline_seeds = 1
+    proposals = [("peeks behind -inf", attacks.PEEKS["minus-inf"]),
+                 ("peeks behind a huge logit", attacks.PEEKS["huge-finite"]),
+                 ("twice the budget", attacks.MULTIPLIES_ITS_BUDGET),
+                 ("reaped children", attacks.FARMS_OUT_TO_REAPED_CHILDREN)]
+    options = RunOptions(session="s-round-two", tag="two", max_experiments=len(proposals))
+    assert Session(ws, config, options, AttackingAgent(proposals)).run() == 0
+    log = list(events.iter_events(ws.runs_dir() / options.session / "events.jsonl"))
+    ends = {e["description"]: e for e in log if e["type"] == "exp_end"}
+    assert set(ends) >= {label for label, _ in proposals}
+    for label in ("peeks behind -inf", "peeks behind a huge logit"):
+        assert ends[label]["status"] == "crash", ends[label]
+    assert ends["twice the budget"]["status"] == "over_budget"
+    assert ends["reaped children"]["status"] in ("over_budget", "crash")
+    assert not [e for e in log if e["type"] == "exp_end" and e["decision"] == "keep"]
+    assert repo.head.commit.message == "honest bigram"

@@ -97,7 +97,8 @@ def hardening_line() -> str:
         gaps.append(f"no seccomp filter ({seccomp_filter.unavailable_reason()})")
     if not found["cgroup"]:
         gaps.append(f"CPU time counted from the process tree, not a cgroup "
-                    f"({cgroup.unavailable_reason()}): children reaped by the kernel escape it")
+                    f"({cgroup.unavailable_reason()}), so on the CPU clock the sandbox refuses "
+                    f"SIGCHLD handlers (a DataLoader with worker processes cannot run)")
     return "; ".join(gaps)
 
 
