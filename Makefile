@@ -17,7 +17,7 @@ setup: $(VENV)/.ratchet-installed sandbox
 
 # Training runs in a bubblewrap sandbox: install it where that asks nothing (root, or sudo without
 # a password, with apt-get), else say how in one line. It never fails the build.
-APT_BWRAP = env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1
+APT_BWRAP = env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null 2>&1
 sandbox:
 	@command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; \

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ratchet.engine.protocol import noise
 from ratchet.engine.runner import experiment
 from ratchet.engine.workspace import layout
 
@@ -91,7 +92,9 @@ def main() -> int:
     if len(firsts) >= 2:
         spread = statistics.stdev(firsts)
         print(f"\nseed spread {spread:.4f}; margin rule's keep margin (2 x spread) "
-              f"{2 * spread:.4f}")
+              f"{2 * spread:.4f}; the paired rule, with no pairing measured yet (sqrt 2 x "
+              f"spread), detects gains of "
+              f"{noise.detectable(2 ** 0.5 * spread, len(firsts) - 1, 4):.4f} on 4 seeds")
     pairs = [(runs[(k, 0)][0], runs[(k, r)][0]) for k in range(args.seeds)
              for r in range(1, args.replicates) if (k, 0) in runs and (k, r) in runs]
     if pairs and len(firsts) >= 2:
