@@ -180,8 +180,9 @@ def test_prepare_probe_finds_nothing(make_workspace, own_cache, capsys, monkeypa
     ws = make_workspace()
     assert main.main(["prepare", "-C", str(ws.root)]) == 0
     out = capsys.readouterr().out
-    line = out.strip().splitlines()[-1]
+    *_, line, sandbox_line = out.strip().splitlines()
     meta = ws.corpus().meta
+    assert meta["sandbox_line"] == sandbox_line  # and what the sandbox takes from root, after it
     assert meta["probe"]["line"] == line and meta["probe"]["leaks"] == []
     assert meta["probe"]["searched"] > 1000
     if meta["probe"]["complete"]:
