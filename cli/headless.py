@@ -148,7 +148,9 @@ def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -
         if base is not None and state.best_bpb is not None else ""
     lines = [
         f"session   {state.session}  [{where}{', paused' if state.paused else ''}]",
-        f"branch    {state.branch}   agent {state.agent}   pid {state.pid}",
+        f"branch    {state.branch or '-'}   agent {state.agent}   " + (
+            f"imported from {log[0].get('source', '')}" if log and log[0].get("imported")
+            else f"pid {state.pid}"),
         f"phase     {state.phase}   experiments {state.last_exp}   proposals {state.proposals}"
         f"   kept {state.kept}",
         f"best      {best}{gain}",
