@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ratchet.cli import phases
 from ratchet.engine.protocol import noise, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.protocol.history import JournalNote
@@ -73,15 +74,13 @@ def figures(log: Iterable[dict]) -> Figures:
     """Everything the report shows, from the events alone (live, imported or replayed alike)."""
     fig = Figures()
     state = statemod.LoopState()
-    phase, phase_t, last_t = None, 0.0, 0.0
+    clock, last_t = phases.PhaseClock(), 0.0
     spans: list[float] = []  # exp_start to exp_end, for logs without phase events
     starts: dict[int, float] = {}
     for event in log:
         kind = event.get("type")
         t = event.get("t") or last_t
-        if kind == schema.SESSION_START and phase is not None:  # an engine died: close at its last
-            fig.seconds[phase] = fig.seconds.get(phase, 0.0) + max(0.0, last_t - phase_t)
-            phase = None
+        clock.feed(event, t)
         statemod.apply(state, event)
         if kind == schema.SESSION_START:
             fig.imported = fig.imported or bool(event.get("imported"))
@@ -89,11 +88,8 @@ def figures(log: Iterable[dict]) -> Figures:
             fig.compat = event.get("compat") or fig.compat
             if event.get("timing") == "none":
                 fig.timed_by = "none"
-        elif kind in (schema.PHASE, schema.SESSION_END):
-            if phase is not None:
-                fig.seconds[phase] = fig.seconds.get(phase, 0.0) + max(0.0, t - phase_t)
-            phase, phase_t = (event.get("phase"), t) if kind == schema.PHASE else (None, t)
-            fig.ended = t if kind == schema.SESSION_END else fig.ended
+        elif kind == schema.SESSION_END:
+            fig.ended = t
         elif kind == schema.PROPOSAL_FAILED:
             fig.failed_proposals += 1
         elif kind == schema.EXP_START:
@@ -103,8 +99,7 @@ def figures(log: Iterable[dict]) -> Figures:
             if event.get("exp", 0) in starts:
                 spans.append(max(0.0, t - starts.pop(event.get("exp", 0))))
         last_t = t
-    if phase is not None:  # still running, or killed: count up to the last event
-        fig.seconds[phase] = fig.seconds.get(phase, 0.0) + max(0.0, last_t - phase_t)
+    fig.seconds = dict(clock.seconds)  # still running, or killed: up to the last event
     if not any(fig.seconds.get(p) for p in PHASES) and fig.timed_by != "none":
         fig.seconds = {"experiments": sum(spans)} if spans else {}
         fig.timed_by = "experiments" if spans else "none"
