@@ -11,6 +11,7 @@ from pathlib import Path
 from ratchet.cli import report
 from ratchet.engine.protocol import events, noise, paths, schema
 from ratchet.engine.protocol import state as statemod
+from ratchet.engine.protocol.history import memory_gb, memory_text
 from ratchet.engine.workspace import catalog
 
 # Events printed as one line (`type: error, reason or command`) when they happen.
@@ -18,14 +19,16 @@ NOTED = (schema.PROPOSAL_FAILED, schema.AGENT_RETRY, schema.PAUSED, schema.RESUM
          schema.PROPOSAL_DROPPED, schema.JOURNAL)
 
 def experiment_line(event: dict) -> str:
-    """`#  n  status  val_bpb  delta  description`, as printed for every finished experiment."""
+    """`#  n  status  val_bpb  delta  memory  description`, as printed for every finished
+    experiment (memory: the run's peak, autoresearch's memory_gb)."""
     val = event.get("val_bpb")
     delta = event.get("delta")
     decision = event.get("decision", "")
     label = decision if decision not in ("", "crash") else event.get("status", "")
+    memory = memory_text(memory_gb(event.get("result")), "")
     return (f"#{event.get('exp', 0):<4} {label:<15} "
             f"{f'{val:.6f}' if val is not None else '-':>9} "
-            f"{f'{delta:+.6f}' if delta is not None else '':>10}  "
+            f"{f'{delta:+.6f}' if delta is not None else '':>10} {memory:>5}  "
             f"{event.get('description', '')}")
 
 
@@ -148,7 +151,9 @@ def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -
         if base is not None and state.best_bpb is not None else ""
     lines = [
         f"session   {state.session}  [{where}{', paused' if state.paused else ''}]",
-        f"branch    {state.branch}   agent {state.agent}   pid {state.pid}",
+        f"branch    {state.branch or '-'}   agent {state.agent}   " + (
+            f"imported from {log[0].get('source', '')}" if log and log[0].get("imported")
+            else f"pid {state.pid}"),
         f"phase     {state.phase}   experiments {state.last_exp}   proposals {state.proposals}"
         f"   kept {state.kept}",
         f"best      {best}{gain}",

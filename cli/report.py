@@ -9,9 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ratchet.cli import phases
 from ratchet.engine.protocol import noise, schema
 from ratchet.engine.protocol import state as statemod
-from ratchet.engine.protocol.history import JournalNote
+from ratchet.engine.protocol.history import JournalNote, memory_gb, memory_text
 
 PHASES = ("proposing", "training", "evaluating")
 
@@ -27,6 +28,7 @@ class KeptChange:
     val_bpb: float | None  # the best from this change on
     delta: float | None  # against the best before it (negative is better)
     commit: str
+    memory_gb: float | None = None  # its run's peak memory
 
 
 @dataclass
@@ -58,6 +60,9 @@ class Figures:
     noise: str = ""  # the session's noise and the gain it detects (`noise.Noise.line`)
     trials: int = 0  # candidate and further runs: the runs spent judging candidates
     journal: list[JournalNote] = field(default_factory=list)  # the agent's notes, oldest first
+    baseline_memory_gb: float | None = None  # the first baseline run's peak memory
+    best_memory_gb: float | None = None  # the best run's
+    most_memory: tuple[int, float] | None = None  # (exp, GB): the run that took the most
 
     @property
     def improvement(self) -> float | None:
@@ -73,15 +78,13 @@ def figures(log: Iterable[dict]) -> Figures:
     """Everything the report shows, from the events alone (live, imported or replayed alike)."""
     fig = Figures()
     state = statemod.LoopState()
-    phase, phase_t, last_t = None, 0.0, 0.0
+    clock, last_t = phases.PhaseClock(), 0.0
     spans: list[float] = []  # exp_start to exp_end, for logs without phase events
     starts: dict[int, float] = {}
     for event in log:
         kind = event.get("type")
         t = event.get("t") or last_t
-        if kind == schema.SESSION_START and phase is not None:  # an engine died: close at its last
-            fig.seconds[phase] = fig.seconds.get(phase, 0.0) + max(0.0, last_t - phase_t)
-            phase = None
+        clock.feed(event, t)
         statemod.apply(state, event)
         if kind == schema.SESSION_START:
             fig.imported = fig.imported or bool(event.get("imported"))
@@ -89,11 +92,8 @@ def figures(log: Iterable[dict]) -> Figures:
             fig.compat = event.get("compat") or fig.compat
             if event.get("timing") == "none":
                 fig.timed_by = "none"
-        elif kind in (schema.PHASE, schema.SESSION_END):
-            if phase is not None:
-                fig.seconds[phase] = fig.seconds.get(phase, 0.0) + max(0.0, t - phase_t)
-            phase, phase_t = (event.get("phase"), t) if kind == schema.PHASE else (None, t)
-            fig.ended = t if kind == schema.SESSION_END else fig.ended
+        elif kind == schema.SESSION_END:
+            fig.ended = t
         elif kind == schema.PROPOSAL_FAILED:
             fig.failed_proposals += 1
         elif kind == schema.EXP_START:
@@ -103,8 +103,7 @@ def figures(log: Iterable[dict]) -> Figures:
             if event.get("exp", 0) in starts:
                 spans.append(max(0.0, t - starts.pop(event.get("exp", 0))))
         last_t = t
-    if phase is not None:  # still running, or killed: count up to the last event
-        fig.seconds[phase] = fig.seconds.get(phase, 0.0) + max(0.0, last_t - phase_t)
+    fig.seconds = dict(clock.seconds)  # still running, or killed: up to the last event
     if not any(fig.seconds.get(p) for p in PHASES) and fig.timed_by != "none":
         fig.seconds = {"experiments": sum(spans)} if spans else {}
         fig.timed_by = "experiments" if spans else "none"
@@ -116,11 +115,18 @@ def figures(log: Iterable[dict]) -> Figures:
     fig.proposals, fig.unsandboxed = state.proposals, state.unsandboxed
     fig.noise = noise.of(state).line()
     fig.journal = list(state.journal)
+    fig.best_memory_gb = memory_gb(state.best_result)
     return fig
 
 
 def _count_end(fig: Figures, state: statemod.LoopState, event: dict) -> None:
     kind, decision, val = event.get("kind"), event.get("decision"), event.get("val_bpb")
+    memory = memory_gb(event.get("result"))
+    if memory is not None:
+        if kind == "baseline" and fig.baseline_memory_gb is None:
+            fig.baseline_memory_gb = memory
+        if fig.most_memory is None or memory > fig.most_memory[1]:
+            fig.most_memory = (event.get("exp", 0), memory)
     source = (event.get("result") or {}).get("metric_source")
     if source:
         fig.metric_source = source
@@ -139,7 +145,7 @@ def _count_end(fig: Figures, state: statemod.LoopState, event: dict) -> None:
         before = event.get("best_before")
         delta = best - before if best is not None and before is not None else event.get("delta")
         fig.kept.append(KeptChange(event.get("exp", 0), event.get("description", ""), best,
-                                   delta, event.get("commit", "")))
+                                   delta, event.get("commit", ""), memory))
     if val is not None:
         fig.runs.append((event.get("exp", 0), kind or "", val))
     if state.best_bpb is not None and (val is not None or decision == schema.KEEP):
@@ -183,6 +189,7 @@ def _headline(fig: Figures) -> list[tuple[str, str]]:
             ("baseline", _num(fig.baseline_bpb)),
             ("best", f"{_num(fig.best_bpb)}  {gain_text} vs baseline"
              + (f"  at {fig.best_commit[:7]}" if fig.best_commit else "")),
+            ("memory", _memory_text(fig)),
             ("proposals", f"{fig.proposals} ({fig.failed_proposals} failed before running), "
              f"{fig.candidates} run"),
             ("outcomes", f"kept {len(fig.kept)} ({_pct(fig.rate(len(fig.kept)))}), "
@@ -213,18 +220,29 @@ def _time_text(fig: Figures) -> str:
     return ", ".join(parts) + (f", paused {_duration(paused)}" if paused else "")
 
 
-def _kept_rows(fig: Figures) -> list[tuple[str, str, str, str]]:
-    rows = [("base", _num(fig.baseline_bpb), "", "baseline")]
-    rows += [(f"#{k.exp}", _num(k.val_bpb), _num(k.delta, "+.6f"), k.description)
-             for k in fig.kept]
+def _memory_text(fig: Figures) -> str:
+    """Peak memory (autoresearch's memory_gb): the best run's, and the most any run took."""
+    if fig.most_memory is None:
+        return "not reported by the runs"
+    exp, most = fig.most_memory
+    best = f"{fig.best_memory_gb:.1f} GB peak (best run)" if fig.best_memory_gb is not None \
+        else "best run: not reported"
+    return f"{best}, {most:.1f} GB at most (#{exp})"
+
+
+def _kept_rows(fig: Figures) -> list[tuple[str, str, str, str, str]]:
+    rows = [("base", _num(fig.baseline_bpb), "", memory_text(fig.baseline_memory_gb),
+             "baseline")]
+    rows += [(f"#{k.exp}", _num(k.val_bpb), _num(k.delta, "+.6f"), memory_text(k.memory_gb),
+              k.description) for k in fig.kept]
     return rows
 
 
 def text(fig: Figures, chart: bool = True, width: int = 80) -> str:
     lines = [f"{name:<10}{value}" for name, value in _headline(fig)]
-    lines += ["", "kept changes (each one's gain over the best before it)"]
-    for exp, val, delta, description in _kept_rows(fig):
-        lines.append(f"  {exp:<6}{val:>9}  {delta:>10}  {description}"[:width])
+    lines += ["", "kept changes (each one's gain over the best before it; peak memory)"]
+    for exp, val, delta, memory, description in _kept_rows(fig):
+        lines.append(f"  {exp:<6}{val:>9}  {delta:>10}  {memory:>5}  {description}"[:width])
     if fig.journal:
         lines += ["", "research journal (the agent's notes)"]
         for note in fig.journal:
@@ -240,10 +258,10 @@ def markdown(fig: Figures, png: str | None = None) -> str:
     cell = lambda value: str(value).replace("|", "\\|")  # noqa: E731
     lines = [f"# Ratchet report: {cell(fig.session)}", "", "| | |", "| --- | --- |"]
     lines += [f"| {name} | {cell(value)} |" for name, value in _headline(fig)]
-    lines += ["", "## Kept changes", "", "| exp | val_bpb | delta | change |",
-              "| --- | ---: | ---: | --- |"]
-    lines += [f"| {exp} | {val} | {delta} | {cell(description)} |"
-              for exp, val, delta, description in _kept_rows(fig)]
+    lines += ["", "## Kept changes", "", "| exp | val_bpb | delta | mem | change |",
+              "| --- | ---: | ---: | ---: | --- |"]
+    lines += [f"| {exp} | {val} | {delta} | {memory} | {cell(description)} |"
+              for exp, val, delta, memory, description in _kept_rows(fig)]
     if fig.journal:
         lines += ["", "## Research journal", ""]
         lines += [f"- **#{note.exp}** {' '.join(note.text.split())}" for note in fig.journal]

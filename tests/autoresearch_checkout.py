@@ -7,6 +7,9 @@
 - `train.py` shaped like autoresearch's: environment set before its imports, constants at the
   top, `from prepare import TIME_BUDGET, ...`, `\\r` progress lines and the summary block after
   `---`; its metric is a plain function of the constants and its seed is fixed in the file;
+  `REAL` adds the real file's other shapes: constants written as expressions
+  (`TOTAL_BATCH_SIZE = 2**11`), a tuple, a string, `H100_BF16_PEAK_FLOPS`, and the divisibility
+  assert on the batch sizes;
 - `program.md`, and `.gitignore` keeping `.venv/` and `results.tsv` out of git.
 """
 
@@ -50,6 +53,25 @@ print("num_params_M:     50.3")
 print(f"depth:            {DEPTH}")
 '''
 
+# autoresearch's other shapes, between the constants and the training: what a change to one of
+# them meets (an expression, a tuple, the assert that the batch divides evenly)
+REAL_SHAPES = '''ASPECT_RATIO = 64  # model_dim = depth * ASPECT_RATIO
+HEAD_DIM = 128
+WINDOW_PATTERN = "SSSL"
+TOTAL_BATCH_SIZE = 2**11  # tokens per optimizer step
+DEVICE_BATCH_SIZE = 8
+ADAM_BETAS = (0.8, 0.95)
+WEIGHT_DECAY = 0.2
+H100_BF16_PEAK_FLOPS = 989.5e12
+assert TOTAL_BATCH_SIZE % (DEVICE_BATCH_SIZE * MAX_SEQ_LEN) == 0
+grad_accum_steps = TOTAL_BATCH_SIZE // (DEVICE_BATCH_SIZE * MAX_SEQ_LEN)
+
+'''
+
+REAL = TRAIN.replace("from prepare import TIME_BUDGET, evaluate_bpb",
+                     "from prepare import MAX_SEQ_LEN, TIME_BUDGET, evaluate_bpb") \
+    .replace("t0 = time.time()", REAL_SHAPES + "t0 = time.time()")
+
 PREPARE = '''"""Frozen data and evaluation (tiny)."""
 import rustbpe  # noqa: F401 - only the checkout's .venv has it
 
@@ -70,9 +92,10 @@ PYTHONPATH="$here/site${PYTHONPATH:+:$PYTHONPATH}" exec "REAL" "$@"
 
 def expected_bpb(source: str) -> float:
     """The val_bpb a train.py of this shape prints, from its constants."""
-    scope: dict = {}
+    scope: dict = {"MAX_SEQ_LEN": 64}  # prepare.py's
     head = source.split("t0 = time.time()")[0]
-    exec(head.replace("from prepare import TIME_BUDGET, evaluate_bpb", ""), scope)
+    exec("\n".join(line for line in head.splitlines() if not line.startswith("from prepare")),
+         scope)
     value = 1.0 + (scope["MATRIX_LR"] - 0.04) ** 2 * 100 + abs(scope["DEPTH"] - 6) * 0.01
     return float(f"{value:.6f}")
 

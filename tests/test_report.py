@@ -103,8 +103,8 @@ def test_ls_and_report_commands(folder_ws, capsys, tmp_path):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["session", "start", "state", "exps"]
     rows = {line.split()[0]: line.split() for line in out[1:]}
-    assert rows["s-night"][3:10] == ["finished", "5", "1", "1.410000", "-0.090000", "(-6.0%)",
-                                     "offline"]
+    assert rows["s-night"][3:11] == ["finished", "5", "1", "1.410000", "-0.090000", "(-6.0%)",
+                                     "-", "offline"]  # no run reported its peak memory
     assert rows["s-night"][-1] == "$0.25"
     assert rows["s-crashed"][3:6] == ["crashed", "2", "0"]
 
@@ -114,14 +114,14 @@ def test_ls_and_report_commands(folder_ws, capsys, tmp_path):
     assert "kept 1 (33%), discarded 1 (33%), crashed 1 (33%)" in text
     assert "proposing 0m10s" in text and "training 0m44s" in text and "evaluating 0m08s" in text
     kept = [line.split() for line in text.splitlines() if line.startswith("  #")]
-    assert kept == [["#3", "1.410000", "-0.090000", "change", "3"]]
+    assert kept == [["#3", "1.410000", "-0.090000", "-", "change", "3"]]
     assert "val_bpb per experiment" in text and "\x1b[" not in text  # the chart, no colour codes
 
     png = tmp_path / "chart.png"
     assert main.main(["report", "s-night", "-C", str(folder_ws), "--md", "--png", str(png)]) == 0
     md = capsys.readouterr().out
     assert md.startswith("# Ratchet report: s-night")
-    assert "| #3 | 1.410000 | -0.090000 | change 3 |" in md
+    assert "| #3 | 1.410000 | -0.090000 | - | change 3 |" in md
     assert f"![val_bpb per experiment]({png})" in md
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ratchet.engine.protocol import schema
 from ratchet.engine.protocol import state as loopstate
+from ratchet.engine.protocol.history import memory_gb
 
 AGENT_CHUNKS = 400  # agent text chunks kept for the reasoning pane (a chunk is <= 2,000 chars)
 REASONING_CHARS = 16_000  # reasoning kept per experiment (the end, where the decision is)
@@ -74,6 +75,7 @@ class Experiment:
     confirms: int | None = None
     paired: dict = field(default_factory=dict)  # the paired rule's reading at this run
     worker: str = ""  # the worker (device) that runs or ran it
+    memory_gb: float | None = None  # its peak memory, as its result says (memory_gb)
     curve: Curve = field(default_factory=Curve)
 
     @property
@@ -244,6 +246,7 @@ class DashboardState:
         record.description = str(event.get("description", "")) or record.description
         record.ended = event.get("t")
         record.error = str((event.get("result") or {}).get("error") or "")
+        record.memory_gb = memory_gb(event.get("result"))
         paired = event.get("paired")
         record.paired = paired if isinstance(paired, dict) else {}
         confirms = event.get("confirms")

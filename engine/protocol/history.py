@@ -33,3 +33,19 @@ class JournalNote:
     exp: int
     text: str
     t: float = 0.0
+
+
+def memory_gb(result: object) -> float | None:
+    """An exp_end result's peak memory in GB, autoresearch's `memory_gb` (1024 MB a GB); None
+    where the run reported none (a crash, a train.py that prints no peak_vram_mb)."""
+    value = result.get("peak_memory_mb") if isinstance(result, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return value / 1024
+    return None
+
+
+def memory_text(gb: float | None, missing: str = "-") -> str:
+    """Peak memory as every table shows it: '44.0G', '0.3G', '141G' (five characters at most)."""
+    if gb is None:
+        return missing
+    return f"{gb:.0f}G" if gb >= 99.95 else f"{gb:.1f}G"

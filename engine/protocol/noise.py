@@ -68,9 +68,15 @@ class Noise:
     sigma: float | None  # paired: the noise of one paired difference; margin: the spread
     df: int  # the degrees of freedom behind sigma
     detectable: float | None  # paired: the gain kept about 4 times in 5; margin: its margin
+    # the margin rule on one baseline run (a train.py that fixes its seed): never measured, and
+    # a change must gain this much instead
+    unmeasured: float | None = None
 
     def line(self) -> str:
         """One line: 'noise ±0.0123 (paired, 7 df), detects gains of 0.0250'."""
+        if self.unmeasured is not None:
+            return (f"noise: not measured (one baseline run); keeps gains above "
+                    f"{self.unmeasured:.4f}")
         if self.sigma is None or self.detectable is None:
             return "noise: not measured yet (the baseline's seeds measure it)"
         return (f"noise ±{self.sigma:.4f} ({self.rule}, {self.df} df), detects gains of "
@@ -92,6 +98,7 @@ def of(state: LoopState) -> Noise:
         return Noise(rule, spread, sigma, df,
                      max(min_improvement, detectable(sigma, df, runs)))
     if spread is None:
-        return Noise(rule, None, None, 0, None)
+        one = int(loop.get("baseline_seeds", 0) or 0) == 1
+        return Noise(rule, None, None, 0, None, min_improvement if one else None)
     return Noise(rule, spread, spread, len(state.baseline) - 1,
                  seed_margin(state.baseline, min_improvement, float(loop.get("noise_k", 2.0))))

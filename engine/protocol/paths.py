@@ -107,11 +107,24 @@ def is_running(folder: Path) -> bool:
 
 
 def sessions(runs: Path) -> list[Path]:
-    """Session folders under a `runs/` folder, oldest first."""
+    """Session folders under a `runs/` folder, oldest first by when each session began (its
+    first event): an import of older runs written today is not the newest session."""
     if not runs.is_dir():
         return []
     found = [p for p in runs.iterdir() if (p / EVENTS).exists()]
-    return sorted(found, key=lambda p: (p / EVENTS).stat().st_mtime)
+    return sorted(found, key=lambda p: (started(p), p.name))
+
+
+def started(folder: Path) -> float:
+    """When the session began: its first event's time; the log's own time while it has none."""
+    first = next(events.iter_events(folder / EVENTS), {})
+    t = first.get("t")
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        return float(t)
+    try:
+        return (folder / EVENTS).stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def session_tag(folder: Path) -> str:

@@ -97,9 +97,10 @@ def checkout_config(root: Path) -> Config:
     """Settings for driving this checkout: its budget, generous grace, and the native statistics
     where train.py takes a seed.
 
-    autoresearch's train.py fixes its own seed, so extra baseline seeds and a confirmation run
-    with another seed would only repeat the same run: then one baseline, no confirmation, and a
-    change must gain MIN_IMPROVEMENT, since the noise cannot be measured.
+    autoresearch's train.py fixes its own seed, so extra baseline seeds and further runs of a
+    candidate on other seeds would only repeat the same run: then the margin rule with one
+    baseline and no confirmation (each candidate runs once), and a change must gain
+    MIN_IMPROVEMENT, since the noise cannot be measured.
     """
     config = Config()
     ex = config.experiment
@@ -114,20 +115,32 @@ def checkout_config(root: Path) -> Config:
         ex.min_improvement = MIN_IMPROVEMENT
         config.loop.baseline_seeds = 1
         config.loop.confirm = False
+        config.loop.rule = "margin"  # the paired rule would run a winner on seeds it ignores
     return config
 
 
 def statistics_note(root: Path, config: Config) -> str:
-    """One line on how this checkout's runs are judged."""
+    """One line on how this checkout's runs are judged, as the settings will judge them."""
     ex, loop = config.experiment, config.loop
     if not takes_seed((root / TRAIN).read_text(errors="replace")):
-        low = ex.min_improvement < MIN_IMPROVEMENT
-        return (f"compat: {TRAIN} takes no seed ({SEED_VARIABLE}); baseline noise cannot be "
-                f"measured, keeping only gains above min_improvement = {ex.min_improvement:g}"
-                + (f" (ratchet.toml; compat's default is {MIN_IMPROVEMENT:g})" if low else ""))
-    return (f"compat: {TRAIN} reads {SEED_VARIABLE}: {loop.baseline_seeds} baseline seeds "
-            f"measure its noise" + (", and each winner is confirmed with another seed"
-                                    if loop.confirm else ""))
+        keeps = (f"only gains above min_improvement = {ex.min_improvement:g} are kept"
+                 + (f" (ratchet.toml; compat's default is {MIN_IMPROVEMENT:g})"
+                    if ex.min_improvement < MIN_IMPROVEMENT else ""))
+        line = f"compat: {TRAIN} takes no seed ({SEED_VARIABLE}); its noise cannot be measured"
+        if loop.rule == "paired":  # settings from an earlier release, or by hand
+            return (f'{line}; ratchet.toml sets rule = "paired", which runs a promising candidate '
+                    f'again on seeds {TRAIN} ignores (rule = "margin" fits it); {keeps}')
+        if loop.confirm or loop.baseline_seeds > 1:
+            return (f"{line}; ratchet.toml asks for repeated runs (baseline_seeds, confirm), "
+                    f"which its fixed seed makes identical; {keeps}")
+        return f"{line}: each candidate runs once and {keeps}"
+    if loop.rule == "paired":
+        return (f"compat: {TRAIN} reads {SEED_VARIABLE}: the paired rule, {loop.baseline_seeds} "
+                f"baseline seeds measure its noise and a promising candidate runs on the best's "
+                f"seeds in turn")
+    return (f"compat: {TRAIN} reads {SEED_VARIABLE}: the margin rule, {loop.baseline_seeds} "
+            f"baseline seeds measure its noise" + (
+                ", and each winner is confirmed with another seed" if loop.confirm else ""))
 
 
 def prepare_checkout(root: Path, echo: Callable[[str], None] = print) -> Workspace:

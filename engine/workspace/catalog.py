@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ratchet.engine.protocol import events, paths, schema
 from ratchet.engine.protocol import state as statemod
+from ratchet.engine.protocol.history import memory_gb, memory_text
 from ratchet.engine.workspace import layout
 
 Warn = Callable[[str], None]
@@ -51,6 +52,7 @@ class Summary:
     compat: str = ""
     timed: bool = True  # False for an import without any commit times
     unsandboxed: int = 0  # runs whose train.py ran outside the sandbox (LoopState.unsandboxed)
+    memory_gb: float | None = None  # the best run's peak memory (autoresearch's memory_gb)
 
     @property
     def improvement(self) -> float | None:
@@ -92,7 +94,7 @@ def summarise(folder: Path, on_warning: Warn | None = None) -> Summary:
                    best_bpb=state.best_bpb, baseline_bpb=state.baseline_bpb,
                    agent=state.agent or "-", cost_usd=state.cost_usd,
                    end_reason=state.end_reason, imported=imported, compat=compat, timed=timed,
-                   unsandboxed=state.unsandboxed)
+                   unsandboxed=state.unsandboxed, memory_gb=memory_gb(state.best_result))
 
 
 def summarise_all(ws: layout.Workspace, on_warning: Warn | None = None) -> list[Summary]:
@@ -104,10 +106,11 @@ def _num(value: float | None, spec: str = ".6f") -> str:
 
 
 def table(rows: list[Summary]) -> str:
-    """The `ratchet ls` table, oldest session first; a last column `sandbox` (UNSANDBOXED where
-    train.py ran outside the sandbox) only when some session did."""
+    """The `ratchet ls` table, oldest session first (`mem`: the best run's peak memory); a last
+    column `sandbox` (UNSANDBOXED where train.py ran outside the sandbox) only when some session
+    did."""
     header: tuple[str, ...] = ("session", "start", "state", "exps", "kept", "best",
-                               "vs baseline", "agent", "cost")
+                               "vs baseline", "mem", "agent", "cost")
     flagged = any(s.unsandboxed for s in rows)
     if flagged:
         header += ("sandbox",)
@@ -122,10 +125,10 @@ def table(rows: list[Summary]) -> str:
         agent = s.agent + (f" ({s.compat})" if s.compat else "")
         cost = "-" if s.imported else f"${s.cost_usd:.2f}"
         row = (s.id, start, s.state, str(s.experiments), str(s.kept), _num(s.best_bpb),
-               gain_text, agent, cost)
+               gain_text, memory_text(s.memory_gb), agent, cost)
         lines.append(row + (("UNSANDBOXED" if s.unsandboxed else "",) if flagged else ()))
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    right = {3, 4, 5, 6, 8}
+    right = {3, 4, 5, 6, 7, 9}
 
     def fmt(row) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual.events import Resize
 from textual.widgets import DataTable
 
+from ratchet.engine.protocol.history import memory_text
 from ratchet.tui import format as fmt
 from ratchet.tui.messages import ExperimentSelected
 from ratchet.tui.model import DashboardState, Experiment
 
 # (label, key, width): fixed widths, so a later, longer value is never cut short
 # Δ best is a run's difference from the best; where the paired rule judged the run, the
-# estimated effect over the candidate's runs and its standard error (status says how many runs)
+# estimated effect over the candidate's runs and its standard error (status says how many runs);
+# mem is the run's peak memory (autoresearch's memory_gb)
 COLUMNS = (("#", "n", 3), ("commit", "commit", 7), ("val_bpb", "val", 7), ("Δ best", "delta", 10),
-           ("status", "status", 11), ("time", "time", 6), ("description", "desc", None))
+           ("status", "status", 11), ("time", "time", 6), ("mem", "mem", 5),
+           ("description", "desc", None))
+# Below this width (80 columns) the commit is left out, so the description keeps its room;
+# enter on a row shows the experiment, its commit among the rest.
+NARROW = 100
+WITHOUT_COMMIT = tuple(i for i, column in enumerate(COLUMNS) if column[1] != "commit")
 
 
 def _cells(record: Experiment, workers: bool = False) -> tuple:
@@ -33,6 +41,7 @@ def _cells(record: Experiment, workers: bool = False) -> tuple:
         Text(text, style="green" if (change or 0) < 0 else "yellow" if change else ""),
         Text(shown, style=fmt.STATUS_STYLES.get(record.base_label, "")),
         fmt.duration(record.duration),
+        memory_text(record.memory_gb, ""),
         record.description,
     )
 
@@ -40,7 +49,7 @@ def _cells(record: Experiment, workers: bool = False) -> tuple:
 def _key(record: Experiment) -> tuple:
     """What the row depends on, cheap to compare (the running row's time changes each event)."""
     return (record.label, record.commit, record.val_bpb, record.delta,
-            record.paired.get("effect"), record.description,
+            record.paired.get("effect"), record.description, record.memory_gb,
             record.started, record.ended, record.last_t if record.ended is None else None)
 
 
@@ -52,12 +61,32 @@ class ExperimentsPane(DataTable):
         self._rows: dict[int, tuple] = {}
         self._keys: dict[int, tuple] = {}
         self._state_id = 0
+        self._state: DashboardState | None = None
+        self._shown: tuple[int, ...] = ()  # the COLUMNS shown, by index
 
     def on_mount(self) -> None:
-        for label, key, width in COLUMNS:
+        self._columns()
+
+    def on_resize(self, event: Resize) -> None:
+        if self._columns() and self._state is not None:
+            self.show(self._state)  # the rows again, in the new columns
+
+    def _columns(self) -> bool:
+        """Lay the columns out for the table's width; True when they changed."""
+        shown = WITHOUT_COMMIT if self.size.width < NARROW else tuple(range(len(COLUMNS)))
+        if shown == self._shown:
+            return False
+        self._shown = shown
+        self.clear(columns=True)
+        self._rows.clear()
+        self._keys.clear()
+        for i in shown:
+            label, key, width = COLUMNS[i]
             self.add_column(label, key=key, width=width)
+        return True
 
     def show(self, state: DashboardState) -> None:
+        self._state = state
         if id(state) != self._state_id:
             self._state_id = id(state)
             self._rows.clear()
@@ -72,13 +101,15 @@ class ExperimentsPane(DataTable):
             if self._keys.get(n) == key:
                 continue  # unchanged since the last redraw: most rows, most of the time
             self._keys[n] = key
-            cells = _cells(record, state.several_workers)
+            every = _cells(record, state.several_workers)
+            cells = tuple(every[i] for i in self._shown)
             old = self._rows.get(n)
             if old is None:
                 self.add_row(*cells, key=str(n))
                 added = True
             elif old != cells:
-                for (_, column, width), value, before in zip(COLUMNS, cells, old, strict=True):
+                for i, value, before in zip(self._shown, cells, old, strict=True):
+                    _, column, width = COLUMNS[i]
                     if value != before:
                         self.update_cell(str(n), column, value, update_width=width is None)
             self._rows[n] = cells
