@@ -1,4 +1,4 @@
-"""The CPU clock: a training budget counted in the CPU time of the trainer's process tree.
+"""The CPU clock: a training budget counted in the CPU time of every process the trainer starts.
 
 On a CPU workspace the wall clock turns machine load into noise: another job on one core takes
 a share of every step, so three runs of the same code differ by how busy the machine was. CPU
@@ -7,10 +7,12 @@ buys about the same number of steps idle or busy. The budget the user writes sta
 it is scaled by the cores the engine may use (`cores`), so that a budget of 20 s buys on an
 idle machine what 20 s of wall clock did.
 
-The engine measures the tree itself (`TreeCpu`); what train.py reports is never used. A
-process that exits hands its time to its parent once reaped (`children_*`), so work done by
-short-lived children is counted too. The wall clock stays as a backstop (`WALL_FACTOR`), so a
-trainer that sleeps or waits still ends.
+The engine measures it itself; what train.py reports is never used. Where it can, from the
+run's own cgroup (`cgroup.GroupCpu`), which counts every process ever in it, exited or
+daemonised; elsewhere from the process tree (`TreeCpu`): a process that exits hands its time to
+its parent once reaped (`children_*`), so work done by short-lived children is counted too, and
+the sandbox refuses the SIGCHLD handlers that would have the kernel reap them unseen. The wall
+clock stays as a backstop (`WALL_FACTOR`), so a trainer that sleeps or waits still ends.
 """
 
 from __future__ import annotations
