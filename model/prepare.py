@@ -269,17 +269,18 @@ class _CausalityProbes:
         return torch.stack(out)
 
     def compare(self, k: int, rows: range, scored: torch.Tensor, probed: torch.Tensor) -> None:
+        """Match call k's log-probabilities (scored rows, then its probe rows) with their
+        pairs'."""
         for i, row in enumerate(rows):
             for cut in self.wanted.get(row, ()):
                 self._match(row, cut, scored[i, :cut])
         for i, (row, cut, _) in enumerate(self.plan[k]):
             self._match(row, cut, probed[i, :cut])
 
-    def _match(self, row: int, cut: int, logits: torch.Tensor) -> None:
-        logp = torch.log_softmax(logits.detach().double().cpu(), dim=-1)
+    def _match(self, row: int, cut: int, logp: torch.Tensor) -> None:
         other = self.seen.pop((row, cut), None)
         if other is None:
-            self.seen[(row, cut)] = logp
+            self.seen[(row, cut)] = logp.clone()  # a copy: not a view that pins the whole call
             return
         changed = (logp - other).abs().max().item()
         if not changed <= PROBE_TOLERANCE:  # NaN fails too
@@ -355,13 +356,14 @@ def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
             logits = model(torch.cat(parts).to(dev))
             if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch, seq, vocab):
                 raise ModelRejected(f"model must return logits of shape ({batch}, {seq}, {vocab})")
-            if not torch.isfinite(logits).all():  # -inf or NaN would make any comparison vacuous
+            # scored and probe rows, normalised once; a log-probability is at most 0, so the sum
+            # is finite exactly when every logit was: -inf or NaN would make checks vacuous
+            logp = torch.log_softmax(logits[: len(rows) + per_call].double().cpu(), dim=-1)
+            if not math.isfinite(logp.sum().item()):
                 raise ModelRejected("model returned logits that are not finite (inf or NaN)")
             if probes:
-                probes.compare(k, rows, logits[: len(rows)],
-                               logits[len(rows) : len(rows) + per_call])
-            logp = torch.log_softmax(logits[: len(rows)].double().cpu(), dim=-1)
-            total_nats -= logp.gather(-1, y.unsqueeze(-1)).sum().item()
+                probes.compare(k, rows, logp[: len(rows)], logp[len(rows):])
+            total_nats -= logp[: len(rows)].gather(-1, y.unsqueeze(-1)).sum().item()
             counted += y.numel()
             text_bytes += int(lengths[y.numpy()].sum())
     return {"val_bpb": total_nats / (text_bytes * math.log(2)), "eval_tokens": counted,
