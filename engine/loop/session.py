@@ -392,11 +392,6 @@ class Session:
     def _blame_disk(self, result: experiment.Result) -> None:
         """A run that failed while the disk was full is interrupted, not the candidate's
         crash: the engine's own write said so, or the disk has no room now."""
-        if result.status == "ok":
-            return
-        if not self.full:
-            own = result.error.startswith(("worker failed:", "evaluation failed:"))
-            if not (own and lock.mentions_full(result.error)) and lock.has_room(self.dir):
-                return
+        if result.status != "ok" and (self.full or lock.failed_for_room(result.error, self.dir)):
             self.disk_full()
-        result.status, result.error = "interrupted", f"stopped by a full disk: {result.error}"
+            result.status, result.error = "interrupted", f"stopped by a full disk: {result.error}"
