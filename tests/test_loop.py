@@ -244,7 +244,8 @@ def test_kill_9_then_resume_loses_nothing(make_workspace):
     ends = [e for e in log if e["type"] == "exp_end"]
     assert ends[: len(finished)] == finished  # nothing finished was lost or rewritten
     interrupted = ends[len(finished)]
-    assert interrupted["exp"] == in_flight["exp"] and interrupted["status"] == "interrupted"
+    assert interrupted["exp"] == in_flight["exp"]
+    assert (interrupted["status"], interrupted["decision"]) == ("interrupted", "interrupted")
     assert sum(1 for e in log if e["type"] == "session_start") == 2
     assert [e["kind"] for e in ends].count("baseline") == 3  # 2 seeds + the interrupted one
     assert log[-1]["type"] == "session_end"

@@ -299,7 +299,7 @@ class Session:
         for start in sorted(self.state.running.values(), key=lambda e: e.get("exp", 0)):
             self.record_end(start["exp"], start.get("kind", "candidate"), start.get("commit", ""),
                             experiment.Result(status="interrupted", error=why),
-                            start.get("description", ""), decision=keep_rule.CRASH,
+                            start.get("description", ""), decision=keep_rule.INTERRUPTED,
                             **({"worker": start["worker"]} if "worker" in start else {}))
 
     def move_branch(self, sha: str, expected: tuple[str, ...] = ()) -> bool:
@@ -374,6 +374,8 @@ class Session:
         """Log an experiment's end and put it on disk; its results.tsv rows follow, except for
         a keep's, which wait until the branch has moved (`Scheduler._advance`)."""
         self._blame_disk(result)
+        if result.status == "interrupted":  # cut short: says nothing of the change
+            decision = keep_rule.INTERRUPTED
         best = self.state.best_bpb
         delta = (result.val_bpb - best) if (result.val_bpb is not None and best is not None
                                             and kind != "baseline") else None
