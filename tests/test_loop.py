@@ -234,9 +234,16 @@ def test_kill_9_then_resume_loses_nothing(make_workspace):
             time.sleep(0.05)
     finally:
         stop_engine(folder, pid)
-    # as if the engine died between writing a candidate and committing it
+    # the person's edit while the engine was down: the resume refuses it and leaves it
     with open(ws.root / "train.py", "a") as f:
-        f.write("\nHALF_WRITTEN = 1\n")
+        f.write("\nMY_EDIT = 1\n")
+    mine = (ws.root / "train.py").read_text()
+    done = ratchet("run", "--headless", "--resume", "--max-experiments", "2", cwd=ws.root,
+                   timeout=300)
+    assert done.returncode == 2 and "uncommitted changes to tracked files (train.py)" in \
+        done.stderr.splitlines()[-1], done.stdout + done.stderr
+    assert (ws.root / "train.py").read_text() == mine
+    git.Repo(ws.root).git.checkout("--", "train.py")  # the person puts it away
     done = ratchet("run", "--headless", "--resume", "--max-experiments", "2", cwd=ws.root,
                    timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -15,7 +15,10 @@ import time
 import git
 import pytest
 from test_integrity import (
+    TWO_GAINS,
+    ended,
     ends,
+    engine,
     fake_create,
     fake_workspace,
     session,
@@ -23,7 +26,7 @@ from test_integrity import (
 from test_loop import read_log
 
 from ratchet.cli import headless, report
-from ratchet.engine.loop import results_tsv
+from ratchet.engine.loop import gitops, results_tsv
 from ratchet.engine.runner.result import Result
 from ratchet.engine.workers import pool
 from ratchet.engine.workspace import catalog
@@ -106,6 +109,114 @@ class SlowBackend(pool.Backend):
 
 def slow(monkeypatch, seconds: float, on_start) -> None:
     monkeypatch.setattr(pool, "create", lambda *_args: SlowBackend(seconds, on_start))
+
+
+# --- 1. the engine never discards work it did not make ----------------------------------------
+
+
+def test_a_keep_leaves_an_edit_to_program_md_alone(make_workspace, fake):
+    ws = fake_workspace(make_workspace, "steer")
+    edited = {}
+
+    def act(job):
+        if job.kind == "confirm" and not edited:  # the winner's last run: the keep is next
+            edited["text"] = edit_program(ws)
+            (ws.root / "notes.md").write_text("my notes\n")
+            person(ws, "add", "notes.md")
+
+    fake["on_start"] = act
+    assert session(ws, plan=TWO_GAINS[:1], max_experiments=1).run() == 0
+    log = read_log(ws.runs_dir() / "s-own")
+    assert ended(log)["reason"] == "max_experiments"
+    assert len(keeps_agree_with_the_branch(ws, log)) == 1  # kept, around the edits
+    assert (ws.root / "program.md").read_text() == edited["text"]
+    assert person(ws, "diff", "--name-only").split() == ["program.md"]
+    assert person(ws, "diff", "--cached", "--name-only").split() == ["notes.md"]
+
+
+def test_a_keep_stops_at_a_staged_train_py_and_leaves_it(make_workspace, fake):
+    ws = fake_workspace(make_workspace, "staged")
+    base = git.Repo(ws.root).head.commit.hexsha
+
+    def act(job):
+        if job.kind == "confirm":
+            stage_train(ws)
+
+    fake["on_start"] = act
+    assert session(ws, plan=TWO_GAINS[:1], max_experiments=1).run() == 1
+    log = read_log(ws.runs_dir() / "s-own")
+    end = ended(log)
+    assert end["reason"] == "error"
+    confirm = next(e for e in ends(log) if e["kind"] == "confirm")
+    assert end["error"] == (f"uncommitted changes to train.py are in the way of keeping exp "
+                            f"{confirm['exp']}; stopping and leaving them as they are (commit or "
+                            f"stash them, then `ratchet run --resume`)")
+    assert confirm["decision"] == "interrupted"
+    assert (ws.root / "train.py").read_text() == STAGED == staged(ws, "train.py")
+    assert keeps_agree_with_the_branch(ws, log) == []
+    assert git.Repo(ws.root).head.commit.hexsha == base
+
+
+def test_stop_leaves_uncommitted_edits_alone(make_workspace, fake):
+    ws = fake_workspace(make_workspace, "stop")
+    run = session(ws, max_experiments=None)
+    edited = {}
+
+    def act(job):
+        if job.kind == "candidate" and not edited:
+            edited["text"] = edit_program(ws)
+            stage_train(ws)
+            run.handle({"cmd": "stop"})  # `ratchet stop`
+
+    fake["on_start"] = act
+    assert run.run() == 0
+    assert ended(read_log(ws.runs_dir() / "s-own"))["reason"] == "stopped"
+    assert (ws.root / "program.md").read_text() == edited["text"]
+    assert (ws.root / "train.py").read_text() == STAGED == staged(ws, "train.py")
+
+
+def test_staging_while_the_engine_commits_a_candidate_survives(make_workspace, fake,
+                                                                monkeypatch):
+    ws = fake_workspace(make_workspace, "index")
+    real = git.cmd.Git.execute
+    acted = []
+
+    def execute(self, command, *args, **kwargs):
+        out = real(self, command, *args, **kwargs)
+        if "read-tree" in command and not acted:  # the engine builds a candidate's tree
+            acted.append(command)
+            stage_train(ws)
+        return out
+
+    monkeypatch.setattr(git.cmd.Git, "execute", execute)
+    assert session(ws, max_experiments=1).run() == 0
+    assert acted
+    assert staged(ws, "train.py") == STAGED
+
+
+def test_resume_refuses_the_persons_edit_and_leaves_it(make_workspace, fake):
+    ws = fake_workspace(make_workspace, "resumeedit")
+    assert session(ws, plan=TWO_GAINS[:1], max_experiments=1).run() == 0
+    mine = (ws.root / "train.py").read_text() + "MINE = 1\n"
+    (ws.root / "train.py").write_text(mine)
+    with pytest.raises(gitops.GitError, match=r"uncommitted changes to tracked files \(train.py\)"):
+        session(ws, resume=True, max_experiments=2).run()
+    assert (ws.root / "train.py").read_text() == mine
+
+
+@pytest.mark.parametrize("fault", ["mid_move_tree", "mid_move_ref"])
+def test_a_kill_inside_a_move_then_resume_agrees(make_workspace, fault):
+    """What the engine itself left half-moved (its own content) is not the person's."""
+    ws = fake_workspace(make_workspace, f"mid-{fault}")
+    done = engine(ws, fault=fault)
+    assert done.returncode == 9, done.stdout + done.stderr
+    done = engine(ws, resume=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = read_log(ws.runs_dir() / "s-own")
+    assert ended(log)["reason"] == "max_experiments"
+    assert len(keeps_agree_with_the_branch(ws, log)) == 2
+    assert person(ws, "status", "--porcelain", "--untracked-files=no") == ""
+    assert not (ws.root / ".git" / "index.lock").exists()
 
 
 # --- 4. an interrupted run is recorded as interrupted -------------------------------------------

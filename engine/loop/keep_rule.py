@@ -90,6 +90,8 @@ def tsv_row(decision: str, run_status: str) -> tuple[str, str]:
         note = f" ({run_status})" if decision in (CRASH, INTERRUPTED) and run_status != "crash" \
             else ""
         return "crash", note
+    if decision == INTERRUPTED:  # ran, but its keep could not move the branch
+        return "discard", " (interrupted)"
     if decision in (BASELINE, KEEP):
         return "keep", ""
     return "discard", " (near miss)" if decision == NEAR_MISS else ""

@@ -29,7 +29,7 @@ PENDING_CONFIRM = "pending_confirm"  # a winner waiting for its confirmation run
 CONFIRM_AGAIN = "confirm_again"  # the best moved during the confirmation: rebase and rerun
 RETRY = "retry"  # the worker was lost: the same job runs again under a new number
 ANOTHER_RUN = "another_run"  # the paired rule's close call (or unconfirmed win): one more seed
-# the run was cut short as the engine stopped: no verdict
+# the run was cut short as the engine stopped, or its keep could not move the branch: no verdict
 INTERRUPTED = "interrupted"
 DECISIONS = (BASELINE, KEEP, DISCARD, NEAR_MISS, CRASH, PENDING_CONFIRM, CONFIRM_AGAIN, RETRY,
              ANOTHER_RUN, INTERRUPTED)
