@@ -177,7 +177,7 @@ def user_commit(repo: git.Repo, name: str) -> str:
 PERSON = {
     "takes the branch during a keep": ("confirm", ["checkout main", "branch -D ratchet/own"],
                                        TWO_GAINS[:1], "error"),
-    "works on main meanwhile": ("candidate", ["checkout main"], [], "max_experiments"),
+    "works on main meanwhile": ("candidate", ["checkout main"], [], "error"),  # noticed
     "commits on the engine's branch": ("candidate", [], [], "error"),
 }
 

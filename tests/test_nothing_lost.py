@@ -10,11 +10,13 @@ with one line; events.jsonl and results.tsv keep only what the branch holds.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 
 import git
 import pytest
 from test_integrity import (
+    MOVED,
     TWO_GAINS,
     ended,
     ends,
@@ -217,6 +219,64 @@ def test_a_kill_inside_a_move_then_resume_agrees(make_workspace, fault):
     assert len(keeps_agree_with_the_branch(ws, log)) == 2
     assert person(ws, "status", "--porcelain", "--untracked-files=no") == ""
     assert not (ws.root / ".git" / "index.lock").exists()
+
+
+# --- 2. the branch is watched ------------------------------------------------------------------
+
+
+def test_a_checkout_under_the_engine_stops_it_within_one_experiment(make_workspace, fake):
+    ws = fake_workspace(make_workspace, "watched")
+    at = {}
+
+    def act(job):
+        if job.kind == "candidate" and not at:
+            at["exp"] = job.exp
+            person(ws, "checkout", "main")
+
+    fake["on_start"] = act
+    assert session(ws, max_experiments=12).run() == 1
+    log = read_log(ws.runs_dir() / "s-own")
+    assert ended(log)["error"] == f"the branch ratchet/own {MOVED}"
+    assert [e["exp"] for e in ends(log) if e["exp"] >= at["exp"]] == [at["exp"]]
+    assert git.Repo(ws.root).active_branch.name == "main"
+    keeps_agree_with_the_branch(ws, log)
+
+
+def test_a_checkout_during_a_long_run_stops_the_session_in_seconds(make_workspace,
+                                                                   monkeypatch):
+    ws = fake_workspace(make_workspace, "seconds")
+    took = {}
+
+    def checkout_soon(job):
+        def later():
+            time.sleep(0.5)
+            took["at"] = time.monotonic()
+            person(ws, "checkout", "main")
+        if not took:
+            took["thread"] = threading.Thread(target=later)
+            took["thread"].start()
+
+    slow(monkeypatch, 60.0, checkout_soon)
+    assert session(ws, max_experiments=1).run() == 1
+    assert time.monotonic() - took["at"] < 8.0
+    log = read_log(ws.runs_dir() / "s-own")
+    assert ended(log)["error"] == f"the branch ratchet/own {MOVED}"
+    assert [(e["status"], e["decision"]) for e in ends(log)] == [("interrupted", "interrupted")]
+
+
+def test_a_keep_on_a_branch_taken_meanwhile_is_not_recorded(make_workspace, fake):
+    ws = fake_workspace(make_workspace, "taken")
+
+    def act(job):
+        if job.kind == "confirm":
+            person(ws, "checkout", "main")
+
+    fake["on_start"] = act
+    assert session(ws, plan=TWO_GAINS, max_experiments=2).run() == 1
+    log = read_log(ws.runs_dir() / "s-own")
+    assert ended(log)["error"] == f"the branch ratchet/own {MOVED}"
+    assert keeps_agree_with_the_branch(ws, log) == []
+    assert [e["decision"] for e in ends(log) if e["kind"] == "confirm"] == ["interrupted"]
 
 
 # --- 4. an interrupted run is recorded as interrupted -------------------------------------------

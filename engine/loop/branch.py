@@ -13,6 +13,9 @@ a change of their own, or check out another branch while the engine runs. So:
   two-tree `read-tree -m -u`, which itself refuses to overwrite a local change) and moves the
   branch only from the commit it expects (`update-ref NEW OLD`). Every other file, edited or
   staged, is left exactly as it is. Where the branch is already at the commit, nothing moves.
+- Between moves the branch is watched (`look`, on every result and every WATCH_S seconds on a
+  thread of its own), so a checkout or a commit under the engine stops the session within an
+  experiment, or seconds.
 - An engine killed inside a move leaves the lock (its mark names it, `clear_stale`) and files
   half-moved, which are told from the person's work by their text (`gitops.leftovers`) and put
   back on resume (`settle`).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +35,7 @@ import git
 
 from ratchet.engine.loop import gitops
 
+WATCH_S = 1.0  # how often the watcher looks at HEAD and the branch
 LOCK_WAIT_S = 10.0  # how long a move waits for another git command to let go of the index
 MARK = "ratchet-move"  # in the git folder while the engine holds the index lock: "pid inode"
 SPARE = "ratchet-index"  # the index as the move builds it, in the git folder
@@ -177,24 +182,54 @@ class Branch:
         self.repo, self.name, self.on_problem = repo, name, on_problem
         self.tip = ""
         self.problem = ""
+        self._guard = threading.Lock()  # a move and a look never interleave
+        self._quit = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _fail(self, problem: str) -> None:
         self.problem = self.problem or problem
         self.on_problem(self.problem)
 
+    def look(self, repo: git.Repo | None = None) -> str:
+        """Why the branch is not the engine's now (HEAD elsewhere, or the branch moved from its
+        tip), or ''. A problem found is kept, and stops the session."""
+        with self._guard:
+            if not self.problem and self.tip:
+                problem = gitops.ownership_problem(repo or self.repo, self.name, (self.tip,))
+                if problem:
+                    self._fail(problem)
+            return self.problem
+
     def move(self, sha: str, what: str, expected: tuple[str, ...] = (),
              before: Callable[[], None] | None = None) -> bool:
         """Put the branch at `sha` from `expected` (by default its tip); where it is there
         already only `before` runs. False, with the problem kept, where that is refused."""
-        if sha == self.tip == gitops.branch_commit(self.repo, self.name) and not expected \
-                and before is None:
-            return not self.problem  # there already: nothing moves
+        if sha == self.tip and not expected and before is None:
+            return not self.look()  # there already: nothing moves
         if self.problem:
             return False
-        try:
-            move(self.repo, self.name, expected or (self.tip,), sha, what, before)
-        except Refused as why:
-            self._fail(str(why))
-            return False
-        self.tip = sha
-        return True
+        with self._guard:
+            try:
+                move(self.repo, self.name, expected or (self.tip,), sha, what, before)
+            except Refused as why:
+                self._fail(str(why))
+                return False
+            self.tip = sha
+            return True
+
+    def watch(self) -> None:
+        """Look every WATCH_S seconds on a thread of its own (with its own repository object:
+        GitPython's is not shared between threads)."""
+        def loop() -> None:
+            with git.Repo(self.repo.working_tree_dir) as repo:
+                while not self._quit.wait(WATCH_S) and not self.problem:
+                    with contextlib.suppress(Exception):  # a look that fails looks again
+                        self.look(repo)
+
+        self._thread = threading.Thread(target=loop, daemon=True, name="branch-watch")
+        self._thread.start()
+
+    def unwatch(self) -> None:
+        self._quit.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -218,6 +218,7 @@ class Session:
             self.sampler = telemetry.ResourceSampler(
                 lambda sample: self.stream(schema.RESOURCES, **sample))
             self.sampler.start()
+            self.branch.watch()
             self._recover()
             # an error of the loop's, or why the engine stopped without touching its branch
             error = self.branch.problem or self.full or self._loop()
@@ -233,6 +234,7 @@ class Session:
         finally:
             if self.sampler is not None:
                 self.sampler.stop()
+            self.branch.unwatch()
             self.server.close()
             self.log.close()
 
@@ -248,7 +250,7 @@ class Session:
 
     def _finish(self, reason: str, error: str = "") -> str:
         """Leave the branch at the best commit (moved only where it is not) and record the end;
-        returns its error: a branch moved meanwhile is one, and stays as it is. On a full disk
+        returns its error: a branch taken meanwhile is one, and stays as it is. On a full disk
         the reserve makes room; what still finds none is left to the resume."""
         if self.state.ended:
             return error
@@ -362,6 +364,7 @@ class Session:
         logged under the branch's move to it (`Branch.move`); one the branch cannot take (taken
         from the engine, or the person's work in the way) is recorded as interrupted."""
         self._blame_disk(result)
+        self.branch.look()  # a branch taken under the engine stops it by this result at latest
         if result.status == "interrupted":  # cut short: says nothing of the change
             decision = keep_rule.INTERRUPTED
         args, kept = (n, kind, commit, result, description, changes), []
