@@ -9,6 +9,7 @@ with one line; events.jsonl and results.tsv keep only what the branch holds.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -23,6 +24,7 @@ from test_integrity import (
     engine,
     fake_create,
     fake_workspace,
+    run_command,
     session,
 )
 from test_loop import read_log
@@ -277,6 +279,30 @@ def test_a_keep_on_a_branch_taken_meanwhile_is_not_recorded(make_workspace, fake
     assert ended(log)["error"] == f"the branch ratchet/own {MOVED}"
     assert keeps_agree_with_the_branch(ws, log) == []
     assert [e["decision"] for e in ends(log) if e["kind"] == "confirm"] == ["interrupted"]
+
+
+# --- 3. a damaged record of a keep --------------------------------------------------------------
+
+
+def test_a_damaged_keep_record_is_named_on_resume(make_workspace, fake, monkeypatch):
+    ws = fake_workspace(make_workspace, "damaged")
+    done = engine(ws)  # its own process: `ratchet run` sees it has ended
+    assert done.returncode == 0, done.stdout + done.stderr
+    path = ws.runs_dir() / "s-own" / "events.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    at = max(i for i, line in enumerate(lines) if b'"decision":"keep"' in line)
+    n = int(re.search(rb'"exp":(\d+)', lines[at]).group(1))
+    lines[at] = lines[at].replace(b'"val_bpb":', b'"val_bpb":"', 1)
+    path.write_bytes(b"".join(lines))
+    said = (f"the log's record of experiment {n} is damaged (line {at + 1} of "
+            f"runs/s-own/events.jsonl), and the branch ratchet/own holds that experiment's "
+            f"keep; repair the line, or start a new session from the branch")
+    with pytest.raises(gitops.GitError) as refused:
+        session(ws, resume=True, max_experiments=3).run()
+    assert str(refused.value) == said
+    with pytest.raises(gitops.GitError) as refused:  # `ratchet run --resume` says it too
+        run_command(monkeypatch, ws, "--resume")
+    assert str(refused.value) == said
 
 
 # --- 4. an interrupted run is recorded as interrupted -------------------------------------------

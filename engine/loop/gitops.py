@@ -69,7 +69,8 @@ def check_can_start(repo: git.Repo, tag: str, resume: bool,
                     engine_files: tuple[str, ...] = (), tips: tuple[str, ...] = ()) -> None:
     """Raise GitError unless a session on ratchet/<tag> can start (or resume) from here.
 
-    `tips` are the commits the session's log says its branch may be at (none: not checked).
+    `tips` are the commits the session's log says its branch may be at (none: not checked);
+    where they say why the branch is elsewhere (`resume.Tips.why_not`), that is the message.
     On resume, changes to `engine_files` on the session's own branch that are the engine's
     own half-done move (`leftovers`) are allowed: the engine puts them back. Any other
     uncommitted change is the person's and refuses the start.
@@ -80,8 +81,10 @@ def check_can_start(repo: git.Repo, tag: str, resume: bool,
         raise GitError(f"branch {name} already exists; pick another --tag or add --resume")
     if not exists and resume:
         raise GitError(f"branch {name} does not exist; nothing to resume")
-    if resume and tips and branch_commit(repo, name) not in tips:
-        raise GitError(moved_message(name))
+    at = branch_commit(repo, name)
+    if resume and tips and at not in tips:
+        why_not = getattr(tips, "why_not", lambda _sha, _name: "")
+        raise GitError(why_not(at, name) or moved_message(name))
     changed = changed_files(repo)
     if resume and checked_out(repo, name):
         ours = set(leftovers(repo, tuple(tips))) & set(engine_files)
