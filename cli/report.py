@@ -49,7 +49,8 @@ class Figures:
     proposals: int = 0  # proposals made, failed ones included
     failed_proposals: int = 0
     candidates: int = 0  # candidate runs finished
-    crashed: int = 0  # candidate runs that did not finish ok
+    crashed: int = 0  # candidate runs that did not finish ok (interrupted ones aside)
+    interrupted: int = 0  # candidates whose run (or verdict) the engine's stop cut short
     discarded: int = 0  # candidates that ran ok but were not kept
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> wall seconds
     timed_by: str = "phases"  # phases | experiments | none
@@ -130,9 +131,11 @@ def _count_end(fig: Figures, state: statemod.LoopState, event: dict) -> None:
     source = (event.get("result") or {}).get("metric_source")
     if source:
         fig.metric_source = source
+    if decision == schema.INTERRUPTED and kind in ("candidate", "confirm"):
+        fig.interrupted += 1  # says nothing of the change: neither kept, discarded nor crashed
     if kind == "candidate":
         fig.candidates += 1
-        if event.get("status") != "ok":
+        if event.get("status") != "ok" and decision != schema.INTERRUPTED:
             fig.crashed += 1
         elif decision in (schema.DISCARD, schema.NEAR_MISS):
             fig.discarded += 1
@@ -194,7 +197,9 @@ def _headline(fig: Figures) -> list[tuple[str, str]]:
              f"{fig.candidates} run"),
             ("outcomes", f"kept {len(fig.kept)} ({_pct(fig.rate(len(fig.kept)))}), "
              f"discarded {fig.discarded} ({_pct(fig.rate(fig.discarded))}), "
-             f"crashed {fig.crashed} ({_pct(fig.rate(fig.crashed))})"),
+             f"crashed {fig.crashed} ({_pct(fig.rate(fig.crashed))})"
+             + (f", interrupted {fig.interrupted} ({_pct(fig.rate(fig.interrupted))})"
+                if fig.interrupted else "")),
             ("noise", fig.noise + (f"; {fig.trials / fig.candidates:.2f} runs per candidate"
                                    if fig.candidates else "")),
             ("time", _time_text(fig))]

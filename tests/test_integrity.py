@@ -21,7 +21,7 @@ from test_loop import check_ratchet_invariants, read_log
 
 from ratchet.cli import main as climain
 from ratchet.cli.arguments import UserError
-from ratchet.engine.loop import daemon, gitops, results_tsv
+from ratchet.engine.loop import branch, daemon, gitops, results_tsv
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.runner.result import Result
 from ratchet.engine.workers import pool
@@ -116,18 +116,22 @@ def install_fault(fault: str) -> None:
                 os._exit(9)
 
         results_tsv.append = append
-    elif fault in ("before_move", "after_move"):
-        real_reset = gitops.reset_to
+    elif fault in STEPS:  # a step of a move of the branch (branch.py): killed before or after
+        when, step = STEPS[fault]
+        real = getattr(branch, step)
 
-        def reset_to(repo, sha):
-            moving = sha != repo.head.commit.hexsha
-            if moving and fault == "before_move":
+        def stopped(*args):
+            if when == "before":
                 os._exit(9)
-            real_reset(repo, sha)
-            if moving:
-                os._exit(9)
+            real(*args)
+            os._exit(9)
 
-        gitops.reset_to = reset_to
+        setattr(branch, step, stopped)
+
+
+# faults inside a move: the step of branch.move the engine is killed before or after
+STEPS = {"before_move": ("before", "_write_tree"), "mid_move_tree": ("after", "_write_tree"),
+         "mid_move_ref": ("after", "_set_ref"), "after_move": ("after", "_commit_index")}
 
 
 def engine_main(root: str, tag: str, resume: bool, max_experiments: int | None, fault: str,
@@ -173,7 +177,7 @@ def user_commit(repo: git.Repo, name: str) -> str:
 PERSON = {
     "takes the branch during a keep": ("confirm", ["checkout main", "branch -D ratchet/own"],
                                        TWO_GAINS[:1], "error"),
-    "works on main meanwhile": ("candidate", ["checkout main"], [], "max_experiments"),
+    "works on main meanwhile": ("candidate", ["checkout main"], [], "error"),  # noticed
     "commits on the engine's branch": ("candidate", [], [], "error"),
 }
 

@@ -234,9 +234,16 @@ def test_kill_9_then_resume_loses_nothing(make_workspace):
             time.sleep(0.05)
     finally:
         stop_engine(folder, pid)
-    # as if the engine died between writing a candidate and committing it
+    # the person's edit while the engine was down: the resume refuses it and leaves it
     with open(ws.root / "train.py", "a") as f:
-        f.write("\nHALF_WRITTEN = 1\n")
+        f.write("\nMY_EDIT = 1\n")
+    mine = (ws.root / "train.py").read_text()
+    done = ratchet("run", "--headless", "--resume", "--max-experiments", "2", cwd=ws.root,
+                   timeout=300)
+    assert done.returncode == 2 and "uncommitted changes to tracked files (train.py)" in \
+        done.stderr.splitlines()[-1], done.stdout + done.stderr
+    assert (ws.root / "train.py").read_text() == mine
+    git.Repo(ws.root).git.checkout("--", "train.py")  # the person puts it away
     done = ratchet("run", "--headless", "--resume", "--max-experiments", "2", cwd=ws.root,
                    timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -244,7 +251,8 @@ def test_kill_9_then_resume_loses_nothing(make_workspace):
     ends = [e for e in log if e["type"] == "exp_end"]
     assert ends[: len(finished)] == finished  # nothing finished was lost or rewritten
     interrupted = ends[len(finished)]
-    assert interrupted["exp"] == in_flight["exp"] and interrupted["status"] == "interrupted"
+    assert interrupted["exp"] == in_flight["exp"]
+    assert (interrupted["status"], interrupted["decision"]) == ("interrupted", "interrupted")
     assert sum(1 for e in log if e["type"] == "session_start") == 2
     assert [e["kind"] for e in ends].count("baseline") == 3  # 2 seeds + the interrupted one
     assert log[-1]["type"] == "session_end"

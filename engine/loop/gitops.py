@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import tempfile
 from io import BytesIO
 from pathlib import Path
 
 import git
-from git.index.typ import BaseIndexEntry
 from gitdb import IStream
 
 AUTHOR = git.Actor("Ratchet", "ratchet@localhost")
+PRIVATE = "ratchet-candidate-"  # a candidate's private index, in the git folder
 
 
 class GitError(Exception):
@@ -33,19 +34,46 @@ def branch_name(tag: str) -> str:
     return f"ratchet/{tag}"
 
 
+def names(text: str) -> list[str]:
+    """The file names a `git ... -z` command printed."""
+    return [name for name in text.split("\0") if name]
+
+
 def changed_files(repo: git.Repo) -> list[str]:
     """Tracked files that differ from HEAD, staged or not."""
-    return sorted({d.a_path for d in repo.index.diff(None)}
-                  | {d.a_path for d in repo.index.diff("HEAD")})
+    return sorted(set(names(repo.git.diff("--cached", "--name-only", "--no-renames", "-z")))
+                  | set(names(repo.git.diff("--name-only", "--no-renames", "-z"))))
+
+
+def blob_of(repo: git.Repo, rev: str, name: str) -> str | None:
+    """The blob id of a file in a commit (`rev`), in the index (`rev` ''), or None."""
+    out = repo.git.rev_parse("--verify", "-q", f"{rev}:{name}", with_exceptions=False)
+    return out.strip() or None
+
+
+def leftovers(repo: git.Repo, tips: tuple[str, ...]) -> list[str]:
+    """Changed files whose index and working-tree texts are both texts of HEAD or of `tips`:
+    what an engine killed inside a move of its branch left (`branch.py`), never the person's
+    work, whose text no commit of the engine's holds. Putting them back loses nothing."""
+    found = []
+    for name in changed_files(repo):
+        texts = {blob_of(repo, rev, name) for rev in ("HEAD", *tips)}
+        path = Path(repo.working_tree_dir) / name
+        work = repo.git.hash_object("--", name).strip() if path.is_file() else None
+        if blob_of(repo, "", name) in texts and work in texts:
+            found.append(name)
+    return found
 
 
 def check_can_start(repo: git.Repo, tag: str, resume: bool,
                     engine_files: tuple[str, ...] = (), tips: tuple[str, ...] = ()) -> None:
     """Raise GitError unless a session on ratchet/<tag> can start (or resume) from here.
 
-    On resume, changes to `engine_files` on the session's own branch are the engine's
-    unfinished edit (killed before it committed); the engine discards them, so they are allowed.
-    `tips` are the commits the session's log says its branch may be at (none: not checked).
+    `tips` are the commits the session's log says its branch may be at (none: not checked);
+    where they say why the branch is elsewhere (`resume.Tips.why_not`), that is the message.
+    On resume, changes to `engine_files` on the session's own branch that are the engine's
+    own half-done move (`leftovers`) are allowed: the engine puts them back. Any other
+    uncommitted change is the person's and refuses the start.
     """
     name = branch_name(tag)
     exists = name in [h.name for h in repo.heads]
@@ -53,11 +81,14 @@ def check_can_start(repo: git.Repo, tag: str, resume: bool,
         raise GitError(f"branch {name} already exists; pick another --tag or add --resume")
     if not exists and resume:
         raise GitError(f"branch {name} does not exist; nothing to resume")
-    if resume and tips and branch_commit(repo, name) not in tips:
-        raise GitError(moved_message(name))
+    at = branch_commit(repo, name)
+    if resume and tips and at not in tips:
+        why_not = getattr(tips, "why_not", lambda _sha, _name: "")
+        raise GitError(why_not(at, name) or moved_message(name))
     changed = changed_files(repo)
-    if resume and not repo.head.is_detached and repo.active_branch.name == name:
-        changed = [f for f in changed if f not in engine_files]
+    if resume and checked_out(repo, name):
+        ours = set(leftovers(repo, tuple(tips))) & set(engine_files)
+        changed = [f for f in changed if f not in ours]
     if changed:
         raise GitError(f"the workspace has uncommitted changes to tracked files "
                        f"({', '.join(changed)}); commit or discard them first")
@@ -106,11 +137,6 @@ def ownership_problem(repo: git.Repo, name: str, expected: tuple[str, ...]) -> s
     return moved_message(name)
 
 
-def reset_to(repo: git.Repo, sha: str) -> None:
-    """Move the branch back to `sha` and make the working tree match it exactly."""
-    repo.git.reset("--hard", sha)
-
-
 def diff(repo: git.Repo, old: str, new: str) -> str:
     return repo.git.diff(old, new)
 
@@ -125,20 +151,27 @@ def commit_tree(repo: git.Repo, parent: str, files: dict[str, str], message: str
     only kept commits.
     """
     base = repo.commit(parent)
-    index = git.IndexFile.from_tree(repo, base)
-    entries = []
-    for name, text in files.items():
-        data = text.encode()
-        blob = repo.odb.store(IStream("blob", len(data), BytesIO(data)))
-        try:
-            mode = base.tree[name].mode
-        except KeyError:
-            mode = 0o100644
-        entries.append(BaseIndexEntry((mode, blob.binsha, 0, name)))
-    index.add(entries, write=False)
-    commit = git.Commit.create_from_tree(repo, index.write_tree(), message,
-                                         parent_commits=[base], head=False, author=AUTHOR,
-                                         committer=AUTHOR)
+    # a private index: the workspace's own (.git/index, the person's staging) is never
+    # touched, not even for a moment (GitPython's IndexFile.from_tree moves it aside)
+    fd, private = tempfile.mkstemp(prefix=PRIVATE, dir=repo.git_dir)
+    os.close(fd)
+    env = {"GIT_INDEX_FILE": private}
+    try:
+        repo.git.read_tree(base.hexsha, env=env)
+        for name, text in files.items():
+            data = text.encode()
+            blob = repo.odb.store(IStream("blob", len(data), BytesIO(data)))
+            try:
+                mode = base.tree[name].mode
+            except KeyError:
+                mode = 0o100644
+            repo.git.update_index("--add", "--cacheinfo", f"{mode:o},{blob.binsha.hex()},{name}",
+                                  env=env)
+        tree = repo.git.write_tree(env=env).strip()
+    finally:
+        os.unlink(private)
+    commit = git.Commit.create_from_tree(repo, repo.tree(tree), message, parent_commits=[base],
+                                         head=False, author=AUTHOR, committer=AUTHOR)
     return commit.hexsha
 
 

@@ -27,6 +27,7 @@ from ratchet.engine.protocol.schema import (  # noqa: F401 - the loop names them
     CONFIRM_AGAIN,
     CRASH,
     DISCARD,
+    INTERRUPTED,
     KEEP,
     NEAR_MISS,
     PENDING_CONFIRM,
@@ -86,8 +87,11 @@ def tsv_row(decision: str, run_status: str) -> tuple[str, str]:
     """results.tsv's status (autoresearch's keep, discard or crash) and a note for the
     description, for an experiment's own row."""
     if run_status != "ok":
-        note = f" ({run_status})" if decision == CRASH and run_status != "crash" else ""
+        note = f" ({run_status})" if decision in (CRASH, INTERRUPTED) and run_status != "crash" \
+            else ""
         return "crash", note
+    if decision == INTERRUPTED:  # ran, but its keep could not move the branch
+        return "discard", " (interrupted)"
     if decision in (BASELINE, KEEP):
         return "keep", ""
     return "discard", " (near miss)" if decision == NEAR_MISS else ""

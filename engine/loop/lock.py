@@ -66,6 +66,13 @@ def mentions_full(text: str) -> bool:
     return any(t in text for t in FULL_TEXTS) or "[Errno 28]" in text
 
 
+def failed_for_room(error: str, folder: Path) -> bool:
+    """Whether a failed run's failure is a full disk's: the engine's own write said so (the
+    worker's or the evaluation's error), or `folder`'s disk has no room now."""
+    own = error.startswith(("worker failed:", "evaluation failed:"))
+    return (own and mentions_full(error)) or not has_room(folder)
+
+
 def acquire(runs: Path, session: str, fd: int | None = None) -> int:
     """Take the workspace's lock (or adopt `fd`, taken already and handed down) for `session`;
     returns the descriptor that holds it. Raises Busy when another engine has it."""

@@ -28,6 +28,27 @@ _COMMIT = re.compile(rb'"commit":\s*"([0-9a-f]{7})')
 _FOLDER = re.compile(r"exp-(\d+)")
 
 
+class Tips(tuple):
+    """The commits the branch may be at (`Recorded.tips`), and what damaged records say of a
+    commit that is not one of them (`why_not`)."""
+
+    damaged: dict[str, str]  # 7-character commit -> why its record cannot be read
+
+    def __new__(cls, commits: tuple[str, ...], damaged: dict[str, str] | None = None) -> Tips:
+        tips = super().__new__(cls, commits)
+        tips.damaged = dict(damaged or {})
+        return tips
+
+    def why_not(self, sha: str, branch: str) -> str:
+        """The true reason the branch is at `sha`, where a damaged record of the log explains
+        it: the engine moved it to a keep whose exp_end can no longer be read. '' otherwise."""
+        for commit, why in self.damaged.items():
+            if commit and sha.startswith(commit):
+                return f"{why}, and the branch {branch} holds that experiment's keep; repair " \
+                       f"the line, or start a new session from the branch"
+        return ""
+
+
 @dataclass
 class Recorded:
     state: statemod.LoopState = field(default_factory=statemod.LoopState)
@@ -38,14 +59,17 @@ class Recorded:
     top_exp: int = 0  # the highest experiment number of any line, readable or not
     # exp -> commit (7 characters, or '') of an exp_end written whole but no longer readable
     unreadable_ends: dict[int, str] = field(default_factory=dict)
+    damaged: dict[int, str] = field(default_factory=dict)  # exp -> where its unreadable end is
 
-    def tips(self) -> tuple[str, ...]:
+    def tips(self) -> Tips:
         """Where the branch may be: at the best commit, or still at the one before it when
         the engine stopped between logging a keep and moving the branch."""
         best = self.state.best_commit
-        if not self.kept:
-            return (best,)
-        return best, self.kept[-2] if len(self.kept) > 1 else self.state.base_commit
+        commits = (best,) if not self.kept else (
+            best, self.kept[-2] if len(self.kept) > 1 else self.state.base_commit)
+        return Tips(commits, {commit: f"the log's record of experiment {n} is damaged "
+                                      f"({self.damaged.get(n, 'unreadable')})"
+                              for n, commit in self.unreadable_ends.items()})
 
 
 def read(path: Path) -> Recorded:
@@ -56,14 +80,15 @@ def read(path: Path) -> Recorded:
         number = _FOLDER.fullmatch(folder.name)
         if number:
             found.top_exp = max(found.top_exp, int(number.group(1)))
+    where = Path(*Path(path).parts[-3:])  # runs/<session>/events.jsonl, as the person sees it
     with open(path, "rb") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             whole = line.endswith(b"\n")
             event = events.parse_line(line.rstrip(b"\n")) if whole else None
             if event is None:
-                _unreadable(found, line, whole)
+                _unreadable(found, line, whole, f"line {number} of {where}")
             else:
                 _fold(found, event)
     statemod.restart(found.state)
@@ -87,12 +112,13 @@ def _fold(found: Recorded, event: dict) -> None:
     statemod.apply(found.state, event)
 
 
-def _unreadable(found: Recorded, line: bytes, whole: bool) -> None:
+def _unreadable(found: Recorded, line: bytes, whole: bool, where: str) -> None:
     numbers = [int(n) for n in _NUMBER.findall(line)]
     found.top_exp = max([found.top_exp, *numbers])
     if whole and numbers and b'"exp_end"' in line:  # it was recorded; then it was damaged
         commit = _COMMIT.search(line)
         found.unreadable_ends[numbers[0]] = commit.group(1).decode() if commit else ""
+        found.damaged[numbers[0]] = where
 
 
 def settings(start: dict) -> dict:

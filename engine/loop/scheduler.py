@@ -15,7 +15,8 @@ The ratchet stays one line that only moves forward:
   during a confirmation, it is rebased and confirmed again, at most MAX_CONFIRM_ROUNDS times.
 - A keep fast-forwards the branch to a commit whose parent is the current best: logged first
   (and on disk), then the branch moves, then results.tsv gets the rows, so a kill in between
-  leaves nothing a resume cannot complete (`Session._recover`).
+  leaves nothing a resume cannot complete (`Session._recover`); a keep the branch cannot take
+  is recorded as interrupted (`Session.record_end`).
 """
 
 from __future__ import annotations
@@ -443,13 +444,11 @@ class Scheduler:
         self._observe(c)
 
     def _advance(self, commit: str) -> None:
-        """The branch moves forward to a kept commit (its parent is the current best), whose
-        exp_end is on disk already; then results.tsv gets its rows. If the branch is no longer
-        the engine's, nothing moves and the session stops (`Session.move_branch`)."""
-        if self.s.move_branch(commit):
+        """The branch moved to a kept commit as its keep was recorded (`Session.record_end`);
+        a keep it could not take was recorded as interrupted, and the session stops."""
+        if self.s.branch.tip == commit:
             self.best = (commit, self._files_at(commit))
             self.proposer.wake.set()
-        self.s.write_rows()
 
     def _observe(self, c: Candidate) -> None:
         entry = self.s.state.history[-1] if self.s.state.history else None

@@ -2,8 +2,9 @@
 
 One Session runs in the engine process. It owns git, the event log and results.tsv; every
 decision it takes is appended (and flushed) before the next step starts, so a killed engine
-resumes from its log and the branch. It moves only its own branch, and only from where it last
-put it (`move_branch`); results.tsv rows follow the log (`ledger`).
+resumes from its log and the branch. It moves only its own branch, only from where it last put
+it, and never over the person's uncommitted work (`branch`); results.tsv rows follow the log
+(`ledger`).
 
 A full disk is the engine's error, never a candidate's: a run that failed while the disk had no
 room is recorded as interrupted, streamed events are dropped, the workspace's reserve
@@ -23,6 +24,7 @@ from pathlib import Path
 from ratchet.engine.agents import kinds
 from ratchet.engine.agents.base import Agent, Context, Proposal
 from ratchet.engine.loop import (
+    branch,
     curve,
     gitops,
     keep_rule,
@@ -85,9 +87,9 @@ class Session:
         self.full = ""  # why the session stops: the disk is full
         self.log = events.EventLog(self.events_path, on_full=self._make_room)
         self.repo = gitops.open_repo(ws.root)
-        self.branch = gitops.branch_name(options.tag)
-        self.tip = ""  # the commit the engine last put its branch at
-        self.disowned = ""  # why the branch is no longer the engine's: git is left alone
+        # where the engine left its branch (`tip`), and why it no longer touches git (`problem`)
+        self.branch = branch.Branch(self.repo, gitops.branch_name(options.tag),
+                                    on_problem=lambda _why: self.request_stop("error"))
         self.results_path = ws.root / "results.tsv"
         self.rows = list(self.recorded.rows)  # every results.tsv row the log backs, in order
         self.rows_written: int | None = None if options.resume else 0  # None: not repaired yet
@@ -186,25 +188,27 @@ class Session:
 
     def _run(self) -> int:
         ex = self.config.experiment
+        tips = self.recorded.tips() if self.options.resume else ()
         try:  # refused before it starts: a full disk is said in one line (`DiskFull`)
             lock.remove_leftovers(self.ws.runs_dir())
             if not ex.compat:  # data it cannot train on: refused before the branch is made
                 self.ws.tokens(self.config)
-            branch = gitops.checkout_branch(self.repo, self.options.tag, self.options.resume,
-                                            tuple(ex.editable),
-                                            self.recorded.tips() if self.options.resume else ())
+            branch.clear_stale(self.repo)
+            name = gitops.checkout_branch(self.repo, self.options.tag, self.options.resume,
+                                          tuple(ex.editable), tips)
+            branch.settle(self.repo, tips, tuple(ex.editable))
             paths.write_pid(self.dir, os.getpid())
         except Exception as exc:
             if self._full_now(exc):
                 raise lock.DiskFull(lock.full_message(self.ws.runs_dir())) from None
             raise
         base = self.state.base_commit or gitops.head_sha(self.repo)
-        self.tip = gitops.head_sha(self.repo)
+        self.branch.tip = gitops.head_sha(self.repo)
         self.server = control.ControlServer(self.dir / "control.sock", self.handle)
         self.server.start()
         try:
             self.emit(schema.SESSION_START, session=self.options.session, tag=self.options.tag,
-                      branch=branch, base_commit=base, config=self.config.to_dict(),
+                      branch=name, base_commit=base, config=self.config.to_dict(),
                       hardware=telemetry.hardware(), agent=self.agent.name,
                       resumed=self.options.resume, pid=os.getpid(),
                       options=resume.current(self.config, self.options.max_experiments),
@@ -212,9 +216,10 @@ class Session:
             self.sampler = telemetry.ResourceSampler(
                 lambda sample: self.stream(schema.RESOURCES, **sample))
             self.sampler.start()
+            self.branch.watch()
             self._recover()
             # an error of the loop's, or why the engine stopped without touching its branch
-            error = self.disowned or self.full or self._loop()
+            error = self.branch.problem or self.full or self._loop()
             error = self.full or error
             return 1 if self._finish("error" if error else self.stop_reason, error=error) else 0
         except Exception as exc:  # the engine's own failure: recorded, never silent
@@ -227,6 +232,7 @@ class Session:
         finally:
             if self.sampler is not None:
                 self.sampler.stop()
+            self.branch.unwatch()
             self.server.close()
             self.log.close()
 
@@ -241,21 +247,17 @@ class Session:
         return scheduler.Scheduler(self, backend).run()
 
     def _finish(self, reason: str, error: str = "") -> str:
-        """Leave the branch at the best commit and record the end; returns its error. On a
-        full disk, the reserve makes room, and what still finds none is left to the resume
-        (which moves the branch and repairs results.tsv from the log)."""
+        """Leave the branch at the best commit (moved only where it is not) and record the end;
+        returns its error: a branch taken meanwhile is one, and stays as it is. On a full disk
+        the reserve makes room; what still finds none is left to the resume."""
         if self.state.ended:
             return error
         if self.full:
             lock.release_reserve(self.ws.runs_dir())
-        best = self.state.best_commit
         with self._unless_full():
-            untouched = gitops.branch_commit(self.repo, self.branch) == self.tip == best
-            if not self.disowned and (gitops.checked_out(self.repo, self.branch)
-                                      or not untouched):
-                self.move_branch(best)  # left at the best; a branch it no longer owns stays
-        if self.disowned:
-            reason, error = "error", self.disowned
+            self.branch.move(self.state.best_commit, "putting the branch at the best commit")
+        if self.branch.problem:
+            reason, error = "error", self.branch.problem
         with self._unless_full():
             self._close_running(f"engine stopping ({error or reason})")
             self.write_rows()
@@ -279,7 +281,8 @@ class Session:
     def _recover(self) -> None:
         """After a crash of the engine: the branch at the best commit (a keep the log has
         completed), results.tsv as the log says, and what was in flight closed."""
-        if not self.move_branch(self.state.best_commit, self.recorded.tips()):
+        if not self.branch.move(self.state.best_commit, "putting the branch at the best commit",
+                                self.recorded.tips()):
             return
         self.write_rows()
         for n in self.recorded.unreadable_ends:  # recorded already, only unreadable now
@@ -297,26 +300,12 @@ class Session:
         for start in sorted(self.state.running.values(), key=lambda e: e.get("exp", 0)):
             self.record_end(start["exp"], start.get("kind", "candidate"), start.get("commit", ""),
                             experiment.Result(status="interrupted", error=why),
-                            start.get("description", ""), decision=keep_rule.CRASH,
+                            start.get("description", ""), decision=keep_rule.INTERRUPTED,
                             **({"worker": start["worker"]} if "worker" in start else {}))
 
-    def move_branch(self, sha: str, expected: tuple[str, ...] = ()) -> bool:
-        """Reset the session's branch and working tree to `sha`, only while HEAD is that branch
-        and it is where the engine left it (`expected`: the last tip). Otherwise touch nothing,
-        stop the session with the reason (`disowned`) and return False."""
-        problem = self.disowned or gitops.ownership_problem(self.repo, self.branch,
-                                                            expected or (self.tip,))
-        if problem:
-            self.disowned = problem
-            self.request_stop("error")
-            return False
-        gitops.reset_to(self.repo, sha)
-        self.tip = sha
-        return True
-
     def write_rows(self) -> None:
-        """Append the results.tsv rows of what the log holds; called once those events are on
-        disk, and a keep's branch has moved. The first call of a resume repairs the file."""
+        """Append the results.tsv rows of what the log holds (once those events are on disk);
+        the first call of a resume repairs the file."""
         with self._lock:
             if self.rows_written is None:
                 theirs = set(self.recorded.unreadable_ends.values())
@@ -367,11 +356,27 @@ class Session:
         return proposal_check.refusal(files, current, self.config.experiment.editable)
 
     def record_end(self, n: int, kind: str, commit: str, result: experiment.Result,
-                    description: str, decision: str, changes: dict | None = None,
-                    **extra) -> dict:
-        """Log an experiment's end and put it on disk; its results.tsv rows follow, except for
-        a keep's, which wait until the branch has moved (`Scheduler._advance`)."""
+                   description: str, decision: str, changes: dict | None = None,
+                   **extra) -> dict:
+        """Log an experiment's end and put it on disk, then its results.tsv rows. A keep is
+        logged under the branch's move to it (`Branch.move`); one the branch cannot take (taken
+        from the engine, or the person's work in the way) is recorded as interrupted."""
         self._blame_disk(result)
+        self.branch.look()  # a branch taken under the engine stops it by this result at latest
+        if result.status == "interrupted":  # cut short: says nothing of the change
+            decision = keep_rule.INTERRUPTED
+        args, kept = (n, kind, commit, result, description, changes), []
+        # refused after its record only in a race with an editor's write: the resume ends it
+        if decision == keep_rule.KEEP and not self.branch.move(
+                commit, f"keeping exp {n}",
+                before=lambda: kept.append(self._log_end(*args, decision, **extra))) and not kept:
+            decision, result.error = keep_rule.INTERRUPTED, f"not kept: {self.branch.problem}"
+        event = kept[0] if kept else self._log_end(*args, decision, **extra)
+        self.write_rows()
+        return event
+
+    def _log_end(self, n: int, kind: str, commit: str, result: experiment.Result,
+                 description: str, changes: dict | None, decision: str, **extra) -> dict:
         best = self.state.best_bpb
         delta = (result.val_bpb - best) if (result.val_bpb is not None and best is not None
                                             and kind != "baseline") else None
@@ -383,18 +388,11 @@ class Session:
                           margin=self.margin(), commit=commit, description=description,
                           changes=changes or {}, result=summary, **extra)
         self.log.sync()
-        if decision != keep_rule.KEEP:
-            self.write_rows()
         return event
 
     def _blame_disk(self, result: experiment.Result) -> None:
         """A run that failed while the disk was full is interrupted, not the candidate's
         crash: the engine's own write said so, or the disk has no room now."""
-        if result.status == "ok":
-            return
-        if not self.full:
-            own = result.error.startswith(("worker failed:", "evaluation failed:"))
-            if not (own and lock.mentions_full(result.error)) and lock.has_room(self.dir):
-                return
+        if result.status != "ok" and (self.full or lock.failed_for_room(result.error, self.dir)):
             self.disk_full()
-        result.status, result.error = "interrupted", f"stopped by a full disk: {result.error}"
+            result.status, result.error = "interrupted", f"stopped by a full disk: {result.error}"

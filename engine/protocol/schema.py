@@ -29,8 +29,10 @@ PENDING_CONFIRM = "pending_confirm"  # a winner waiting for its confirmation run
 CONFIRM_AGAIN = "confirm_again"  # the best moved during the confirmation: rebase and rerun
 RETRY = "retry"  # the worker was lost: the same job runs again under a new number
 ANOTHER_RUN = "another_run"  # the paired rule's close call (or unconfirmed win): one more seed
+# the run was cut short as the engine stopped, or its keep could not move the branch: no verdict
+INTERRUPTED = "interrupted"
 DECISIONS = (BASELINE, KEEP, DISCARD, NEAR_MISS, CRASH, PENDING_CONFIRM, CONFIRM_AGAIN, RETRY,
-             ANOTHER_RUN)
+             ANOTHER_RUN, INTERRUPTED)
 
 SESSION_START = "session_start"
 AGENT_DELTA = "agent_delta"
@@ -134,7 +136,7 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         **_EXP, "kind": "baseline | candidate | confirm",
         "status": "ok | crash | timeout | killed | interrupted | lost",
         "decision": "baseline | keep | discard | near_miss | crash | pending_confirm | "
-                    "confirm_again | retry | another_run",
+                    "confirm_again | retry | another_run | interrupted",
         "val_bpb": "the measured metric (null on a crash)",
         "best_before": "the best val_bpb before it", "delta": "val_bpb minus best_before",
         "margin": "what a change had to beat the best by", "commit": "the experiment's commit",
