@@ -18,9 +18,16 @@ from ratchet.engine.protocol import control, paths
 from ratchet.engine.runner import compat
 from ratchet.engine.workspace import catalog, layout
 
+NEWEST_NAMED = 3  # finished sessions named when none is running
 
-def find_session(ws: layout.Workspace, name: str | None, running_only: bool = False):
-    found = paths.sessions(ws.runs_dir())
+
+def find_session(ws: layout.Workspace, name: str | None, running_only: bool = False,
+                 replay_hint: bool = False) -> Path:
+    """The session named (or the newest; the newest running one with `running_only`).
+    `replay_hint`: when none runs, the error names the newest finished ones for `ratchet
+    replay`, which is what shows a session that has ended."""
+    every = paths.sessions(ws.runs_dir())
+    found = every
     if name:
         match = [p for p in found if p.name == name] or [p for p in found
                                                           if p.name.startswith(name)]
@@ -29,6 +36,10 @@ def find_session(ws: layout.Workspace, name: str | None, running_only: bool = Fa
         return match[-1]
     if running_only:
         found = [p for p in found if paths.is_running(p)]
+    if not found and running_only and replay_hint and every:
+        newest = [p.name for p in reversed(every[-NEWEST_NAMED:])]
+        raise UserError("no running session in this workspace; `ratchet replay [SESSION]` "
+                        f"shows one that ended (newest: {', '.join(newest)})")
     if not found:
         raise UserError("no running session in this workspace" if running_only
                         else "no sessions in this workspace yet; start one with `ratchet run`")
@@ -151,7 +162,7 @@ def dashboard(folder: Path) -> int:
 
 def cmd_attach(args) -> int:
     ws = layout.find(args.workspace)
-    folder = find_session(ws, args.session, running_only=args.session is None)
+    folder = find_session(ws, args.session, running_only=args.session is None, replay_hint=True)
     if args.web:
         from ratchet.tui import launch
 
