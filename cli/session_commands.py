@@ -92,9 +92,11 @@ def cmd_run(args) -> int:
     was = recorded.settings.get("agent")  # a resume goes on with the session's agent
     agent = args.agent or (was if was in registry.NAMES else registry.default_kind(config))
     registry.create(agent, config)  # fail here, not in the detached engine
+    end_note = ""
     if config.experiment.compat:
         print(f"ratchet: note: {config.experiment.compat} compat mode: val_bpb is self-reported "
               f"by train.py, which runs unsandboxed", file=sys.stderr)
+        end_note = _compat_branches(ws, tag, args.resume)
     else:
         warn_if_unsandboxed()
     if (args.backend or recorded.settings.get("backend") or config.loop.backend) == "ray":
@@ -133,10 +135,29 @@ def cmd_run(args) -> int:
           flush=True)
     if not args.headless:
         if sys.stdin.isatty() and sys.stdout.isatty():
-            return dashboard(folder)
+            return dashboard(folder, end_note)
         print("stdout is not a terminal; following in headless mode", flush=True)
     return headless.follow(folder, pid=pid, since=since,
-                           state=recorded.state if args.resume else None)
+                           state=recorded.state if args.resume else None, end_note=end_note)
+
+
+def _compat_branches(ws: layout.Workspace, tag: str, resume: bool) -> str:
+    """Say where a compat session starts from when an earlier one left the checkout on its
+    branch; and what its end line says: the branch it leaves the checkout on, and the way back
+    (the checkout is the person's own, not a workspace made for Ratchet)."""
+    repo = gitops.open_repo(ws.root)
+    try:
+        start = repo.active_branch.name
+    except TypeError:  # a detached HEAD: nothing to go back to by name
+        start = ""
+    if start == gitops.branch_name(tag):  # a resume: it goes on where it was
+        start = ""
+    elif start.startswith(gitops.branch_name("")) and not resume:
+        print(f"compat: the checkout is on {start}, where an earlier session left it; this "
+              f"session branches from {start} (`git checkout` another branch first to start "
+              f"from there)", flush=True)
+    back = f" (`git checkout {start}` goes back)" if start else ""
+    return f"the checkout is on {gitops.branch_name(tag)}{back}"
 
 
 def _size(path: Path) -> int:
@@ -146,8 +167,9 @@ def _size(path: Path) -> int:
         return 0
 
 
-def dashboard(folder: Path) -> int:
-    """Open the dashboard on a session; after `q`, say what the engine is doing."""
+def dashboard(folder: Path, end_note: str = "") -> int:
+    """Open the dashboard on a session; after `q`, say what the engine is doing (and
+    `end_note` once the session has ended)."""
     from ratchet.tui import launch  # the engine itself never imports the dashboard
 
     launch.run_dashboard(folder)
@@ -156,7 +178,8 @@ def dashboard(folder: Path) -> int:
               f"`ratchet attach` to reattach, `ratchet stop` to stop it")
     else:
         print(f"dashboard closed; session {folder.name} is not running "
-              f"(`ratchet status {folder.name}` for its summary)")
+              f"(`ratchet status {folder.name}` for its summary)"
+              + (f"; {end_note}" if end_note else ""))
     return 0
 
 
