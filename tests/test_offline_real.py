@@ -144,3 +144,13 @@ def test_each_session_explores_differently():
 
     assert first("20260101-000000-a-0001") == first("20260101-000000-a-0001")
     assert first("20260101-000000-a-0001") != first("20260102-000000-b-0002")
+
+
+def test_a_constant_whose_last_two_changes_lost_is_not_proposed_a_third_time_in_a_row():
+    for seed in range(6):
+        out = loop(OfflineAgent(seed=seed), 16)
+        for i in range(2, len(out)):
+            names = [next(iter(p.changes)) for p, _ in out[i - 2: i + 1]]
+            lost = all(val is not None and val > run(REAL) for _, val in out[i - 2: i])
+            assert not (len(set(names)) == 1 and lost), \
+                f"seed {seed}: {[p.description for p, _ in out[i - 2: i + 1]]}"
