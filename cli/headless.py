@@ -39,7 +39,7 @@ def _bar(elapsed: float, budget: float, width: int = 24) -> str:
 
 
 def follow(folder: Path, out=None, pid: int = 0, since: int = 0,
-           state: statemod.LoopState | None = None) -> int:
+           state: statemod.LoopState | None = None, end_note: str = "") -> int:
     """Print the session as it happens until it ends; Ctrl-C detaches, the engine goes on.
 
     A resume follows its own run: from byte `since` of the log (where it stood when the engine
@@ -76,7 +76,8 @@ def follow(folder: Path, out=None, pid: int = 0, since: int = 0,
                           f"{event.get('text', '')}".rstrip(), file=out, flush=True)
                 elif kind == schema.SESSION_END:
                     _clear(out, tty)
-                    print(_end_line(state, event), file=out, flush=True)
+                    note = f"; {end_note}" if end_note else ""  # e.g. the branch left out
+                    print(_end_line(state, event) + note, file=out, flush=True)
                     _wait_exit(folder, pid)
                     return 0 if event.get("reason") != "error" else 1
             if batch:

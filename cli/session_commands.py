@@ -18,9 +18,16 @@ from ratchet.engine.protocol import control, paths
 from ratchet.engine.runner import compat
 from ratchet.engine.workspace import catalog, layout
 
+NEWEST_NAMED = 3  # finished sessions named when none is running
 
-def find_session(ws: layout.Workspace, name: str | None, running_only: bool = False):
-    found = paths.sessions(ws.runs_dir())
+
+def find_session(ws: layout.Workspace, name: str | None, running_only: bool = False,
+                 replay_hint: bool = False) -> Path:
+    """The session named (or the newest; the newest running one with `running_only`).
+    `replay_hint`: when none runs, the error names the newest finished ones for `ratchet
+    replay`, which is what shows a session that has ended."""
+    every = paths.sessions(ws.runs_dir())
+    found = every
     if name:
         match = [p for p in found if p.name == name] or [p for p in found
                                                           if p.name.startswith(name)]
@@ -29,6 +36,10 @@ def find_session(ws: layout.Workspace, name: str | None, running_only: bool = Fa
         return match[-1]
     if running_only:
         found = [p for p in found if paths.is_running(p)]
+    if not found and running_only and replay_hint and every:
+        newest = [p.name for p in reversed(every[-NEWEST_NAMED:])]
+        raise UserError("no running session in this workspace; `ratchet replay [SESSION]` "
+                        f"shows one that ended (newest: {', '.join(newest)})")
     if not found:
         raise UserError("no running session in this workspace" if running_only
                         else "no sessions in this workspace yet; start one with `ratchet run`")
@@ -81,9 +92,11 @@ def cmd_run(args) -> int:
     was = recorded.settings.get("agent")  # a resume goes on with the session's agent
     agent = args.agent or (was if was in registry.NAMES else registry.default_kind(config))
     registry.create(agent, config)  # fail here, not in the detached engine
+    end_note = ""
     if config.experiment.compat:
         print(f"ratchet: note: {config.experiment.compat} compat mode: val_bpb is self-reported "
               f"by train.py, which runs unsandboxed", file=sys.stderr)
+        end_note = _compat_branches(ws, tag, args.resume)
     else:
         warn_if_unsandboxed()
     if (args.backend or recorded.settings.get("backend") or config.loop.backend) == "ray":
@@ -122,10 +135,29 @@ def cmd_run(args) -> int:
           flush=True)
     if not args.headless:
         if sys.stdin.isatty() and sys.stdout.isatty():
-            return dashboard(folder)
+            return dashboard(folder, end_note)
         print("stdout is not a terminal; following in headless mode", flush=True)
     return headless.follow(folder, pid=pid, since=since,
-                           state=recorded.state if args.resume else None)
+                           state=recorded.state if args.resume else None, end_note=end_note)
+
+
+def _compat_branches(ws: layout.Workspace, tag: str, resume: bool) -> str:
+    """Say where a compat session starts from when an earlier one left the checkout on its
+    branch; and what its end line says: the branch it leaves the checkout on, and the way back
+    (the checkout is the person's own, not a workspace made for Ratchet)."""
+    repo = gitops.open_repo(ws.root)
+    try:
+        start = repo.active_branch.name
+    except TypeError:  # a detached HEAD: nothing to go back to by name
+        start = ""
+    if start == gitops.branch_name(tag):  # a resume: it goes on where it was
+        start = ""
+    elif start.startswith(gitops.branch_name("")) and not resume:
+        print(f"compat: the checkout is on {start}, where an earlier session left it; this "
+              f"session branches from {start} (`git checkout` another branch first to start "
+              f"from there)", flush=True)
+    back = f" (`git checkout {start}` goes back)" if start else ""
+    return f"the checkout is on {gitops.branch_name(tag)}{back}"
 
 
 def _size(path: Path) -> int:
@@ -135,8 +167,9 @@ def _size(path: Path) -> int:
         return 0
 
 
-def dashboard(folder: Path) -> int:
-    """Open the dashboard on a session; after `q`, say what the engine is doing."""
+def dashboard(folder: Path, end_note: str = "") -> int:
+    """Open the dashboard on a session; after `q`, say what the engine is doing (and
+    `end_note` once the session has ended)."""
     from ratchet.tui import launch  # the engine itself never imports the dashboard
 
     launch.run_dashboard(folder)
@@ -145,13 +178,14 @@ def dashboard(folder: Path) -> int:
               f"`ratchet attach` to reattach, `ratchet stop` to stop it")
     else:
         print(f"dashboard closed; session {folder.name} is not running "
-              f"(`ratchet status {folder.name}` for its summary)")
+              f"(`ratchet status {folder.name}` for its summary)"
+              + (f"; {end_note}" if end_note else ""))
     return 0
 
 
 def cmd_attach(args) -> int:
     ws = layout.find(args.workspace)
-    folder = find_session(ws, args.session, running_only=args.session is None)
+    folder = find_session(ws, args.session, running_only=args.session is None, replay_hint=True)
     if args.web:
         from ratchet.tui import launch
 

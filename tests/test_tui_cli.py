@@ -62,3 +62,18 @@ def test_attach_web_serves_on_localhost_only(make_workspace):
         out, _ = proc.communicate(timeout=30)
     assert f"on http://127.0.0.1:{port} (without control)" in out
     assert "ssh -L" in out
+
+
+def test_attach_to_a_finished_session_points_to_replay(make_workspace):
+    ws = make_workspace("attach-finished")
+    names = [f"2026112{i}-120000-demo-000{i}" for i in range(1, 6)]
+    for name in names:
+        (ws.runs_dir() / name).mkdir(parents=True)
+        shutil.copy(RECORDED, ws.runs_dir() / name / "events.jsonl")
+    done = ratchet("attach", cwd=ws.root, timeout=60)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("ratchet: error: no running session in this workspace")
+    assert "ratchet replay" in line
+    assert all(name in line for name in names[-3:])  # the newest few, newest first
+    assert line.index(names[-1]) < line.index(names[-2]) and names[0] not in line

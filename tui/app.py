@@ -90,8 +90,11 @@ class RatchetDashboard(App[str]):
                 self._next_poll = now + POLL_IDLE
                 break
             self._caught_up = False
+            was = self.read_only
             self.state.extend(batch)
             self._dirty = True
+            if was != self.read_only:  # the session ended: the footer drops the control keys
+                self.refresh_bindings()
             if time.perf_counter() >= deadline:
                 break
         if now >= self._next_liveness:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_CHANGE = re.compile(r"^([A-Z][A-Z0-9_]*)( \S+ -> .*)$")  # "WARMUP_RATIO 0.0 -> 0.05"
+
 
 def bpb(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
@@ -17,6 +21,24 @@ def effect(value: float, se: float) -> str:
         text = f"{x:{sign}.3f}"
         return text.replace("0.", ".", 1) if abs(x) < 1 else text
     return f"{short(value, '+')}±{short(se, '')}"
+
+
+def abbreviate(text: str, width: int) -> str:
+    """The text in at most `width` cells, keeping its end, where a change says its new value:
+    rows that differ only there stay distinct. A "NAME old -> new" change shortens the name
+    first (WARM…ATIO 0.0 -> 0.05); anything else loses its middle."""
+    if len(text) <= width:
+        return text
+    if width < 2:
+        return text[len(text) - width:] if width > 0 else ""
+    change = _CHANGE.match(text)
+    if change and width - len(change.group(2)) >= 3:  # a letter, the ellipsis and a letter
+        name, rest = change.groups()
+        keep = width - len(rest) - 1
+        head = (keep + 1) // 2
+        return name[:head] + "…" + name[len(name) - (keep - head):] + rest
+    head = (width - 1) // 3
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def duration(seconds: float | None) -> str:

@@ -62,5 +62,8 @@ class Agent(ABC):
     def propose(self, context: Context, emit: Emit) -> Proposal:
         """Return one change to try; raise AgentError if none could be made."""
 
+    def start_session(self, session_id: str) -> None:  # noqa: B027
+        """Called once, before the first proposal, with the session's id (default: nothing)."""
+
     def observe(self, proposal: Proposal, entry: HistoryEntry) -> None:  # noqa: B027
         """Learn from the outcome of a proposal (default: nothing)."""

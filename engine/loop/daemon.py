@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                          gpus=args.gpus, backend=args.backend, address=args.address,
                          lock_fd=args.lock_fd)
     agent = registry.create(args.agent, config)
+    agent.start_session(args.session)  # a resume keeps its id, so its search stays the same
     try:
         session = Session(ws, config, options, agent)
         session.install_signal_handlers()

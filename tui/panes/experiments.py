@@ -24,7 +24,7 @@ NARROW = 100
 WITHOUT_COMMIT = tuple(i for i, column in enumerate(COLUMNS) if column[1] != "commit")
 
 
-def _cells(record: Experiment, workers: bool = False) -> tuple:
+def _cells(record: Experiment, workers: bool = False, room: int = 0) -> tuple:
     label = record.label
     shown = f"{label} w{record.worker}" if workers and record.worker and label == "running" \
         else label
@@ -42,7 +42,8 @@ def _cells(record: Experiment, workers: bool = False) -> tuple:
         Text(shown, style=fmt.STATUS_STYLES.get(record.base_label, "")),
         fmt.duration(record.duration),
         memory_text(record.memory_gb, ""),
-        record.description,
+        # cut to the room left, keeping the end: "WARMUP_RATIO 0.0 -> 0" thrice said nothing
+        fmt.abbreviate(record.description, room) if room else record.description,
     )
 
 
@@ -63,19 +64,30 @@ class ExperimentsPane(DataTable):
         self._state_id = 0
         self._state: DashboardState | None = None
         self._shown: tuple[int, ...] = ()  # the COLUMNS shown, by index
+        self._room = 0  # characters the description has before the table's right edge
 
     def on_mount(self) -> None:
         self._columns()
 
     def on_resize(self, event: Resize) -> None:
-        if self._columns() and self._state is not None:
-            self.show(self._state)  # the rows again, in the new columns
+        self._relayout()  # the rows again, in the new columns
 
     def _columns(self) -> bool:
-        """Lay the columns out for the table's width; True when they changed."""
+        """Lay the columns out for the table's width; True when they (or the description's
+        room) changed, so the rows must be drawn again."""
         shown = WITHOUT_COMMIT if self.size.width < NARROW else tuple(range(len(COLUMNS)))
-        if shown == self._shown:
+        pad = 2 * self.cell_padding
+        fixed = sum((COLUMNS[i][2] or 0) + pad for i in shown)  # the description's pad too
+        # inside the scrollbar, once rows need one (each redraw looks again)
+        room = max(len(COLUMNS[-1][0]), self.scrollable_content_region.width - fixed)
+        if shown == self._shown and room == self._room:
             return False
+        self._room = room
+        if shown == self._shown:
+            self.clear()
+            self._rows.clear()
+            self._keys.clear()
+            return True
         self._shown = shown
         self.clear(columns=True)
         self._rows.clear()
@@ -87,6 +99,7 @@ class ExperimentsPane(DataTable):
 
     def show(self, state: DashboardState) -> None:
         self._state = state
+        self._columns()  # the room may have changed (a scrollbar came) without a resize
         if id(state) != self._state_id:
             self._state_id = id(state)
             self._rows.clear()
@@ -101,7 +114,7 @@ class ExperimentsPane(DataTable):
             if self._keys.get(n) == key:
                 continue  # unchanged since the last redraw: most rows, most of the time
             self._keys[n] = key
-            every = _cells(record, state.several_workers)
+            every = _cells(record, state.several_workers, self._room)
             cells = tuple(every[i] for i in self._shown)
             old = self._rows.get(n)
             if old is None:
@@ -117,6 +130,12 @@ class ExperimentsPane(DataTable):
             self.move_cursor(row=self.row_count - 1, animate=False)
         kept = state.loop.kept
         self.border_subtitle = f"kept {kept} of {state.loop.proposals}"
+        # a scrollbar that comes or goes changes the room without a resize: look once laid out
+        self.call_after_refresh(self._relayout)
+
+    def _relayout(self) -> None:
+        if self._columns() and self._state is not None:
+            self.show(self._state)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

@@ -27,7 +27,7 @@ from ratchet.engine.agents.offline.constants import (
     Number,
     format_value,
     parse_constants,
-    searchable,
+    unsearched,
     with_value,
 )
 from ratchet.engine.agents.offline.memory import Memory
@@ -61,21 +61,31 @@ class OfflineAgent(Agent):
         """The registry's factory; the search is seeded by `[experiment] seed`."""
         return cls(seed=config.experiment.seed)
 
+    def start_session(self, session_id: str) -> None:
+        """Seed the search from the session too, so sessions do not all begin with the same
+        proposals; a resumed session keeps its id and so its seed."""
+        if sampler.completed(self.study) or self.memory.baseline is not None:
+            return  # already searching: a new seed now would forget what was learned
+        mixed = hashlib.sha256(f"{self.seed}:{session_id}".encode()).digest()
+        self.study = sampler.create_study(int.from_bytes(mixed[:4], "big"))
+        self.memory = Memory(self.study, self._ranges)
+
     def propose(self, context: Context, emit: Emit) -> Proposal:
         source = context.files.get(self.target)
         if source is None:
             raise AgentError(f"{self.target} is not among the editable files")
         constants = parse_constants(source)
-        names = [name for name in constants if searchable(name)]
+        skipped = unsearched(source)
+        names = [name for name in constants if name not in skipped]
         if not names:
             raise AgentError(f"no numeric constants to search in {self.target}")
         config = {name: constants[name].value for name in constants}
         if self.memory.baseline is None:
             self.memory.baseline = dict(config)
-            skipped = [name for name in constants if not searchable(name)]
             emit(f"Parsed {len(names)} constants from {self.target}: "
                  + ", ".join(f"{n}={format_value(config[n])}" for n in names)
-                 + (f" (not searched: {', '.join(skipped)})" if skipped else "") + ".\n")
+                 + (" (not searched: " + ", ".join(f"{n} ({why})" for n, why in skipped.items())
+                    + ")" if skipped else "") + ".\n")
         for name in names:
             if name not in self._ranges:
                 self._ranges[name] = search_range(name, config[name])
@@ -89,7 +99,7 @@ class OfflineAgent(Agent):
         self._steering.take(context, constants, emit)
         choice = self._steering.follow(self.study, moves, names, emit)
         if choice is None:
-            choice = sampler.pick(self.study, moves, names, self._tries, self.memory.effect, emit)
+            choice = sampler.pick(self.study, moves, names, self._tries, self.memory.deltas, emit)
         name, value, rationale = choice
         new_source = with_value(source, constants[name], value)
         description = describe(name, config[name], value)

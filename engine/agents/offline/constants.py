@@ -26,6 +26,14 @@ IGNORED = frozenset({"LOG_EVERY", "EVAL_EVERY", "PRINT_EVERY", "SAVE_EVERY", "CH
 
 _NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
+# What describes the machine, not the model: a peak throughput to compute MFU with, a per-device
+# micro-batch (autoresearch accumulates gradients to a fixed total, so only memory changes).
+HARDWARE = ("PEAK", "FLOPS", "DEVICE_")
+FIXED_MARK = re.compile(r"#.*\bratchet:\s*fixed\b")  # "X = 1  # ratchet: fixed" is never searched
+_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+        ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b,
+        ast.Mod: lambda a, b: a % b, ast.Pow: lambda a, b: a ** b}
+
 
 @dataclass(frozen=True)
 class Constant:
@@ -54,7 +62,53 @@ def format_value(value: Number) -> str:
 
 def searchable(name: str) -> bool:
     """Whether changing this constant can change val_bpb (seeds only reshuffle noise)."""
-    return name not in IGNORED and "SEED" not in name
+    return not why_fixed(name)
+
+
+def why_fixed(name: str) -> str:
+    """Why a constant is left as it is by its name ('' when it is a hyperparameter)."""
+    if name in IGNORED:
+        return "bookkeeping"
+    if "SEED" in name:
+        return "a seed"
+    if any(word in name for word in HARDWARE):
+        return "hardware"
+    return ""
+
+
+def unsearched(source: str) -> dict[str, str]:
+    """Top-level UPPER_CASE constants the search leaves alone, each with the reason, in file
+    order: the output says so, rather than skipping them silently."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    numbers = parse_constants(source)
+    lines = source.split("\n")
+    reasons: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, expr = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, expr = node.target, node.value
+        else:
+            continue
+        if not isinstance(target, ast.Name) or not _NAME.fullmatch(target.id):
+            continue
+        name = target.id
+        if name in numbers:
+            why = "marked fixed" if _marked(lines, expr) else why_fixed(name)
+        elif isinstance(expr, ast.Tuple | ast.List):
+            why = "a tuple" if isinstance(expr, ast.Tuple) else "a list"
+        elif isinstance(expr, ast.Constant) and isinstance(expr.value, bool):
+            why = "a flag"
+        elif _number(expr) is not None:
+            why = "assigned more than once or over several lines"
+        else:
+            why = "not a number"
+        if why:
+            reasons.setdefault(name, why)
+    return reasons
 
 
 def parse_constants(source: str) -> dict[str, Constant]:
@@ -89,7 +143,7 @@ def parse_constants(source: str) -> dict[str, Constant]:
         # assigned twice means the effective value depends on control flow: leave it alone
         if not _NAME.fullmatch(name) or assigned[name] != 1:
             continue
-        value = _literal(expr)
+        value = _number(expr)
         if value is None or expr.lineno != expr.end_lineno:
             continue
         # ast columns are UTF-8 byte offsets; convert them to character offsets
@@ -110,12 +164,34 @@ def _line_starts(source: str) -> list[int]:
     return [0] + [match.end() for match in re.finditer("\n", source)]
 
 
-def _literal(expr: ast.expr) -> Number | None:
-    sign = 1
+def _marked(lines: list[str], expr: ast.expr) -> bool:
+    return any(FIXED_MARK.search(lines[i - 1]) for i in range(expr.lineno,
+                                                              (expr.end_lineno or 0) + 1))
+
+
+def _number(expr: ast.expr) -> Number | None:
+    """The value of literal arithmetic (`2**11`, `-0.5`, `3 * 1024`), never running code."""
+    try:
+        value = _evaluate(expr)
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+    if not isinstance(value, (int, float)) or (isinstance(value, int) and abs(value) > 2**63):
+        return None  # complex ((-1) ** 0.5) or too big to be a hyperparameter
+    return value
+
+
+def _evaluate(expr: ast.expr) -> Number | None:
+    if isinstance(expr, ast.Constant):
+        ok = isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool)
+        return expr.value if ok else None
     if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, (ast.USub, ast.UAdd)):
-        sign = -1 if isinstance(expr.op, ast.USub) else 1
-        expr = expr.operand
-    if (isinstance(expr, ast.Constant) and isinstance(expr.value, (int, float))
-            and not isinstance(expr.value, bool)):
-        return sign * expr.value
+        inner = _evaluate(expr.operand)
+        return None if inner is None else (-inner if isinstance(expr.op, ast.USub) else inner)
+    if isinstance(expr, ast.BinOp) and type(expr.op) in _OPS:
+        left, right = _evaluate(expr.left), _evaluate(expr.right)
+        if left is None or right is None:
+            return None
+        if isinstance(expr.op, ast.Pow) and abs(right) > 64:  # bounded: no 10**10**10
+            return None
+        return _OPS[type(expr.op)](left, right)
     return None

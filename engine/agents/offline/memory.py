@@ -33,7 +33,7 @@ class Memory:
         self.study = study
         self.ranges = ranges  # shared with the agent, which adds each constant when first seen
         self.baseline: Values | None = None  # the first file's constants, once one is seen
-        self.effect: dict[str, float] = {}  # largest |delta| a change of the constant caused
+        self.deltas: dict[str, list[float]] = {}  # each finished change's delta, in order
         self.crashes: list[tuple[str, float, float]] = []  # (constant, from, to) that crashed
         self.slow: list[tuple[str, float, float]] = []  # (constant, from, to) that ran slow
         self.reasons: dict[tuple[str, float], str] = {}  # (constant, to) -> why it is avoided
@@ -131,7 +131,7 @@ class Memory:
             self.reasons[(change[0], float(change[1]))] = failure_reason(entry)
         if entry.decision != "baseline" and change and entry.delta is not None:
             name = change[0]
-            self.effect[name] = max(self.effect.get(name, 0.0), abs(entry.delta))
+            self.deltas.setdefault(name, []).append(entry.delta)
 
     def _slowness(self, entry: HistoryEntry) -> str:
         """Why a finished, discarded run counts as too slow to push further, or ''."""

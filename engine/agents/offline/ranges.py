@@ -12,9 +12,11 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 
 from ratchet.engine.agents.offline.constants import Number
 
-# Float constants whose name says they live in [0, 1]: searched on a linear range inside it,
-# because a log range around 0.9 would propose betas above 1.
-FRACTION_HINTS = ("FRAC", "BETA", "DROPOUT", "MOMENTUM", "PROB")
+# Float constants whose name says they live in [0, 1] (WARMDOWN_RATIO, FINAL_LR_FRAC, betas):
+# searched on a linear range inside it, because a log range around 0.9 would propose betas above
+# 1 and one around 0.5 a warmdown longer than the run. A whole-number ratio (ASPECT_RATIO = 64)
+# is no fraction.
+FRACTION_HINTS = ("FRAC", "RATIO", "BETA", "DROPOUT", "MOMENTUM", "PROB")
 
 
 def search_range(name: str, value: Number) -> BaseDistribution:
@@ -35,6 +37,8 @@ def search_range(name: str, value: Number) -> BaseDistribution:
             return FloatDistribution(max(0.0, 1.0 - 4.0 * (1.0 - value)),
                                      1.0 - (1.0 - value) / 4.0)
         return FloatDistribution(value / 4.0, min(1.0, value * 4.0))
+    if 0.0 < value < 1.0:  # most floats below one are shares of something: stay below one
+        return FloatDistribution(value / 4.0, min(1.0, value * 4.0), log=True)
     if value > 0.0:
         return FloatDistribution(value / 4.0, value * 4.0, log=True)
     if value == 0.0:

@@ -2,8 +2,9 @@
 
 TPE suggests a whole point; only one constant of it is taken: the one that moves furthest from
 the current best (normalised units), weighted by a prior (the learning rate matters most), by how
-much it has moved val_bpb before (sensitive knobs are revisited) and by how often it has been
-tried already (so the rest get their turn).
+much changing it has improved val_bpb before (a knob that paid off is revisited; one whose
+changes only lost is not pushed for that) and by how often it has been tried already (so the
+rest get their turn).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def suggest(study: optuna.Study, dists: dict[str, BaseDistribution]) -> dict[str
 
 
 def pick(study: optuna.Study, moves: Moves, names: list[str], tries: Counter[str],
-         effect: dict[str, float], emit: Emit) -> tuple[str, Number, str]:
+         deltas: dict[str, list[float]], emit: Emit) -> tuple[str, Number, str]:
     """(constant, value, rationale) of the best-scoring usable change TPE points at."""
     config = moves.config
     dists = {name: moves.ranges[name] for name in names}
@@ -78,15 +79,17 @@ def pick(study: optuna.Study, moves: Moves, names: list[str], tries: Counter[str
         value = moves.candidate(name, first[name])
         if value is not None:
             values[name] = value
-    effects = [e for e in effect.values() if e > 0]
-    top_effect = max(effects) if effects else 0.0
+    # only gains count: a change that lost says where not to go, which TPE already learns
+    gain = {name: max((-d for d in found if d < 0), default=0.0)
+            for name, found in deltas.items()}
+    top_effect = max(gain.values(), default=0.0)
     scored: list[tuple[float, str, Number]] = []
     for name in names:
         if name not in values:
             continue
         value, dist = values[name], dists[name]
         distance = min(1.0, abs(unit(dist, float(value)) - unit(dist, float(config[name]))))
-        sensitivity = effect.get(name, 0.0) / top_effect if top_effect else 0.0
+        sensitivity = gain.get(name, 0.0) / top_effect if top_effect else 0.0
         weight = PRIORS.get(name, 1.0) * (1.0 + 2.0 * sensitivity) / (1.0 + tries[name])
         scored.append((weight * (0.5 + distance), name, value))
     if not scored:
@@ -96,22 +99,29 @@ def pick(study: optuna.Study, moves: Moves, names: list[str], tries: Counter[str
         f"{name} {format_value(config[name])}->{format_value(value)} ({score:.2f})"
         for score, name, value in scored[:4]) + ".\n")
     _, name, value = scored[0]
-    return name, value, reason(study, name, config[name], value, effect.get(name))
+    return name, value, reason(study, name, config[name], value, deltas.get(name, []))
 
 
 def reason(study: optuna.Study, name: str, current: Number, value: Number,
-           effect: float | None) -> str:
-    """One line on why: what the study's best results say about this constant."""
-    ok = [t for t in completed(study) if t.user_attrs.get("status") == "ok" and name in t.params]
+           deltas: list[float]) -> str:
+    """One line on why: what the study's results say about this constant, true to them."""
+    done = [t for t in completed(study) if name in t.params]
+    ok = [t for t in done if t.user_attrs.get("status") == "ok"]
     way = "higher" if value > current else "lower"
-    if len({t.params[name] for t in ok}) < 2:
+    moved = "; its changes so far moved val_bpb by " + ", ".join(
+        f"{d:+.3f}" for d in deltas[-3:]) if deltas else ""
+    if len({t.params[name] for t in done}) < 2 and not deltas:
         return f"{name} has not been varied yet; TPE samples a {way} value to explore it"
+    if len({t.params[name] for t in ok}) < 2:
+        failed = sorted({t.params[name] for t in done} - {t.params[name] for t in ok})
+        tried = ", ".join(format_value(v) for v in failed) or "other values"
+        return f"TPE tries a {way} {name}: it crashed at {tried}, and no other value has " \
+            f"finished yet{moved}"
     ok.sort(key=lambda t: t.value if t.value is not None else math.inf)
     best = [t.params[name] for t in ok[: min(3, max(2, len(ok) // 4))]]
     lo, hi = format_value(min(best)), format_value(max(best))
     used = f"the best result used {lo}" if lo == hi else \
         f"the {len(best)} best results used {lo}-{hi}"
-    moved = f"; changing it has moved val_bpb by up to {effect:.3f}" if effect else ""
     ahead = sum(1 for v in best if (v - current) * (value - current) > 0)
     if ahead * 2 >= len(best):
         return f"TPE favours a {way} {name}: {used}{moved}"
