@@ -117,6 +117,7 @@ run_checks() {
     export PYTHONUNBUFFERED=1
     if [[ $dry == 1 ]]; then
         DEV=cpu BUDGET=${GPU_CHECK_BUDGET:-4} TOTAL_S=${GPU_CHECK_SECONDS:-300}
+        EVAL=(${GPU_CHECK_EVAL_TOKENS:-65536})
         VOCAB=${GPU_CHECK_VOCAB:-512}
         export RATCHET_PROBE_SECONDS=${RATCHET_PROBE_SECONDS:-0}
         # the environment already installed here, no wheels
@@ -125,7 +126,9 @@ run_checks() {
         echo "gpu check --dry-run: cpu, budget ${BUDGET} s, $PY" >>"$SUMMARY"
         note "dry run: nvidia-smi and NVML readings are skipped or read none; install skipped"
     else
-        DEV=cuda BUDGET=${GPU_CHECK_BUDGET:-45} TOTAL_S=${GPU_CHECK_SECONDS:-480}
+        # 60 s: torch.compile's first step and some training; the profile's own is 360 s
+        DEV=cuda BUDGET=${GPU_CHECK_BUDGET:-60} TOTAL_S=${GPU_CHECK_SECONDS:-480}
+        EVAL=(${GPU_CHECK_EVAL_TOKENS:-})
         VOCAB=${GPU_CHECK_VOCAB:-8192}
         export RATCHET_PROBE_SECONDS=${RATCHET_PROBE_SECONDS:-10}
         PY=python3
@@ -146,12 +149,15 @@ run_checks() {
     step versions 60 "$PY" "$ROOT/bench/gpu_check_steps.py" versions
     step init 200 "${ratchet[@]}" init "$ws" --device "$DEV" --budget "$BUDGET" \
         --tokenizer bpe --vocab-size "$VOCAB"
-    step tune 30 "$PY" "$ROOT/bench/gpu_check_steps.py" tune "$ws"
+    step tune 30 "$PY" "$ROOT/bench/gpu_check_steps.py" tune "$ws" "${EVAL[@]}"
     step sandbox 120 "$PY" "$ROOT/bench/gpu_check_steps.py" sandbox
-    step throughput 180 "$PY" "$ROOT/bench/train_throughput.py" --device "$DEV" --budget "$BUDGET"
-    step loop 300 bash -c 'cd "$1" && shift && exec "$@"' _ "$ws" "${ratchet[@]}" run \
-        --headless --max-experiments 3 --budget "$BUDGET" --tag gpu-check
     step nvml 30 "$PY" "$ROOT/bench/gpu_check_steps.py" nvml
+    step throughput 180 "$PY" "$ROOT/bench/train_throughput.py" --device "$DEV" \
+        --budget "$BUDGET" ${EVAL[@]:+--eval-tokens "${EVAL[@]}"}
+    step loop 300 bash -c 'cd "$1" && shift && exec "$@"' _ "$ws" "${ratchet[@]}" run \
+        --headless --max-experiments 2 --budget "$BUDGET" --tag gpu-check
+    # an engine a timed-out loop left behind must not outlive its workspace
+    (cd "$ws" 2>/dev/null && "${ratchet[@]}" stop >/dev/null 2>&1) || true
     local events
     events=$(ls -t "$ws"/runs/*/events.jsonl 2>/dev/null | head -1)
     if [[ -z $events ]]; then

@@ -1,7 +1,7 @@
 """The Python steps of bench/gpu_check.sh: each prints what it found and exits 0 when it worked.
 
     python bench/gpu_check_steps.py versions
-    python bench/gpu_check_steps.py tune WORKSPACE        # one baseline seed, committed
+    python bench/gpu_check_steps.py tune WS [EVAL_TOKENS] # one run per experiment, committed
     python bench/gpu_check_steps.py sandbox               # torch + a matmul inside the sandbox
     python bench/gpu_check_steps.py nvml                  # the GPU pane's readings
     python bench/gpu_check_steps.py screenshot EVENTS SVG # the dashboard on a session's log
@@ -63,8 +63,9 @@ def versions() -> int:
     return 0
 
 
-def tune(workspace: str) -> int:
-    """One baseline seed, so three experiments are a baseline and two candidates."""
+def tune(workspace: str, eval_tokens: str = "") -> int:
+    """One baseline seed and one run per candidate (margin rule, no confirmation), so
+    `--max-experiments 2` is three experiments: a baseline and two candidates."""
     import git
 
     from ratchet.engine.loop import gitops
@@ -72,14 +73,17 @@ def tune(workspace: str) -> int:
 
     root = Path(workspace)
     config = configmod.load(root)
-    config.loop.baseline_seeds = 1
+    config.loop.baseline_seeds, config.loop.rule, config.loop.confirm = 1, "margin", False
+    if eval_tokens:  # a shorter evaluation, for the dry run on a CPU
+        config.data.eval_tokens = int(eval_tokens)
     configmod.save(root, config)
     repo = git.Repo(root)
     repo.index.add([configmod.CONFIG_NAME])
-    repo.index.commit("gpu check: one baseline seed", author=gitops.AUTHOR,
+    repo.index.commit("gpu check: one run per experiment", author=gitops.AUTHOR,
                       committer=gitops.AUTHOR)
-    print(f"{root}: baseline_seeds = 1, budget {config.experiment.budget_seconds:g} s, "
-          f"device {config.experiment.device}")
+    print(f"{root}: baseline_seeds = 1, margin rule without confirmation, "
+          f"budget {config.experiment.budget_seconds:g} s, device {config.experiment.device}, "
+          f"eval {config.data.eval_tokens:,} bytes")
     return 0
 
 
