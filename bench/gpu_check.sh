@@ -8,6 +8,9 @@
 # Each step's output goes to $OUT/logs/<step>.log and one line per step to $OUT/summary.txt; a
 # failing step is recorded and the next one runs. The logs are packed into $OUT/logs.tar.gz at
 # the end (the device tool returns at most 8 files) unless GPU_CHECK_KEEP_LOGS=1.
+# Knobs: GPU_CHECK_BUDGET (s per run), GPU_CHECK_SECONDS (the whole check), GPU_CHECK_VOCAB,
+# GPU_CHECK_EVAL_TOKENS, GPU_CHECK_DEVICE (run mode's device: cuda), PYTHON, GPU_CHECK_DIR,
+# GPU_CHECK_PY_VERSION (--prepare's target Python: 3.12, the GPU image's).
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +28,8 @@ prepare() {
     stage=$(mktemp -d)
     rm -rf "$CHECK_DIR" && mkdir -p "$CHECK_DIR/wheels" "$CHECK_DIR/debs"
     # the dependency closure for the GPU machine's Python, binary wheels only
-    "$py" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+    "$py" -m pip download -q --only-binary=:all: --python-version "${GPU_CHECK_PY_VERSION:-3.12}" \
+        --implementation cp \
         --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux_2_28_x86_64 --platform any -d "$stage" "${NEEDED[@]}" \
         2> >(grep -v "^WARNING: Location" >&2) || { echo "pip download failed" >&2; return 1; }
@@ -85,7 +89,7 @@ note() { echo "note: $*" >>"$SUMMARY"; }
 
 install_offline() {
     # the wheels into a private target first on sys.path; the image's torch stays in use
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --target "$WORK/site" "$CHECK_DIR"/wheels/*.whl || return 1
     # Ratchet itself as pyproject maps it: ratchet.<name> is the repo's <name>/ folder
     mkdir -p "$WORK/site/ratchet"
@@ -94,13 +98,14 @@ install_offline() {
     if ! command -v bwrap >/dev/null; then
         dpkg-deb -x "$CHECK_DIR"/debs/bubblewrap_*.deb "$WORK/root" || return 1
         echo "bwrap unpacked from its .deb"
+        ldd "$WORK/root/usr/bin/bwrap" | grep "not found"  # libraries the image lacks, if any
     fi
     if ! ldconfig -p | grep -q 'libseccomp\.so\.2'; then
         dpkg-deb -x "$CHECK_DIR"/debs/libseccomp2_*.deb "$WORK/root" || return 1
         ldconfig "$WORK/root/usr/lib/x86_64-linux-gnu"  # ctypes finds it through the cache
         echo "libseccomp unpacked from its .deb"
     fi
-    python3 -c "import ratchet.cli.main, ratchet.tui.app, optuna, git, pyseccomp; print('imports ok')"
+    "$PY" -c "import ratchet.cli.main, ratchet.tui.app, optuna, git, pyseccomp; print('imports ok')"
 }
 
 run_checks() {
@@ -127,22 +132,22 @@ run_checks() {
         note "dry run: nvidia-smi and NVML readings are skipped or read none; install skipped"
     else
         # 60 s: torch.compile's first step and some training; the profile's own is 360 s
-        DEV=cuda BUDGET=${GPU_CHECK_BUDGET:-60} TOTAL_S=${GPU_CHECK_SECONDS:-480}
+        DEV=${GPU_CHECK_DEVICE:-cuda} BUDGET=${GPU_CHECK_BUDGET:-60} TOTAL_S=${GPU_CHECK_SECONDS:-480}
         EVAL=(${GPU_CHECK_EVAL_TOKENS:-})
         VOCAB=${GPU_CHECK_VOCAB:-8192}
         export RATCHET_PROBE_SECONDS=${RATCHET_PROBE_SECONDS:-10}
-        PY=python3
+        PY=${PYTHON:-python3}  # the image's, which holds torch
         export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
         export PATH=$WORK/root/usr/bin:$PATH LD_LIBRARY_PATH=$WORK/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-        echo "gpu check: cuda, budget ${BUDGET} s, wheels from $CHECK_DIR" >>"$SUMMARY"
+        echo "gpu check: $DEV, budget ${BUDGET} s, wheels from $CHECK_DIR" >>"$SUMMARY"
         export -f install_offline
-        export WORK CHECK_DIR ROOT
+        export WORK CHECK_DIR ROOT PY
         step install 120 bash -c install_offline
     fi
     local ws=$WORK/ws ratchet=("$PY" -m ratchet.cli.main)
     export RATCHET_CACHE_DIR=${RATCHET_CACHE_DIR:-$WORK/cache}
-    if [[ $dry == 1 ]]; then
-        step nvidia-smi 5 echo "skipped: dry run on CPU"
+    if [[ $dry == 1 ]] || ! command -v nvidia-smi >/dev/null; then
+        step nvidia-smi 5 echo "skipped: no nvidia-smi (or a dry run)"
     else
         step nvidia-smi 30 nvidia-smi
     fi
