@@ -1,6 +1,7 @@
 """Throughput of the default train.py: tokens/s (and MFU on CUDA), val_bpb, seed spread.
 
     python bench/train_throughput.py [--device auto|cpu|cuda] [--budget S] [--seeds N]
+                                     [--eval-tokens N]
 
 Creates a throwaway workspace with the default profile for the device, runs N experiments with
 different seeds exactly as the loop would, and prints one line per run plus a summary.
@@ -22,12 +23,16 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--budget", type=float, help="training seconds (default: profile's)")
     parser.add_argument("--seeds", type=int, default=1, help="runs with seeds 1..N")
+    parser.add_argument("--eval-tokens", type=int,
+                        help="validation bytes evaluated (default: profile's)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ratchet-bench-") as tmp:
         ws = layout.init(Path(tmp) / "ws", device=args.device, budget=args.budget,
                             echo=lambda *_: None)
         config = ws.config()
+        if args.eval_tokens:  # a shorter evaluation, for quick checks on a CPU
+            config.data.eval_tokens = args.eval_tokens
         results = []
         for seed in range(1, args.seeds + 1):
             result = experiment.run(ws, config, Path(tmp) / f"run{seed}", seed=seed)
