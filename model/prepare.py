@@ -269,8 +269,7 @@ class _CausalityProbes:
         return torch.stack(out)
 
     def compare(self, k: int, rows: range, scored: torch.Tensor, probed: torch.Tensor) -> None:
-        """Match call k's log-probabilities (scored rows, then its probe rows) with their
-        pairs'."""
+        """Match call k's log-probabilities (scored rows, then probe rows) with their pairs'."""
         for i, row in enumerate(rows):
             for cut in self.wanted.get(row, ()):
                 self._match(row, cut, scored[i, :cut])
