@@ -16,7 +16,6 @@ from ratchet.tui.app import RatchetDashboard
 from ratchet.tui.panes.agent import AgentPane, wrap_stream
 from ratchet.tui.sources import LogFileSource
 
-pytestmark = pytest.mark.asyncio
 
 CONTROL = {"p", "s", "k", "x"}
 
@@ -37,6 +36,7 @@ def test_abbreviate_keeps_the_new_value():
     assert fmt.abbreviate("a long note about nothing in particular", 12).endswith("rticular")
 
 
+@pytest.mark.asyncio
 async def test_three_changes_of_one_constant_stay_distinct_at_80_columns(tmp_path):
     log = RECORDED.read_text()
     for old, new in (("SMOOTHING 1.0 -> 28.9", "WARMUP_RATIO 0.0 -> 0.06028"),
@@ -60,6 +60,7 @@ async def test_three_changes_of_one_constant_stay_distinct_at_80_columns(tmp_pat
         assert len(warm) == 3 and len(set(warm)) == 3, shown
 
 
+@pytest.mark.asyncio
 async def test_agent_lines_wrap_instead_of_being_cut():
     app = recorded_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -73,6 +74,7 @@ async def test_agent_lines_wrap_instead_of_being_cut():
         assert long.split()[-1] in "\n".join(texts)
 
 
+@pytest.mark.asyncio
 async def test_the_footer_drops_the_control_keys_when_the_session_ends(tmp_path):
     folder = tmp_path / "session"
     folder.mkdir()

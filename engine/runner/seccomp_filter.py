@@ -22,17 +22,16 @@ namespace), or on a kernel whose namespaces are weaker than ours. What each refu
   disposition is refused (a DataLoader with worker processes, which sets one, then fails).
 
 The filter is built with libseccomp (through pyseccomp) once per engine and handed to bwrap as a
-file descriptor (`--seccomp`). Where libseccomp is missing the sandbox runs without it and says
-so in its verdict (`sandbox.hardening`).
+file descriptor (`--seccomp`), opened on an anonymous file of the engine's (`program_file`).
+Where libseccomp is missing the sandbox runs without it and says so in its verdict
+(`sandbox.hardening`).
 """
 
 from __future__ import annotations
 
-import atexit
 import errno
 import functools
 import os
-import shutil
 import tempfile
 
 REFUSED = (
@@ -91,19 +90,22 @@ def program(children: bool = False) -> bytes | None:
         return None
 
 
-@functools.lru_cache(maxsize=2)
+_FILES: dict[tuple[int, bool], str] = {}  # (pid, children) -> the filter's path
+
+
 def program_file(children: bool = False) -> str | None:
-    """The filter in a file of this engine's own (removed when it exits), for bwrap's
-    `--seccomp FD` with FD opened on it; None without a filter."""
-    bpf = program(children)
-    if bpf is None:
-        return None
-    folder = tempfile.mkdtemp(prefix="ratchet-seccomp-")
-    path = os.path.join(folder, "filter.bpf")
-    with open(path, "wb") as f:
-        f.write(bpf)
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return path
+    """A path that opens the filter from its start, for bwrap's `--seccomp FD` with FD opened
+    on it; None without a filter. It is an anonymous file of this process (memfd), reached
+    through /proc: nothing on disk, so an engine killed with SIGKILL leaves nothing behind."""
+    key = (os.getpid(), children)
+    if key not in _FILES:
+        bpf = program(children)
+        if bpf is None or not hasattr(os, "memfd_create"):
+            return None
+        fd = os.memfd_create("ratchet-seccomp")
+        os.write(fd, bpf)
+        _FILES[key] = f"/proc/{os.getpid()}/fd/{fd}"
+    return _FILES[key]
 
 
 def unavailable_reason() -> str:
