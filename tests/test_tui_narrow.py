@@ -16,7 +16,6 @@ from ratchet.tui.app import RatchetDashboard
 from ratchet.tui.panes.agent import AgentPane, wrap_stream
 from ratchet.tui.sources import LogFileSource
 
-
 CONTROL = {"p", "s", "k", "x"}
 
 
