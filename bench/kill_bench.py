@@ -1,6 +1,7 @@
 """Kill the engine with SIGKILL again and again, resume after each kill, check the workspace.
 
     python bench/kill_bench.py [--kills 50] [--seed N] [--max-delay 6] [--keep-timeout 60]
+                               [--user-edit]
 
 Runs a real short session (budget 1 s, a bigram trainer, the offline agent, a keep rule that
 keeps any gain) in a throwaway workspace with `ratchet run`, and kills its engine at random
@@ -11,7 +12,9 @@ checks of tests/fault_checks.py (test_loop's and test_integrity's invariants amo
 commits exist, keeps are ancestors of HEAD and discards are not, HEAD is the last keep, the
 tree is clean, the log and results.tsv agree, experiment numbers are contiguous and unique, no
 process of the workspace is left (psutil) and no private folder (the workspace's runs, and the
-engine's temp folder). Prints each kill and the counts: kills, resumes, inconsistencies by kind.
+engine's temp folder). With `--user-edit` the person edits program.md (uncommitted) once the
+session runs: the edit must survive every kill and resume, as the only change in the tree.
+Prints each kill and the counts: kills, resumes, inconsistencies by kind.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def main() -> int:
                         help="a random kill comes 0 to this many seconds after the resume")
     parser.add_argument("--keep-timeout", type=float, default=60.0,
                         help="seconds to wait for a keep before killing anyway")
+    parser.add_argument("--user-edit", action="store_true",
+                        help="edit program.md mid-run, uncommitted, and check it survives")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     print(f"seed {seed}", flush=True)
@@ -58,7 +63,7 @@ def main() -> int:
     try:
         template = tmp / "template"
         layout.init(template, device="cpu", echo=lambda *_: None)
-        run = KillRun(keeping_workspace(tmp / "ws", template))
+        run = KillRun(keeping_workspace(tmp / "ws", template), user_edit=args.user_edit)
         run.start()
         for k in range(1, args.kills + 1):
             how = rng.choices(KILLS, [WEIGHTS[name] for name in KILLS])[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import signal
 import subprocess
@@ -160,11 +161,18 @@ def fill(path: Path) -> int:
 # --- consistency ----------------------------------------------------------------------------
 
 
-def problems(ws: layout.Workspace, folder: Path) -> dict[str, str]:
-    """What is inconsistent in the workspace after a resume ended: kind -> the first case."""
+def problems(ws: layout.Workspace, folder: Path,
+             edits: dict[str, str] | None = None) -> dict[str, str]:
+    """What is inconsistent in the workspace after a resume ended: kind -> the first case.
+    `edits` are the person's uncommitted files (path -> text): each must be there as written,
+    and is the only change the tree may hold."""
     found: dict[str, str] = {}
     log = log_of(folder)
-    for kind, check in (("git", _git), ("numbers", _numbers), ("results.tsv", _results),
+    for name, text in (edits or {}).items():
+        if (ws.root / name).read_text() != text:
+            found["user edit"] = f"{name} is not as the person left it"
+    for kind, check in (("git", functools.partial(_git, edits=edits or {})),
+                        ("numbers", _numbers), ("results.tsv", _results),
                         ("invariants", _invariants), ("temp folders", _leaks)):
         try:
             problem = check(ws, folder, log)
@@ -175,7 +183,7 @@ def problems(ws: layout.Workspace, folder: Path) -> dict[str, str]:
     return found
 
 
-def _git(ws, folder, log) -> str:
+def _git(ws, folder, log, edits: dict[str, str] | None = None) -> str:
     repo = git.Repo(ws.root)
     starts = [e for e in log if e["type"] == "session_start"]
     ends = [e for e in log if e["type"] == "exp_end"]
@@ -195,8 +203,10 @@ def _git(ws, folder, log) -> str:
         return f"discarded {sorted(discarded & ancestors)[0][:7]} is on the branch"
     if head != (kept[-1] if kept else base):
         return f"HEAD {head[:7]} is not the last keep"
-    if repo.is_dirty(untracked_files=True):
-        return f"the tree is not clean: {repo.git.status('--short')[:200]}"
+    changed = [line for line in repo.git.status("--porcelain").splitlines()
+               if line[3:] not in (edits or {})]
+    if changed:
+        return f"the tree is not clean: {'; '.join(changed)[:200]}"
     return ""
 
 
@@ -264,8 +274,11 @@ class KillRun:
     again and again; each kill is followed by a resume that recovers and stops, after which
     the workspace is checked (`verify`)."""
 
-    def __init__(self, ws: layout.Workspace, tag: str = "kb"):
+    def __init__(self, ws: layout.Workspace, tag: str = "kb", user_edit: bool = False):
         self.ws, self.tag = ws, tag
+        # the person steers by editing program.md once the session runs, and never commits it
+        self.edits: dict[str, str] = {}
+        self.user_edit = user_edit
         self.folder: Path | None = None
         self.ref = ws.root / ".git" / "refs" / "heads" / "ratchet" / tag
         self.cli: subprocess.Popen | None = None
@@ -277,6 +290,10 @@ class KillRun:
         self.folder = session_folder(self.ws)
         if not wait_until(lambda: any(e["type"] == "exp_end" for e in log_of(self.folder)), 180):
             raise AssertionError(f"no experiment ended: {log_of(self.folder)[-3:]}")
+        if self.user_edit:
+            path = self.ws.root / "program.md"
+            self.edits["program.md"] = path.read_text() + "\nPrefer smaller models.\n"
+            path.write_text(self.edits["program.md"])
 
     def _starts(self) -> int:
         return sum(e["type"] == "session_start" for e in log_of(self.folder))
@@ -360,7 +377,7 @@ class KillRun:
         last = [e for e in log_of(self.folder) if e["type"] != "resources"][-1]
         if last["type"] != "session_end" or last.get("reason") != "stopped":
             found["session_end"] = f"the resumed session ended with {last}"[:300]
-        found.update(problems(self.ws, self.folder))
+        found.update(problems(self.ws, self.folder, self.edits))
         if wait_until(lambda: not orphans(self.ws.root), 10, 0.2) is None:
             found["orphans"] = "; ".join(orphans(self.ws.root))[:300]
         return found

@@ -208,6 +208,18 @@ def test_resume_refuses_the_persons_edit_and_leaves_it(make_workspace, fake):
     assert (ws.root / "train.py").read_text() == mine
 
 
+def test_resume_keeps_the_persons_edit_of_program_md_and_goes_on(make_workspace, fake):
+    # steering by editing program.md mid-run: a kill and a resume must neither refuse it nor
+    # touch it, and a keep after the resume leaves it as it is
+    ws = fake_workspace(make_workspace, "resumesteer")
+    assert session(ws, plan=TWO_GAINS[:1], max_experiments=1).run() == 0
+    steer = edit_program(ws)
+    assert session(ws, resume=True, plan=TWO_GAINS[1:], max_experiments=2).run() == 0
+    assert (ws.root / "program.md").read_text() == steer
+    log = read_log(ws.runs_dir() / "s-own")
+    assert len(keeps_agree_with_the_branch(ws, log)) == 2
+
+
 @pytest.mark.parametrize("fault", ["mid_move_tree", "mid_move_ref"])
 def test_a_kill_inside_a_move_then_resume_agrees(make_workspace, fault):
     """What the engine itself left half-moved (its own content) is not the person's."""

@@ -71,9 +71,11 @@ def check_can_start(repo: git.Repo, tag: str, resume: bool,
 
     `tips` are the commits the session's log says its branch may be at (none: not checked);
     where they say why the branch is elsewhere (`resume.Tips.why_not`), that is the message.
-    On resume, changes to `engine_files` on the session's own branch that are the engine's
-    own half-done move (`leftovers`) are allowed: the engine puts them back. Any other
-    uncommitted change is the person's and refuses the start.
+    On resume, on the session's own branch, changes to `engine_files` that are the engine's own
+    half-done move (`leftovers`) are allowed (the engine puts them back), and so are the
+    person's changes to other files (an edit of program.md that steers the agent): the engine's
+    moves touch only what a kept change touches, within `engine_files`, and refuse to write
+    over anything. Any other uncommitted change refuses the start.
     """
     name = branch_name(tag)
     exists = name in [h.name for h in repo.heads]
@@ -86,9 +88,9 @@ def check_can_start(repo: git.Repo, tag: str, resume: bool,
         why_not = getattr(tips, "why_not", lambda _sha, _name: "")
         raise GitError(why_not(at, name) or moved_message(name))
     changed = changed_files(repo)
-    if resume and checked_out(repo, name):
+    if resume and checked_out(repo, name) and engine_files:
         ours = set(leftovers(repo, tuple(tips))) & set(engine_files)
-        changed = [f for f in changed if f not in ours]
+        changed = [f for f in changed if f in engine_files and f not in ours]
     if changed:
         raise GitError(f"the workspace has uncommitted changes to tracked files "
                        f"({', '.join(changed)}); commit or discard them first")
