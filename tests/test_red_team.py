@@ -149,30 +149,36 @@ class AttackingAgent(Agent):
         return Proposal(label, {"train.py": source}, rationale="a lower val_bpb by any means")
 
 
-def test_no_attack_is_kept_inside_the_loop(make_workspace, monkeypatch):
-    # the same attacks, proposed by an agent to a running session: none is ever kept
-    monkeypatch.setattr(cpu_clock, "WALL_FACTOR", 20.0)
-    ws = make_workspace("loop", budget_seconds=6.0, eval_tokens=65536,
-                        min_improvement=0.0)
+def run_attacks(ws, attacks: list[tuple[str, str]], name: str) -> tuple[list[dict], dict]:
+    """A session of the honest bigram whose agent proposes each attack in turn; returns its
+    log and its exp_end events by description. It must end well and keep nothing."""
     (ws.root / "train.py").write_text(red_team.HONEST)
     repo = git.Repo(ws.root)
     repo.index.add(["train.py", "ratchet.toml"])
     repo.index.commit("honest bigram")
     config = ws.config()
     config.loop.baseline_seeds = 1
+    options = RunOptions(session=f"s-{name}", tag=name, max_experiments=len(attacks))
+    assert Session(ws, config, options, AttackingAgent(attacks)).run() == 0
+    log = list(events.iter_events(ws.runs_dir() / options.session / "events.jsonl"))
+    assert not [e for e in log if e["type"] == "exp_end" and e["decision"] == "keep"]
+    assert repo.head.commit.message == "honest bigram"
+    return log, {e["description"]: e for e in log if e["type"] == "exp_end"}
+
+
+def test_no_attack_is_kept_inside_the_loop(make_workspace, monkeypatch):
+    # the same attacks, proposed by an agent to a running session: none is ever kept
+    monkeypatch.setattr(cpu_clock, "WALL_FACTOR", 20.0)
+    ws = make_workspace("loop", budget_seconds=6.0, eval_tokens=65536,
+                        min_improvement=0.0)
     attacks = [("skips fixed cuts", red_team.SKIPS_FIXED_CUTS),
                ("counts calls", red_team.COUNTS_CALLS),
                ("trains past the budget", red_team.BURNS_PAST_THE_BUDGET)]
-    options = RunOptions(session="s-attacks", tag="attacks", max_experiments=len(attacks))
-    assert Session(ws, config, options, AttackingAgent(attacks)).run() == 0
-    log = list(events.iter_events(ws.runs_dir() / options.session / "events.jsonl"))
-    ends = {e["description"]: e for e in log if e["type"] == "exp_end"}
+    _, ends = run_attacks(ws, attacks, "attacks")
     assert ends["skips fixed cuts"]["status"] == "crash"
     assert "not causal" in ends["skips fixed cuts"]["result"]["error"]
     assert ends["counts calls"]["status"] == "crash"
     assert ends["trains past the budget"]["status"] == "over_budget"
-    assert not [e for e in log if e["type"] == "exp_end" and e["decision"] == "keep"]
-    assert repo.head.commit.message == "honest bigram"
 
 
 @requires_sandbox

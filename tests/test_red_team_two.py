@@ -15,15 +15,12 @@ import signal
 import threading
 import time
 
-import git
 import psutil
 import pytest
 import red_team_two as attacks
 from conftest import FAST, requires_sandbox, run_with
-from test_red_team import AttackingAgent
+from test_red_team import run_attacks
 
-from ratchet.engine.loop.session import RunOptions, Session
-from ratchet.engine.protocol import events
 from ratchet.engine.runner import cgroup, cpu_clock, experiment, sandbox
 
 # A CPU-clocked allowance of 3 s per core (the wall clock kept out of the way by patient_wall).
@@ -162,24 +159,13 @@ def test_an_evaluation_starved_of_cpu_is_not_a_crash(make_workspace, honest_bpb)
 def test_no_attack_of_round_two_is_kept_inside_the_loop(make_workspace, patient_wall):
     # proposed by an agent to a running session as whole new train.py files: none is kept
     ws = make_workspace("loop", **CLOCKED, min_improvement=0.0)
-    (ws.root / "train.py").write_text(attacks.HONEST)
-    repo = git.Repo(ws.root)
-    repo.index.add(["train.py", "ratchet.toml"])
-    repo.index.commit("honest bigram")
-    config = ws.config()
-    config.loop.baseline_seeds = 1
     proposals = [("peeks behind -inf", attacks.PEEKS["minus-inf"]),
                  ("peeks behind a huge logit", attacks.PEEKS["huge-finite"]),
                  ("twice the budget", attacks.MULTIPLIES_ITS_BUDGET),
                  ("reaped children", attacks.FARMS_OUT_TO_REAPED_CHILDREN)]
-    options = RunOptions(session="s-round-two", tag="two", max_experiments=len(proposals))
-    assert Session(ws, config, options, AttackingAgent(proposals)).run() == 0
-    log = list(events.iter_events(ws.runs_dir() / options.session / "events.jsonl"))
-    ends = {e["description"]: e for e in log if e["type"] == "exp_end"}
+    _, ends = run_attacks(ws, proposals, "two")
     assert set(ends) >= {label for label, _ in proposals}
     for label in ("peeks behind -inf", "peeks behind a huge logit"):
         assert ends[label]["status"] == "crash", ends[label]
     assert ends["twice the budget"]["status"] == "over_budget"
     assert ends["reaped children"]["status"] in ("over_budget", "crash")
-    assert not [e for e in log if e["type"] == "exp_end" and e["decision"] == "keep"]
-    assert repo.head.commit.message == "honest bigram"

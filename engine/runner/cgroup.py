@@ -23,6 +23,8 @@ import signal
 import time
 from pathlib import Path
 
+from ratchet.engine.protocol import paths
+
 _COUNTER = itertools.count()
 ENTER = 'echo $$ > "$0/cgroup.procs" && exec "$@"'  # run by /bin/sh: the group, then the command
 
@@ -157,20 +159,10 @@ def remove_orphans() -> int:
         return 0
     for folder in root.glob("ratchet-*-*"):
         owner = folder.name.split("-")[1]
-        if owner.isdigit() and not _alive(int(owner)):
+        if owner.isdigit() and not paths.pid_alive(int(owner)):
             RunGroup(folder).remove()
             removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class GroupCpu:
