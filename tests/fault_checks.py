@@ -173,7 +173,8 @@ def problems(ws: layout.Workspace, folder: Path,
             found["user edit"] = f"{name} is not as the person left it"
     for kind, check in (("git", functools.partial(_git, edits=edits or {})),
                         ("numbers", _numbers), ("results.tsv", _results),
-                        ("invariants", _invariants), ("temp folders", _leaks)):
+                        ("invariants", functools.partial(_invariants, edits=edits or {})),
+                        ("temp folders", _leaks)):
         try:
             problem = check(ws, folder, log)
         except Exception as exc:  # noqa: BLE001 - a check that cannot even run is a problem
@@ -234,8 +235,8 @@ def _results(ws, folder, log) -> str:
     return "" if found == backed else f"results.tsv {found[-3:]} but the log backs {backed[-3:]}"
 
 
-def _invariants(ws, folder, log) -> str:
-    check_ratchet_invariants(ws, log)
+def _invariants(ws, folder, log, edits: dict[str, str] | None = None) -> str:
+    check_ratchet_invariants(ws, log, tuple(edits or ()))
     return ""
 
 

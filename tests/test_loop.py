@@ -49,8 +49,10 @@ def wait_for(folder, predicate, timeout: float = 120.0) -> list[dict]:
     raise AssertionError(f"timed out; last events: {[e['type'] for e in log[-10:]]}")
 
 
-def check_ratchet_invariants(ws: layout.Workspace, log: list[dict]) -> None:
-    """results.tsv matches the events; the branch holds exactly the kept commits, in order."""
+def check_ratchet_invariants(ws: layout.Workspace, log: list[dict],
+                             edits: tuple[str, ...] = ()) -> None:
+    """results.tsv matches the events; the branch holds exactly the kept commits, in order;
+    the tracked files are as committed, but for the person's `edits`."""
     ends = [e for e in log if e["type"] == "exp_end"]
     rows = results_tsv.read(ws.root / "results.tsv")
     assert len(rows) == len(ends)
@@ -72,7 +74,8 @@ def check_ratchet_invariants(ws: layout.Workspace, log: list[dict]) -> None:
     discarded = {e["commit"] for e in ends if e["decision"] != "keep"} - set(kept) \
         - {start["base_commit"]}
     assert not discarded & set(on_branch)
-    assert not repo.is_dirty(untracked_files=False)
+    unstaged = {d.a_path for d in repo.index.diff(None)}
+    assert not repo.index.diff("HEAD") and unstaged <= set(edits), unstaged
 
 
 # --- the full loop on the real training script ---------------------------------------------
