@@ -8,6 +8,7 @@ ordinary user they must fail the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -136,15 +137,20 @@ def test_an_evaluation_starved_of_cpu_is_not_a_crash(make_workspace, honest_bpb)
     starved: list[int] = []
 
     def starve() -> None:
-        time.sleep(0.2)  # the evaluation has begun
+        # stopped again and again for 4 s: the engine's own resume of a paused evaluator
+        # (warm_trainer.PAUSE) must not end the starvation
         procs = [p for p in psutil.Process().children(recursive=True)
                  if "evaluate" in " ".join(p.cmdline())]
-        for proc in procs:
-            proc.send_signal(signal.SIGSTOP)
         starved.extend(p.pid for p in procs)
-        time.sleep(4.0)
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.05)
         for proc in procs:
-            proc.send_signal(signal.SIGCONT)
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGCONT)
 
     def on_phase(phase: str) -> None:
         if phase == "evaluating":
