@@ -26,7 +26,8 @@ def test_kills_at_random_moments_and_at_keeps_then_resume(tmp_path, template_wor
     try:
         run.start()
         for how in rng.sample(PLAN, len(PLAN)):
-            hits.append(run.kill(how, delay=rng.uniform(0.0, 4.0), timeout=40.0))
+            # the branch moves only at keeps, and a loaded machine makes them slow to come
+            hits.append(run.kill(how, delay=rng.uniform(0.0, 4.0), timeout=90.0))
             assert run.verify() == {}, hits
     finally:
         run.close()
