@@ -92,7 +92,8 @@ def hardening_line() -> str:
     """One line on what the sandbox cannot guarantee here, or '' where it holds in full."""
     found, gaps = hardening(), []
     if not found["user_namespace"]:
-        gaps.append("no user namespace (a trainer started by root keeps root's capabilities)")
+        gaps.append("no user namespace (a trainer started by root runs as root, its "
+                    "capabilities dropped)")
     if not found["seccomp"]:
         gaps.append(f"no seccomp filter ({seccomp_filter.unavailable_reason()})")
     if not found["cgroup"]:
