@@ -93,6 +93,11 @@ def log_of(folder: Path) -> list[dict]:
     return list(events.iter_events(folder / paths.EVENTS))
 
 
+def wait_for(folder: Path, kind: str, timeout: float = 120.0):
+    """Wait until the session's log holds an event of type `kind`; falsy if none came."""
+    return wait_until(lambda: any(e["type"] == kind for e in log_of(folder)), timeout)
+
+
 def session_folder(ws: layout.Workspace, timeout: float = 60.0) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

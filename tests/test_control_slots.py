@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_checks import keeping_workspace, log_of, ratchet, session_folder, start, wait_until
+from fault_checks import (
+    keeping_workspace,
+    log_of,
+    ratchet,
+    session_folder,
+    start,
+    wait_for,
+)
 
 from ratchet.engine.protocol import control, paths
 from ratchet.engine.protocol.control import ControlServer, send
@@ -83,7 +90,7 @@ def test_ratchet_ctl_and_stop_work_while_40_connections_sit_idle(tmp_path, templ
     run = start("--tag", "busy", cwd=ws.root)
     try:
         folder = session_folder(ws)
-        assert wait_until(lambda: any(e["type"] == "exp_start" for e in log_of(folder)), 120)
+        assert wait_for(folder, "exp_start")
         sock = folder / paths.SOCKET
         for args in (["ctl", "pause"], ["ctl", "resume"], ["ctl", "steer", "try", "wider"],
                      ["stop"]):

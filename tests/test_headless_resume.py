@@ -3,7 +3,14 @@ the resume on, and returns when that run ends, with its end line and exit status
 
 from __future__ import annotations
 
-from fault_checks import keeping_workspace, log_of, ratchet, session_folder, start, wait_until
+from fault_checks import (
+    keeping_workspace,
+    log_of,
+    ratchet,
+    session_folder,
+    start,
+    wait_for,
+)
 
 from ratchet.engine.protocol import paths
 
@@ -13,7 +20,7 @@ def test_headless_resume_follows_the_resumed_run_to_its_end(tmp_path, template_w
     first = start("--tag", "again", cwd=ws.root)
     try:
         folder = session_folder(ws)
-        assert wait_until(lambda: any(e["type"] == "exp_end" for e in log_of(folder)), 120)
+        assert wait_for(folder, "exp_end")
         stopped = ratchet("stop", cwd=ws.root)
         assert stopped.returncode == 0, stopped.stderr
         out, err = first.communicate(timeout=60)

@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
-from fault_checks import keeping_workspace, log_of, ratchet, session_folder, start, wait_until
+from fault_checks import (
+    keeping_workspace,
+    ratchet,
+    session_folder,
+    start,
+    wait_for,
+)
 
 from ratchet.engine.protocol import paths
 
@@ -13,7 +19,7 @@ def test_a_damaged_line_in_a_followed_log_is_one_warning_line(tmp_path, template
     run = start("--tag", "torn", cwd=ws.root)
     try:
         folder = session_folder(ws)
-        assert wait_until(lambda: any(e["type"] == "exp_start" for e in log_of(folder)), 120)
+        assert wait_for(folder, "exp_start")
         with open(folder / paths.EVENTS, "ab") as f:  # a hand edit, one whole line
             f.write(b'{"t": 1, "type": "exp_end", "exp": "seven"}\n')
         assert ratchet("stop", cwd=ws.root).returncode == 0

@@ -11,7 +11,7 @@ from fault_checks import (
     ratchet,
     session_folder,
     start,
-    wait_until,
+    wait_for,
 )
 
 from ratchet.engine.agents.offline.agent import OfflineAgent
@@ -25,9 +25,9 @@ def test_a_resumed_engine_is_not_reported_paused(tmp_path, template_workspace):
     run = start("--tag", "nap", cwd=ws.root)
     try:
         folder = session_folder(ws)
-        assert wait_until(lambda: any(e["type"] == "exp_start" for e in log_of(folder)), 120)
+        assert wait_for(folder, "exp_start")
         assert ratchet("ctl", "pause", cwd=ws.root).returncode == 0
-        assert wait_until(lambda: any(e["type"] == "paused" for e in log_of(folder)), 120)
+        assert wait_for(folder, "paused")
         kill_engine(folder)  # it dies paused
     finally:
         run.kill()
