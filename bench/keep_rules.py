@@ -10,7 +10,7 @@ a run's own noise (steps done, float order). The defaults of both are what bench
 measured on the default CPU workspace (docs/benchmarks.md). Sigma in the table is one run's
 spread across seeds, sqrt(U^2 + E^2): the baseline spread a user sees.
 
-Three rules, each through the functions the engine decides with (engine/loop/keep_rule.py):
+Three rules, each through the functions the engine decides with (engine/loop/rules/):
 - autoresearch's: one run, kept if lower than the best run so far;
 - margin (Ratchet 1's): beat the mean of three baseline seeds by noise_k x their spread, then a
   confirmation run with a fresh seed, the mean of both must still beat it;
@@ -33,7 +33,9 @@ import statistics
 import sys
 from collections.abc import Callable
 
-from ratchet.engine.loop import keep_rule, pairing
+from ratchet.engine.loop.rules import margin as margin_rules
+from ratchet.engine.loop.rules import paired as paired_rules
+from ratchet.engine.protocol import noise, schema
 
 BASELINE_SEEDS = 4  # the default baseline_seeds (--baseline-seeds)
 # The offline agent's changes on the default CPU workspace, in sigmas of one run: the shares
@@ -74,20 +76,20 @@ def margin_rule(world: World, effects: list[float], noise_k: float = 2.0,
     true = 3.0
     baseline = [world.run(true, s) for s in range(BASELINE_SEEDS)]
     best = statistics.fmean(baseline)
-    margin = keep_rule.margin(baseline, min_improvement, noise_k)
+    margin = margin_rules.margin(baseline, min_improvement, noise_k)
     kept, runs = [], 0
     for i, effect in enumerate(effects):
         val = world.run(true + effect, 0)
         runs += 1
         kept.append(False)
-        first = keep_rule.judge_candidate(val, best, margin, confirm=True, fresh=True)
-        if first.decision != keep_rule.PENDING_CONFIRM:
+        first = margin_rules.judge_candidate(val, best, margin, confirm=True, fresh=True)
+        if first.decision != schema.PENDING_CONFIRM:
             continue
         again = world.run(true + effect, 1000 + i)  # the confirmation's fresh seed
         runs += 1
-        verdict = keep_rule.judge_confirmation([val, again], best, margin, moved=False,
+        verdict = margin_rules.judge_confirmation([val, again], best, margin, moved=False,
                                                may_rerun=False)
-        if verdict.decision == keep_rule.KEEP:
+        if verdict.decision == schema.KEEP:
             kept[-1], best, true = True, verdict.new_best, true + effect
     return kept, runs
 
@@ -100,7 +102,7 @@ def paired_rule(world: World, effects: list[float], max_runs: int = 4,
     finished: list[list[float]] = []
     kept, runs = [], 0
     for effect in effects:
-        sigma, df = keep_rule.paired_noise(baseline, finished)
+        sigma, df = noise.paired_noise(baseline, finished)
         seeds = sorted(best_runs)
         cap = max(2, min(max_runs, len(seeds)))
         mine: dict[int, float] = {}
@@ -110,15 +112,15 @@ def paired_rule(world: World, effects: list[float], max_runs: int = 4,
             mine[seed] = world.run(true + effect, seed)
             runs += 1
             diffs.append(mine[seed] - best_runs.get(seed, statistics.fmean(best_runs.values())))
-            reading = keep_rule.judge_paired(diffs, sigma, df, keep_runs=min(cap, len(seeds)),
+            reading = paired_rules.judge_paired(diffs, sigma, df, keep_runs=min(cap, len(seeds)),
                                              cap=cap, min_improvement=min_improvement)
-            if reading.decision != keep_rule.ANOTHER_RUN:
+            if reading.decision != schema.ANOTHER_RUN:
                 break
         finished.append(diffs)
-        kept.append(reading.decision == keep_rule.KEEP)
+        kept.append(reading.decision == schema.KEEP)
         if kept[-1]:
             best_runs = {int(k): v for k, v in
-                         pairing.references(best_runs, pairing.Runs(mine, diffs)).items()}
+                         paired_rules.references(best_runs, paired_rules.Runs(mine, diffs)).items()}
             true = true + effect
     return kept, runs
 

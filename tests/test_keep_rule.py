@@ -2,14 +2,18 @@
 
 import pytest
 
-from ratchet.engine.loop import keep_rule as kr
+from ratchet.engine.loop import ledger
+from ratchet.engine.loop.rules import margin as margin_rule
+from ratchet.engine.loop.rules import paired as paired_rule
+from ratchet.engine.protocol import noise
+from ratchet.engine.protocol import schema as kr
 
 
 def test_margin_is_the_larger_of_noise_and_the_minimum():
-    assert kr.margin([], 0.01, 2.0) == 0.01
-    assert kr.margin([2.0], 0.01, 2.0) == 0.01  # one run says nothing of the noise
-    assert kr.margin([2.0, 2.1, 2.2], 0.01, 2.0) == pytest.approx(0.2)  # 2 x stdev 0.1
-    assert kr.margin([2.0, 2.0], 0.05, 2.0) == 0.05
+    assert margin_rule.margin([], 0.01, 2.0) == 0.01
+    assert margin_rule.margin([2.0], 0.01, 2.0) == 0.01  # one run says nothing of the noise
+    assert margin_rule.margin([2.0, 2.1, 2.2], 0.01, 2.0) == pytest.approx(0.2)  # 2 x stdev 0.1
+    assert margin_rule.margin([2.0, 2.0], 0.05, 2.0) == 0.05
 
 
 @pytest.mark.parametrize("val, decision", [
@@ -21,63 +25,64 @@ def test_margin_is_the_larger_of_noise_and_the_minimum():
     (2.3, kr.DISCARD),
 ])
 def test_candidate_against_best_and_margin(val, decision):
-    verdict = kr.judge_candidate(val, 2.0, 0.1, confirm=True, fresh=True)
+    verdict = margin_rule.judge_candidate(val, 2.0, 0.1, confirm=True, fresh=True)
     assert verdict.decision == decision
     assert verdict.new_best is None
 
 
 def test_candidate_without_confirmation_keeps_only_on_the_current_best():
-    assert kr.judge_candidate(1.5, 2.0, 0.1, confirm=False, fresh=True).decision == kr.KEEP
+    assert margin_rule.judge_candidate(1.5, 2.0, 0.1, confirm=False, fresh=True).decision == kr.KEEP
     # measured on an older best: it must be rebased and confirmed before it can be kept
-    assert kr.judge_candidate(1.5, 2.0, 0.1, confirm=False,
+    assert margin_rule.judge_candidate(1.5, 2.0, 0.1, confirm=False,
                               fresh=False).decision == kr.PENDING_CONFIRM
 
 
 def test_candidate_without_a_baseline_is_never_kept():
-    assert kr.judge_candidate(0.1, None, 0.0, confirm=False, fresh=True).decision == kr.DISCARD
+    verdict = margin_rule.judge_candidate(0.1, None, 0.0, confirm=False, fresh=True)
+    assert verdict.decision == kr.DISCARD
 
 
 def test_confirmation_keeps_the_mean_of_both_runs():
-    verdict = kr.judge_confirmation([1.8, 1.84], 2.0, 0.1, moved=False, may_rerun=True)
+    verdict = margin_rule.judge_confirmation([1.8, 1.84], 2.0, 0.1, moved=False, may_rerun=True)
     assert verdict.decision == kr.KEEP
     assert verdict.new_best == pytest.approx(1.82)
 
 
 def test_a_lucky_first_run_is_not_confirmed():
     # 1.8 won, but its confirmation 2.05 brings the mean to 1.925: within the margin
-    verdict = kr.judge_confirmation([1.8, 2.05], 2.0, 0.1, moved=False, may_rerun=True)
+    verdict = margin_rule.judge_confirmation([1.8, 2.05], 2.0, 0.1, moved=False, may_rerun=True)
     assert verdict.decision == kr.NEAR_MISS
-    assert kr.judge_confirmation([1.8, 2.3], 2.0, 0.1, moved=False,
+    assert margin_rule.judge_confirmation([1.8, 2.3], 2.0, 0.1, moved=False,
                                  may_rerun=True).decision == kr.DISCARD
 
 
 def test_confirmation_when_the_best_moved():
-    assert kr.judge_confirmation([1.5], 2.0, 0.1, moved=True,
+    assert margin_rule.judge_confirmation([1.5], 2.0, 0.1, moved=True,
                                  may_rerun=True).decision == kr.CONFIRM_AGAIN
     # out of reruns (or stopping): it measured code that is no longer on the best
-    assert kr.judge_confirmation([1.5], 2.0, 0.1, moved=True,
+    assert margin_rule.judge_confirmation([1.5], 2.0, 0.1, moved=True,
                                  may_rerun=False).decision == kr.DISCARD
     # a failed run is a crash whether or not the best moved
-    assert kr.judge_confirmation(None, 2.0, 0.1, moved=True,
+    assert margin_rule.judge_confirmation(None, 2.0, 0.1, moved=True,
                                  may_rerun=True).decision == kr.CRASH
 
 
 def test_results_tsv_rows():
-    assert kr.tsv_row(kr.BASELINE, "ok") == ("keep", "")
-    assert kr.tsv_row(kr.KEEP, "ok") == ("keep", "")
-    assert kr.tsv_row(kr.NEAR_MISS, "ok") == ("discard", " (near miss)")
-    assert kr.tsv_row(kr.DISCARD, "ok") == ("discard", "")
-    assert kr.tsv_row(kr.CRASH, "crash") == ("crash", "")
-    assert kr.tsv_row(kr.CRASH, "timeout") == ("crash", " (timeout)")
-    assert kr.tsv_confirmed(kr.KEEP) == ("keep", "")
-    assert kr.tsv_confirmed(kr.NEAR_MISS) == ("discard", " (not confirmed)")
+    assert ledger.tsv_row(kr.BASELINE, "ok") == ("keep", "")
+    assert ledger.tsv_row(kr.KEEP, "ok") == ("keep", "")
+    assert ledger.tsv_row(kr.NEAR_MISS, "ok") == ("discard", " (near miss)")
+    assert ledger.tsv_row(kr.DISCARD, "ok") == ("discard", "")
+    assert ledger.tsv_row(kr.CRASH, "crash") == ("crash", "")
+    assert ledger.tsv_row(kr.CRASH, "timeout") == ("crash", " (timeout)")
+    assert ledger.tsv_confirmed(kr.KEEP) == ("keep", "")
+    assert ledger.tsv_confirmed(kr.NEAR_MISS) == ("discard", " (not confirmed)")
 
 
 # --- the paired rule ------------------------------------------------------------------------
 
 
 def _judge(diffs, sigma=0.01, df=30, keep_runs=3, cap=3, min_improvement=0.0):
-    return kr.judge_paired(diffs, sigma, df, keep_runs=keep_runs, cap=cap,
+    return paired_rule.judge_paired(diffs, sigma, df, keep_runs=keep_runs, cap=cap,
                            min_improvement=min_improvement)
 
 
@@ -119,21 +124,21 @@ def test_a_gain_below_min_improvement_is_never_kept():
 
 def test_paired_noise_pools_each_candidates_spread_around_its_own_effect():
     # no baseline spread: the noise is the candidates' own, whatever their effects
-    sigma, df = kr.paired_noise([3.0], [[-0.10, -0.12], [0.50, 0.52], [0.2]])
+    sigma, df = noise.paired_noise([3.0], [[-0.10, -0.12], [0.50, 0.52], [0.2]])
     assert df == 2  # one per candidate with two runs; a single run tells nothing
     assert sigma == pytest.approx(0.02 / 2 ** 0.5)
     # the baseline's spread is the prior: a difference of two runs, sqrt(2) x its stdev
-    sigma, df = kr.paired_noise([3.0, 3.1, 3.2], [])
+    sigma, df = noise.paired_noise([3.0, 3.1, 3.2], [])
     assert (sigma, df) == (pytest.approx(0.1 * 2 ** 0.5), 2)
-    assert kr.paired_noise([3.0], []) == (0.0, 0)
+    assert noise.paired_noise([3.0], []) == (0.0, 0)
 
 
 def test_detectable_effect_shrinks_with_runs_and_measured_noise():
-    assert kr.detectable(0.01, 30, 3) < kr.detectable(0.01, 30, 2) < kr.detectable(0.01, 2, 2)
+    detectable = noise.detectable
+    assert detectable(0.01, 30, 3) < detectable(0.01, 30, 2) < detectable(0.01, 2, 2)
 
 
 def test_a_paired_candidates_rows_wait_for_its_last_run_and_share_its_verdict():
-    from ratchet.engine.loop import ledger
     from ratchet.engine.protocol import state as statemod
 
     def end(n, kind, decision, val, **extra):
@@ -163,8 +168,6 @@ def test_a_paired_candidates_rows_wait_for_its_last_run_and_share_its_verdict():
 
 
 def test_a_kept_candidates_luck_is_halved_in_the_new_best_it_becomes():
-    from ratchet.engine.loop import pairing
-
     # the old best ran 3.0 on both seeds; the candidate ran 2.8 and 2.6: effect -0.3
-    new = pairing.references({1: 3.0, 2: 3.0}, pairing.Runs({1: 2.8, 2: 2.6}, [-0.2, -0.4]))
+    new = paired_rule.references({1: 3.0, 2: 3.0}, paired_rule.Runs({1: 2.8, 2: 2.6}, [-0.2, -0.4]))
     assert new == {"1": pytest.approx(2.75), "2": pytest.approx(2.65)}

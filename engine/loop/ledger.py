@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from ratchet.engine.loop import keep_rule, results_tsv
+from ratchet.engine.loop import results_tsv
 from ratchet.engine.protocol import schema
 
 # results_tsv.append's arguments: commit, val_bpb, memory_mb, status, description
@@ -43,8 +43,27 @@ def rows_for(event: dict, pending: Mapping[int, dict],
     if event.get("kind") == "confirm" and decision != schema.RETRY:
         waiting = pending.get(event.get("confirms", 0))
         if waiting is not None:
-            rows += [row(end, *keep_rule.tsv_confirmed(decision)) for end in (waiting, *runs)]
-    return rows + [row(event, *keep_rule.tsv_row(decision, event.get("status", "")))]
+            rows += [row(end, *tsv_confirmed(decision)) for end in (waiting, *runs)]
+    return rows + [row(event, *tsv_row(decision, event.get("status", "")))]
+
+
+def tsv_row(decision: str, run_status: str) -> tuple[str, str]:
+    """results.tsv's status (autoresearch's keep, discard or crash) and a note for the
+    description, for an experiment's own row."""
+    if run_status != schema.OK:
+        note = f" ({run_status})" if decision in (schema.CRASH, schema.INTERRUPTED) \
+            and run_status != schema.CRASHED else ""
+        return "crash", note
+    if decision == schema.INTERRUPTED:  # ran, but its keep could not move the branch
+        return "discard", " (interrupted)"
+    if decision in (schema.BASELINE, schema.KEEP):
+        return "keep", ""
+    return "discard", " (near miss)" if decision == schema.NEAR_MISS else ""
+
+
+def tsv_confirmed(decision: str) -> tuple[str, str]:
+    """The row of a candidate whose confirmation ended: written only now that it is known."""
+    return ("keep", "") if decision == schema.KEEP else ("discard", " (not confirmed)")
 
 
 def row(end: dict, status: str, suffix: str = "") -> Row:

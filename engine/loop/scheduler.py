@@ -1,141 +1,88 @@
 """Scheduling: the agent proposes while the workers train, and results land one at a time.
 
-The proposer thread (`proposer.py`) asks the agent for candidates ahead of time. The engine
-thread (the caller of `Scheduler.run`) commits each proposal off the branch, hands jobs to free
-workers, and applies finished experiments one at a time; it alone writes git. What a result
-means (keep, discard, confirm) is `keep_rule`'s call; this module carries it out.
-
-The ratchet stays one line that only moves forward:
-- A candidate is a commit whose parent is the best commit when it was proposed (`based_on`).
-- A candidate still waiting for a worker when the best moves is rebased onto the new best
-  (its change re-applied with a 3-way file merge); if the change conflicts, or the new best
-  already holds it, it is dropped (`proposal_dropped`, with the reason).
-- A winner based on an older best is rebased onto the current best and confirmed there; then
-  only the confirmation counts (the first run measured other code). If the best moves again
-  during a confirmation, it is rebased and confirmed again, at most MAX_CONFIRM_ROUNDS times.
-- A keep fast-forwards the branch to a commit whose parent is the current best: logged first
-  (and on disk), then the branch moves, then results.tsv gets the rows, so a kill in between
-  leaves nothing a resume cannot complete (`Session._recover`); a keep the branch cannot take
-  is recorded as interrupted (`Session.record_end`).
+The proposer thread (`proposer`) makes candidates ahead of time and posts them on the
+`Handoff`. The engine thread (the caller of `Scheduler.run`) commits each one off the branch
+(`moves`), hands jobs to free workers (`jobs`), and gives each finished run of a candidate to
+the session's keep rule (`rules`), then carries out its ruling: record it (`recorder`), run the
+candidate again, or let it go. The engine thread alone writes git.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-from dataclasses import dataclass, field
-
 from ratchet.engine.agents.base import Proposal
-from ratchet.engine.loop import gitops, keep_rule, pairing
+from ratchet.engine.loop.handoff import Handoff
+from ratchet.engine.loop.jobs import Candidate, Jobs, Numbers
+from ratchet.engine.loop.moves import Moves
 from ratchet.engine.loop.proposer import POLL_S, Proposer
+from ratchet.engine.loop.rules.base import Finished, Rule
 from ratchet.engine.protocol import schema
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers import pool
 
-MAX_CONFIRM_ROUNDS = 3  # confirmations of one candidate before a moving best drops it
-
-
-@dataclass
-class Candidate:
-    exp: int
-    proposal: Proposal
-    commit: str
-    based_on: str
-    first: experiment.Result | None = None  # its candidate run, once it won
-    first_commit: str = ""  # the commit that run measured
-    confirm_rounds: int = 0
-    paired: pairing.Runs = field(default_factory=pairing.Runs)  # the paired rule's runs
-    moves: int = 0  # times the best moved under its paired runs
-
 
 class Scheduler:
-    def __init__(self, session, backend: pool.Backend):
-        self.s = session
-        self.backend = backend
-        self.lock = threading.Lock()
-        self.next_exp = session.last_exp + 1  # above every number the log mentions
-        self.free = list(backend.workers)
-        self.running: dict[int, pool.Job] = {}
-        self.ready: deque[Candidate] = deque()
-        self.confirms: deque[Candidate] = deque()
-        self.retries: deque[pool.Job] = deque()
-        self.deferred: list[pool.Outcome] = []  # candidate results waiting for the baseline
+    def __init__(self, session, backend: pool.Backend, rule: Rule, moves: Moves):
+        self.s, self.backend, self.rule, self.moves = session, backend, rule, moves
+        self.rec = session.recorder
+        self.state = session.recorder.state
+        self.config = session.config
+        self.jobs = Jobs(backend.workers)
+        self.numbers = Numbers(session.last_exp)
+        best = self.state.best_commit
+        self.handoff = Handoff((best, moves.files_at(best)), self.state.proposals,
+                               len(backend.workers), session.options.max_experiments)
+        self.proposer = Proposer(session, self.numbers, self.handoff)
         self.stopping = False
-        self.is_paired = session.config.loop.rule == "paired"
         self.paused_recorded = False
         self.error = ""
-        self.best = (session.state.best_commit, self._files_at(session.state.best_commit))
-        self.proposer = Proposer(session, self.lock, self.alloc_exp, self._wants_proposal,
-                                 self._in_flight, lambda: self.best)
-        self._requeue(session.state.queued)
+        self._requeue(self.state.queued)
 
-    # --- shared helpers ------------------------------------------------------------------
-
-    def alloc_exp(self) -> int:
-        with self.lock:
-            n, self.next_exp = self.next_exp, self.next_exp + 1
-            return n
-
-    def _files_at(self, sha: str) -> dict[str, str]:
-        return gitops.files_at(self.s.repo, sha, self.s.config.experiment.editable)
-
-    def _jobs(self) -> list[pool.Job]:
-        return list(self.running.values())  # a snapshot: the proposer thread reads it too
+    # --- counts --------------------------------------------------------------------------
 
     def _baselines_to_start(self) -> int:
-        started = self.s.state.baseline_runs + sum(1 for j in self._jobs() if j.kind == "baseline")
-        return max(0, self.s.config.loop.baseline_seeds - started)
+        started = self.state.baseline_runs + self.jobs.baselines_running()
+        return max(0, self.config.loop.baseline_seeds - started)
 
     def _baseline_done(self) -> bool:
-        return self._baselines_to_start() == 0 and not any(
-            j.kind == "baseline" for j in self._jobs())
+        return self._baselines_to_start() == 0 and not self.jobs.baselines_running()
 
-    def _in_flight(self) -> list[str]:
-        with self.lock:
-            jobs = [j.description for j in self._jobs() if j.kind == "candidate"]
-            return jobs + [c.proposal.description for c in self.ready] + \
-                [r.proposal.description for r in self.proposer.raw]
+    def _publish(self) -> None:
+        """Tell the proposer what it needs: the door, the queue and what is in flight."""
+        self.handoff.publish(
+            open=not self.stopping and not self.s.stop_reason and self._baselines_to_start() == 0,
+            waiting=len(self.jobs.ready), in_flight=self.jobs.in_flight())
 
-    # --- what the proposer thread asks ------------------------------------------------------
-
-    def _wants_proposal(self, made: int) -> bool:
-        limit = self.s.options.max_experiments
-        with self.lock:
-            waiting = len(self.ready) + self.proposer.waiting()
-        return (not self.stopping and not self.s.paused.is_set()
-                and self._baselines_to_start() == 0
-                and (limit is None or made < limit)
-                and waiting < len(self.backend.workers))
-
-    # --- the engine thread -----------------------------------------------------------------
+    # --- the engine thread ---------------------------------------------------------------
 
     def run(self) -> str:
         """Run until stopped or done; returns an error for the session's end, or ''."""
+        self._publish()
         self.proposer.start()
         try:
             while True:
                 self._intake()
                 self._control()
                 if not self.s.stop_reason and self._finished():
-                    self.s.stop_reason = "max_experiments"
-                if self.s.stop_reason and not self.running:
+                    self.s.stop_reason = schema.STOP_MAX_EXPERIMENTS
+                if self.s.stop_reason and not self.jobs.running:
                     break
                 if not self.s.stop_reason and not self.s.paused.is_set():
                     self._dispatch()
                 for outcome in self.backend.wait(POLL_S):
                     self._apply(outcome)
-                if self._baseline_done() and self.deferred:
-                    deferred, self.deferred = self.deferred, []
+                if self._baseline_done() and self.jobs.deferred:
+                    deferred, self.jobs.deferred = self.jobs.deferred, []
                     for outcome in deferred:
                         self._apply(outcome)
-                if self._baseline_done() and not self.s.state.baseline and not self._error():
+                if self._baseline_done() and not self.state.baseline and not self._error():
                     self.error = "every baseline run failed; fix train.py first"
-                    self.s.request_stop("error")
+                    self.s.request_stop(schema.STOP_ERROR)
+                self._publish()
         finally:
             self.stopping = True
             self.backend.kill()
             self.proposer.stop()
-            deferred, self.deferred = self.deferred, []
+            deferred, self.jobs.deferred = self.jobs.deferred, []
             for outcome in deferred:  # finished before the baseline did: recorded all the same
                 self._apply(outcome)
             self._intake()
@@ -148,11 +95,8 @@ class Scheduler:
 
     def _finished(self) -> bool:
         limit = self.s.options.max_experiments
-        with self.lock:
-            idle = not self.proposer.proposing and not self.proposer.raw and not self.ready
-            made = self.proposer.proposals
-        return (limit is not None and made >= limit and idle and not self.running
-                and not self.confirms and not self.retries and not self.deferred
+        settled, made = self.handoff.settled()
+        return (limit is not None and made >= limit and settled and self.jobs.idle()
                 and self._baseline_done())
 
     def _control(self) -> None:
@@ -160,306 +104,147 @@ class Scheduler:
             self.s.kill_current.clear()
             self.backend.kill()
         if self.s.paused.is_set() and not self.paused_recorded and not self.s.stop_reason:
-            self.s.emit(schema.PAUSED)
-            self.s.emit(schema.PHASE, phase="paused")
+            self.rec.emit(schema.PAUSED)
+            self.rec.emit(schema.PHASE, phase=schema.PHASE_PAUSED)
             self.paused_recorded = True
         elif not self.s.paused.is_set() and self.paused_recorded:
-            self.s.emit(schema.RESUMED)
+            self.rec.emit(schema.RESUMED)
             self.paused_recorded = False
         self.s.resume_wakeup.clear()
 
     def _intake(self) -> None:
         """Commit the proposer's proposals (off the branch) and record them."""
-        while True:
-            with self.lock:
-                if not self.proposer.raw:
-                    return
-                raw = self.proposer.raw[0]
-            p = raw.proposal
-            commit = gitops.commit_tree(self.s.repo, raw.based_on, p.files,
-                                        f"exp {raw.exp}: {p.description}")
-            self.s.emit(schema.PROPOSAL, exp=raw.exp, description=p.description,
-                        rationale=p.rationale, diff=gitops.diff(self.s.repo, raw.based_on, commit),
-                        files=sorted(p.files), based_on=raw.based_on, changes=p.changes,
-                        steer=raw.steer, commit=commit)
-            with self.lock:
-                self.proposer.raw.popleft()
-                self.ready.append(Candidate(raw.exp, p, commit, raw.based_on))
+        while (raw := self.handoff.next()) is not None:
+            self.jobs.ready.append(self.moves.commit(raw, self.rule.tally()))
+            self.handoff.taken(len(self.jobs.ready))
 
     def _requeue(self, queued: dict[int, dict]) -> None:
         """Proposals recorded but never started (the engine stopped): they run after all."""
         for n, event in sorted(queued.items()):
-            commit = event.get("commit", "")
-            try:
-                tree = self.s.repo.commit(commit)
-                files = {name: gitops.text_at(tree, name) for name in event.get("files", [])}
-            except (ValueError, gitops.git.GitError):
-                files = {}
-            if not files or None in files.values():
-                self._drop(n, "its commit is gone", event.get("description", ""), "queued")
+            files = self.moves.readable(event.get("commit", ""), event.get("files", []))
+            if files is None:
+                self.rec.dropped(n, "its commit is gone", event.get("description", ""),
+                                 schema.STAGE_QUEUED)
                 continue
             proposal = Proposal(event.get("description", ""), files, event.get("rationale", ""),
                                 event.get("changes") or {})
-            self.ready.append(Candidate(n, proposal, commit, event.get("based_on", "")))
+            self.jobs.ready.append(Candidate(n, proposal, event.get("commit", ""),
+                                             event.get("based_on", ""), self.rule.tally()))
 
     def _drop_unstarted(self) -> None:
-        while self.ready:
-            c = self.ready.popleft()
-            self._drop(c.exp, f"the session ended ({self.s.stop_reason}) before it ran",
-                       c.proposal.description, "queued", c.proposal.changes)
-        for c in list(self.confirms):
-            self._drop_winner(c, f"the session ended ({self.s.stop_reason}) before its "
-                                 f"confirmation")
-        self.confirms.clear()
+        why = f"the session ended ({self.s.stop_reason}) before"
+        while self.jobs.ready:
+            c = self.jobs.ready.popleft()
+            self.rec.dropped(c.exp, f"{why} it ran", c.proposal.description,
+                             schema.STAGE_QUEUED, c.proposal.changes)
+        while self.jobs.further:
+            c = self.jobs.further.popleft()
+            self.rec.dropped(c.exp, f"{why} its confirmation", c.proposal.description,
+                             schema.STAGE_CONFIRM, c.proposal.changes)
 
-    def _drop(self, n: int, reason: str, description: str, stage: str,
-              changes: dict | None = None) -> None:
-        self.s.emit(schema.PROPOSAL_DROPPED, exp=n, reason=reason, description=description,
-                    stage=stage, changes=changes or {})
-
-    def _drop_winner(self, c: Candidate, reason: str) -> None:
-        self._drop(c.exp, reason, c.proposal.description, "confirm", c.proposal.changes)
-        self.s.log.sync()
-        self.s.write_rows()  # the winner's own row, a discard now
-
-    # --- dispatching -----------------------------------------------------------------------
+    # --- dispatching ---------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        while self.free:
+        while self.jobs.free:
             job = self._next_job()
             if job is None:
                 return
-            worker = self.free.pop(0)
-            job.worker = worker
-            self.running[job.exp] = job
-            self.s.emit(schema.EXP_START, exp=job.exp, kind=job.kind, commit=job.commit,
-                        seed=job.seed, budget=self.s.config.experiment.budget_seconds,
-                        description=job.description, worker=worker,
-                        **({"retry_of": job.retry_of} if job.retry_of is not None else {}))
-            self.s.log.sync()
+            worker = self.jobs.start(job)
+            self.rec.emit(schema.EXP_START, exp=job.exp, kind=job.kind, commit=job.commit,
+                          seed=job.seed, budget=self.config.experiment.budget_seconds,
+                          description=job.description, worker=worker,
+                          **({"retry_of": job.retry_of} if job.retry_of is not None else {}))
+            self.rec.log.sync()
             self.backend.start(job, worker)
 
     def _next_job(self) -> pool.Job | None:
-        if self.retries:
-            return self.retries.popleft()
-        while self.confirms:
-            job = self._confirm_job(self.confirms.popleft())
+        """Lost workers' jobs first, then winners' further runs, the baseline, new ones."""
+        if self.jobs.retries:
+            return self.jobs.retries.popleft()
+        while self.jobs.further:
+            job = self._further_job(self.jobs.further.popleft())
             if job is not None:
                 return job
         if self._baselines_to_start():
-            seed = self.s.config.experiment.seed + self.s.state.baseline_runs + sum(
-                1 for j in self.running.values() if j.kind == "baseline")
-            label = "baseline" if seed == self.s.config.experiment.seed \
+            seed = self.config.experiment.seed + self.state.baseline_runs + \
+                self.jobs.baselines_running()
+            label = "baseline" if seed == self.config.experiment.seed \
                 else f"baseline (seed {seed})"
-            return pool.Job(self.alloc_exp(), "baseline", self.s.state.best_commit, seed,
-                               label)
-        while True:
-            with self.lock:
-                if not self.ready:
-                    return None
-                c = self.ready.popleft()
-            self.proposer.wake.set()  # room for the proposer to prepare the next one
-            if self._onto_best(c, "queued"):
-                return pool.Job(c.exp, "candidate", c.commit, self._seed(0),
-                                   c.proposal.description, candidate=c)
+            return pool.Job(self.numbers.take(), schema.BASELINE, self.state.best_commit, seed,
+                            label)
+        while self.jobs.ready:
+            c = self.jobs.ready.popleft()
+            self.handoff.publish(waiting=len(self.jobs.ready))  # room for the next proposal
+            if self.moves.onto_best(c, schema.STAGE_QUEUED):
+                return pool.Job(c.exp, schema.CANDIDATE, c.commit, self.rule.first_seed(self.state),
+                                c.proposal.description, candidate=c)
+        return None
 
-    def _onto_best(self, c: Candidate, stage: str) -> bool:
-        """Rebase the candidate onto the current best if it is based on an older one."""
-        best = self.s.state.best_commit
-        if c.based_on == best:
-            return True
-        commit, why = gitops.rebase_commit(self.s.repo, c.commit, best,
-                                           f"exp {c.exp}: {c.proposal.description}")
-        if commit is None:
-            if stage == "queued":
-                self._drop(c.exp, why, c.proposal.description, stage, c.proposal.changes)
-            else:
-                self._drop_winner(c, why)
-            return False
-        self.s.emit(schema.PROPOSAL_REBASED, exp=c.exp, commit=commit, based_on=best,
-                    previous_commit=c.commit, stage=stage,
-                    diff=gitops.diff(self.s.repo, best, commit))
-        c.commit, c.based_on = commit, best
-        return True
-
-    def _seed(self, index: int) -> int:
-        """The seed of a candidate's run number `index`: the margin rule's first run always
-        takes the config's seed, the paired rule's runs the best's seeds in turn."""
-        first = self.s.config.experiment.seed
-        return pairing.seed_for(self.s.state, first, index) if self.is_paired else first
-
-    def _confirm_job(self, c: Candidate) -> pool.Job | None:
-        moved = c.based_on != self.s.state.best_commit
-        if not self._onto_best(c, "confirm"):
+    def _further_job(self, c: Candidate) -> pool.Job | None:
+        moved = c.based_on != self.state.best_commit
+        if not self.moves.onto_best(c, schema.STAGE_CONFIRM):
             return None
-        if moved:
-            c.paired.clear()  # only runs on the current best count
-        c.confirm_rounds += 1
-        seed = self.s.config.experiment.seed + 1000 + c.exp + (c.confirm_rounds - 1) * 100
-        if self.is_paired:
-            seed = self._seed(len(c.paired.diffs))
-        return pool.Job(self.alloc_exp(), "confirm", c.commit, seed,
-                           f"confirm exp {c.exp}: {c.proposal.description}", candidate=c)
+        seed = self.rule.next_seed(c.tally, c.exp, moved, self.state)
+        return pool.Job(self.numbers.take(), schema.CONFIRM, c.commit, seed,
+                        f"confirm exp {c.exp}: {c.proposal.description}", candidate=c)
 
-    # --- applying results, one at a time -----------------------------------------------------
+    # --- applying results, one at a time -------------------------------------------------
 
     def _apply(self, outcome: pool.Outcome) -> None:
         job, result = outcome.job, outcome.result
-        if job.kind == "candidate" and not self._baseline_done() and not self.s.stop_reason:
-            self.deferred.append(outcome)  # judged once the baseline's noise is known
-            self._release(job)
+        self.jobs.release(job)
+        if job.kind == schema.CANDIDATE and not self._baseline_done() and not self.s.stop_reason:
+            self.jobs.deferred.append(outcome)  # judged once the baseline's noise is known
             return
-        self._release(job)
-        if result.status == "killed" and self.s.stop_reason:
-            result.status, result.error = "interrupted", f"engine stopping ({self.s.stop_reason})"
+        if result.status == schema.KILLED and self.s.stop_reason:
+            result.status = schema.INTERRUPTED
+            result.error = f"engine stopping ({self.s.stop_reason})"
         if outcome.lost:
-            result.status = "interrupted" if self.s.stop_reason else "lost"
+            result.status = schema.INTERRUPTED if self.s.stop_reason else schema.LOST
             if not self.s.stop_reason and self._retry(job, result):
                 return
-        if job.kind == "baseline":
-            self.s.record_end(job.exp, "baseline", job.commit, result, job.description,
-                              decision=keep_rule.BASELINE, worker=job.worker)
-        elif job.kind == "candidate":
-            self._apply_candidate(job, result)
-        elif self.is_paired:
-            self._apply_paired(job, result)
+        if job.kind == schema.BASELINE:
+            self.rec.end(job.exp, schema.BASELINE, job.commit, result, job.description,
+                         decision=schema.BASELINE, worker=job.worker)
         else:
-            self._apply_confirm(job, result)
-
-    def _release(self, job: pool.Job) -> None:
-        if self.running.pop(job.exp, None) is not None:
-            self.free.append(job.worker)
-            self.free.sort(key=self.backend.workers.index)
+            self._judge(job, result)
 
     def _retry(self, job: pool.Job, result: experiment.Result) -> bool:
         """Record a lost worker's job and run it again under a new number (once)."""
         if job.retry_of is not None:  # lost twice: recorded as it is
             return False
-        again = pool.Job(self.alloc_exp(), job.kind, job.commit, job.seed, job.description,
-                            candidate=job.candidate, retry_of=job.exp)
-        self.s.record_end(job.exp, job.kind, job.commit, result, job.description,
-                          keep_rule.RETRY, changes=_changes(job), worker=job.worker,
-                          retried_as=again.exp)
-        self.retries.append(again)
+        again = pool.Job(self.numbers.take(), job.kind, job.commit, job.seed, job.description,
+                         candidate=job.candidate, retry_of=job.exp)
+        changes = job.candidate.proposal.changes if job.candidate is not None else {}
+        self.rec.end(job.exp, job.kind, job.commit, result, job.description, schema.RETRY,
+                     changes=changes, worker=job.worker, retried_as=again.exp)
+        self.jobs.retries.append(again)
         return True
 
-    def _apply_candidate(self, job: pool.Job, result: experiment.Result) -> None:
-        if self.is_paired:
-            self._apply_paired(job, result)
-            return
+    def _judge(self, job: pool.Job, result: experiment.Result) -> None:
+        """A candidate's run, or a further one: the rule's ruling, carried out."""
         c: Candidate = job.candidate
-        verdict = keep_rule.judge_candidate(
-            _score(result), self.s.state.best_bpb, self.s.margin(),
-            confirm=self.s.config.loop.confirm, fresh=c.based_on == self.s.state.best_commit)
-        self.s.record_end(job.exp, "candidate", job.commit, result, job.description,
-                          verdict.decision, changes=c.proposal.changes,
-                          worker=job.worker, based_on=c.based_on)
-        if verdict.decision == keep_rule.PENDING_CONFIRM:
-            c.first, c.first_commit = result, job.commit
-            if self.s.stop_reason:
-                self._drop_winner(c, "the session stopped before its confirmation")
+        first = job.kind == schema.CANDIDATE
+        run = Finished(kind=job.kind, commit=job.commit, seed=job.seed,
+                       val_bpb=result.val_bpb if result.status == schema.OK else None,
+                       fresh=c.based_on == self.state.best_commit,
+                       moved=not self.moves.measured_on_best(job.commit),
+                       stopping=bool(self.s.stop_reason))
+        ruling = self.rule.judge(run, c.tally, self.state)
+        where = {"based_on": c.based_on} if first else {"confirms": c.exp}
+        self.rec.end(job.exp, job.kind, job.commit, result, c.proposal.description,
+                     ruling.decision, changes=c.proposal.changes, **ruling.fields,
+                     worker=job.worker, **where)
+        if ruling.again:
+            if self.s.stop_reason and ruling.decision != schema.CONFIRM_AGAIN:
+                self.rec.dropped(c.exp, f"the session stopped before {self.rule.waiting_for}",
+                                 c.proposal.description, schema.STAGE_CONFIRM,
+                                 c.proposal.changes)
             else:
-                self.confirms.append(c)
+                self.jobs.run_again(c, ruling.again)
             return
-        if verdict.decision == keep_rule.KEEP:
-            self._advance(job.commit)
-        self._observe(c)
-
-    def _apply_confirm(self, job: pool.Job, result: experiment.Result) -> None:
-        c: Candidate = job.candidate
-        score = _score(result)
-        # on the candidate's own commit both runs measured the same code; after a rebase
-        # only this run did
-        runs = None if score is None else (
-            [c.first.val_bpb, score] if job.commit == c.first_commit else [score])
-        verdict = keep_rule.judge_confirmation(
-            runs, self.s.state.best_bpb, self.s.margin(),
-            moved=gitops.parent_of(self.s.repo, job.commit) != self.s.state.best_commit,
-            may_rerun=not self.s.stop_reason and c.confirm_rounds < MAX_CONFIRM_ROUNDS)
-        extra = {"confirms": c.exp, "worker": job.worker}
-        if verdict.decision == keep_rule.CONFIRM_AGAIN:
-            self.s.record_end(job.exp, "confirm", job.commit, result, c.proposal.description,
-                              verdict.decision, changes=c.proposal.changes, **extra)
-            self.confirms.appendleft(c)  # rebased onto the new best when it next starts
-            return
-        # the candidate's row is written with this run's, from the log (`ledger`)
-        self.s.record_end(job.exp, "confirm", job.commit, result, c.proposal.description,
-                          verdict.decision, changes=c.proposal.changes,
-                          new_best=verdict.new_best, **extra)
-        if verdict.decision == keep_rule.KEEP:
-            self._advance(job.commit)
-        self._observe(c)
-
-    # --- the paired rule: every run of a candidate against the best's run on its seed -----
-
-    def _read(self, c: Candidate, job: pool.Job, val: float) -> keep_rule.Reading:
-        return pairing.judge(self.s.state, c.paired, job.seed, val, self.s.noise(),
-                             self.s.config.experiment.min_improvement,
-                             self.s.config.experiment.seed)
-
-    def _apply_paired(self, job: pool.Job, result: experiment.Result) -> None:
-        """A candidate's run or one of its further runs (kind confirm): judged on all of its
-        runs so far; another run is queued first, ahead of new candidates."""
-        c: Candidate = job.candidate
-        first, score = job.kind == "candidate", _score(result)
-        if first:
-            c.paired.clear()
-        moved = gitops.parent_of(self.s.repo, job.commit) != self.s.state.best_commit
-        extra = {"worker": job.worker, **({"based_on": c.based_on} if first
-                                          else {"confirms": c.exp})}
-        if not first and score is not None and moved and not self.s.stop_reason \
-                and c.moves < MAX_CONFIRM_ROUNDS:
-            c.moves += 1  # its runs measured code that is not on the best: again, rebased
-            self.s.record_end(job.exp, "confirm", job.commit, result, c.proposal.description,
-                              keep_rule.CONFIRM_AGAIN, changes=c.proposal.changes, **extra)
-            self.confirms.appendleft(c)
-            return
-        reading = None
-        if score is None:
-            decision = keep_rule.CRASH
-        elif self.s.state.best_bpb is None or (moved and not first):
-            decision = keep_rule.DISCARD
-        else:
-            reading = self._read(c, job, score)
-            decision = reading.decision
-        if first and decision == keep_rule.ANOTHER_RUN:
-            decision = keep_rule.PENDING_CONFIRM  # a candidate awaiting its further runs
-        new_best = {"new_best": c.paired.mean()} if decision == keep_rule.KEEP else {}
-        self.s.record_end(job.exp, job.kind, job.commit, result, c.proposal.description,
-                          decision, changes=c.proposal.changes,
-                          paired=pairing.record(reading, c.paired, self.s.state),
-                          **new_best, **extra)
-        if decision in (keep_rule.PENDING_CONFIRM, keep_rule.ANOTHER_RUN):
-            if first:
-                c.first, c.first_commit = result, job.commit
-                if moved:
-                    c.paired.clear()  # it ran on an older best: rebased, it runs again
-            if self.s.stop_reason:
-                self._drop_winner(c, "the session stopped before its further runs")
-            else:
-                self.confirms.appendleft(c)
-            return
-        if decision == keep_rule.KEEP:
-            self._advance(job.commit)
-        self._observe(c)
-
-    def _advance(self, commit: str) -> None:
-        """The branch moved to a kept commit as its keep was recorded (`Session.record_end`);
-        a keep it could not take was recorded as interrupted, and the session stops."""
-        if self.s.branch.tip == commit:
-            self.best = (commit, self._files_at(commit))
-            self.proposer.wake.set()
-
-    def _observe(self, c: Candidate) -> None:
-        entry = self.s.state.history[-1] if self.s.state.history else None
-        if entry is not None:
-            self.proposer.observations.append((c.proposal, entry))
-
-
-def _score(result: experiment.Result) -> float | None:
-    """The run's val_bpb, or None when it did not end well enough to count."""
-    return result.val_bpb if result.status == "ok" else None
-
-
-def _changes(job: pool.Job) -> dict:
-    return job.candidate.proposal.changes if job.candidate is not None else {}
+        if ruling.decision == schema.KEEP and self.s.branch.tip == job.commit:
+            best = (job.commit, self.moves.files_at(job.commit))
+            self.handoff.publish(best=best)  # the proposer proposes on the new best
+        if self.state.history:
+            self.handoff.observe(c.proposal, self.state.history[-1])

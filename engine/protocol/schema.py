@@ -19,7 +19,8 @@ COMMON = {
     "exp": "the experiment number (an integer), where the event belongs to one",
 }
 
-# The decisions an exp_end records (its `decision` field); engine/loop/keep_rule.py takes them.
+# The decisions an exp_end records (its `decision` field); the keep rules (engine/loop/rules/)
+# take them.
 BASELINE = "baseline"
 KEEP = "keep"
 DISCARD = "discard"
@@ -33,6 +34,45 @@ ANOTHER_RUN = "another_run"  # the paired rule's close call (or unconfirmed win)
 INTERRUPTED = "interrupted"
 DECISIONS = (BASELINE, KEEP, DISCARD, NEAR_MISS, CRASH, PENDING_CONFIRM, CONFIRM_AGAIN, RETRY,
              ANOTHER_RUN, INTERRUPTED)
+
+# Job kinds: what an experiment is for (exp_start's and exp_end's `kind`). A baseline run is
+# also decided BASELINE: the same word.
+CANDIDATE = "candidate"  # a proposal's first run
+CONFIRM = "confirm"  # a further run of a candidate: a confirmation, or one more seed
+KINDS = (BASELINE, CANDIDATE, CONFIRM)
+
+# Run statuses: how a run ended (exp_end's `status`). INTERRUPTED is also a decision.
+OK = "ok"
+CRASHED = "crash"  # the decision of a failed run is CRASH: the same word
+TIMEOUT = "timeout"  # the evaluation ran out of time
+OVER_BUDGET = "over_budget"  # the model was handed off after the budget
+KILLED = "killed"  # stopped by the person (`k`)
+OVER_LIMIT = "over_limit"  # past its memory or process limit: killed
+LOST = "lost"  # the worker died under it
+STATUSES = (OK, CRASHED, TIMEOUT, OVER_BUDGET, OVER_LIMIT, KILLED, INTERRUPTED, LOST)
+
+# Why a session ended (session_end's `reason`).
+STOP_MAX_EXPERIMENTS = "max_experiments"
+STOP_STOPPED = "stopped"  # the person stopped it
+STOP_SIGNAL = "signal"  # SIGTERM or SIGINT
+STOP_ERROR = "error"
+STOP_IMPORTED = "imported"  # written by `ratchet import`
+STOP_REASONS = (STOP_MAX_EXPERIMENTS, STOP_STOPPED, STOP_SIGNAL, STOP_ERROR, STOP_IMPORTED)
+
+# What the engine or a worker does (phase's `phase`, and the folded state's).
+PHASE_STARTING = "starting"
+PHASE_PROPOSING = "proposing"
+PHASE_TRAINING = "training"
+PHASE_EVALUATING = "evaluating"
+PHASE_PAUSED = "paused"
+PHASE_ENDED = "ended"
+PHASES = (PHASE_STARTING, PHASE_PROPOSING, PHASE_TRAINING, PHASE_EVALUATING, PHASE_PAUSED,
+          PHASE_ENDED)
+
+# Where a candidate was when it was rebased or dropped (the `stage` field).
+STAGE_QUEUED = "queued"  # before its first run
+STAGE_CONFIRM = "confirm"  # a winner, before a further run
+STAGES = (STAGE_QUEUED, STAGE_CONFIRM)
 
 SESSION_START = "session_start"
 AGENT_DELTA = "agent_delta"
@@ -125,7 +165,7 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
     _spec(AGENT_GAVE_UP, "proposals failed 10 times in a row; the session ends with an error",
           {"error": "why"}),
     _spec(EXP_START, "an experiment starts training", {
-        **_EXP, "kind": "baseline | candidate | confirm", "commit": "the experiment's commit",
+        **_EXP, "kind": " | ".join(KINDS), "commit": "the experiment's commit",
         "seed": "the training seed", "budget": "the training budget in seconds",
         "description": "what it tries"}, {
         **_WORKER, "retry_of": "on a retry: the exp whose worker was lost"}),
@@ -133,10 +173,9 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         "loss": "the training loss", "lr": "the learning rate", "tok_s": "tokens per second",
         "elapsed": "seconds since training began", **_WORKER}),
     _spec(EXP_END, "an experiment's result and the loop's decision", {
-        **_EXP, "kind": "baseline | candidate | confirm",
-        "status": "ok | crash | timeout | killed | interrupted | lost",
-        "decision": "baseline | keep | discard | near_miss | crash | pending_confirm | "
-                    "confirm_again | retry | another_run | interrupted",
+        **_EXP, "kind": " | ".join(KINDS),
+        "status": " | ".join(STATUSES),
+        "decision": " | ".join(DECISIONS),
         "val_bpb": "the measured metric (null on a crash)",
         "best_before": "the best val_bpb before it", "delta": "val_bpb minus best_before",
         "margin": "what a change had to beat the best by", "commit": "the experiment's commit",
@@ -165,7 +204,7 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
           {"phase": "proposing | training | evaluating | paused | ..."},
           {**_EXP, **_WORKER}),
     _spec(SESSION_END, "the session is over", {
-        "reason": "max_experiments | stopped | signal | error | imported",
+        "reason": " | ".join(STOP_REASONS),
         "experiments": "the last experiment number", "kept": "changes kept",
         "best_bpb": "the best val_bpb", "baseline_bpb": "the baseline's mean val_bpb",
         "best_commit": "the best commit"}, {"error": "with reason error: what went wrong"}),
