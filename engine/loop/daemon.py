@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if not lock.is_full(exc):
             raise
         return say(f"ratchet-engine: error: {lock.full_message(ws.runs_dir())}", 2)
-    return say(f"ratchet-engine: error: {session.full}", code) if session.full else code
+    full = session.recorder.full
+    return say(f"ratchet-engine: error: {full}", code) if full else code
 
 
 def say(line: str, code: int) -> int:
