@@ -37,7 +37,7 @@ class Handoff:
         self._raw: deque[RawProposal] = deque()
         self._busy = False  # the proposer is asking the agent
         self._made = made  # proposals made, toward --max-experiments
-        self._slots, self._limit = slots, limit
+        self._slots, self.limit = slots, limit  # limit: --max-experiments
         self._observed: deque[tuple[Proposal, HistoryEntry]] = deque()
 
     # --- the engine thread ---------------------------------------------------------------
@@ -82,7 +82,7 @@ class Handoff:
         """Whether a proposal is wanted now: the door open, the limit not reached, and fewer
         candidates waiting than workers."""
         with self._lock:
-            return (self._open and (self._limit is None or self._made < self._limit)
+            return (self._open and (self.limit is None or self._made < self.limit)
                     and self._waiting + len(self._raw) < self._slots)
 
     def begin(self) -> tuple[str, dict[str, str], list[str]]:

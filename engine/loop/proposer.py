@@ -37,7 +37,7 @@ class Proposer:
         self.thread.join(timeout=2.0)
 
     def _wanted(self) -> bool:
-        return not self.stopping and not self.s.paused.is_set() and self.handoff.wanted()
+        return not self.stopping and not self.s.controls.paused.is_set() and self.handoff.wanted()
 
     def _loop(self) -> None:
         failures, wake = 0, self.handoff.wake
@@ -85,7 +85,7 @@ class Proposer:
         except AgentPaused as exc:
             batcher.flush()
             self.s.emit(schema.PROPOSAL_FAILED, exp=n, error=str(exc), paused=True)
-            self.s.paused.set()
+            self.s.controls.paused.set()
             return 0
         except AgentError as exc:
             batcher.flush()

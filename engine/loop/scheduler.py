@@ -10,28 +10,29 @@ candidate again, or let it go. The engine thread alone writes git.
 from __future__ import annotations
 
 from ratchet.engine.agents.base import Proposal
+from ratchet.engine.loop.controls import Controls
 from ratchet.engine.loop.handoff import Handoff
 from ratchet.engine.loop.jobs import Candidate, Jobs, Numbers
 from ratchet.engine.loop.moves import Moves
 from ratchet.engine.loop.proposer import POLL_S, Proposer
+from ratchet.engine.loop.recorder import Recorder
 from ratchet.engine.loop.rules.base import Finished, Rule
 from ratchet.engine.protocol import schema
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers import pool
+from ratchet.engine.workspace.config import Config
 
 
 class Scheduler:
-    def __init__(self, session, backend: pool.Backend, rule: Rule, moves: Moves):
-        self.s, self.backend, self.rule, self.moves = session, backend, rule, moves
-        self.rec = session.recorder
-        self.state = session.recorder.state
-        self.config = session.config
+    def __init__(self, controls: Controls, recorder: Recorder, rule: Rule, moves: Moves,
+                 backend: pool.Backend, config: Config, handoff: Handoff, numbers: Numbers,
+                 proposer: Proposer):
+        self.c, self.rec, self.rule, self.moves = controls, recorder, rule, moves
+        self.backend, self.config, self.handoff = backend, config, handoff
+        self.numbers, self.proposer = numbers, proposer
+        self.state = recorder.state  # read only: the recorder folds every event into it
+        self.limit = handoff.limit
         self.jobs = Jobs(backend.workers)
-        self.numbers = Numbers(session.last_exp)
-        best = self.state.best_commit
-        self.handoff = Handoff((best, moves.files_at(best)), self.state.proposals,
-                               len(backend.workers), session.options.max_experiments)
-        self.proposer = Proposer(session, self.numbers, self.handoff)
         self.stopping = False
         self.paused_recorded = False
         self.error = ""
@@ -49,7 +50,7 @@ class Scheduler:
     def _publish(self) -> None:
         """Tell the proposer what it needs: the door, the queue and what is in flight."""
         self.handoff.publish(
-            open=not self.stopping and not self.s.stop_reason and self._baselines_to_start() == 0,
+            open=not self.stopping and self._baselines_to_start() == 0,
             waiting=len(self.jobs.ready), in_flight=self.jobs.in_flight())
 
     # --- the engine thread ---------------------------------------------------------------
@@ -62,11 +63,11 @@ class Scheduler:
             while True:
                 self._intake()
                 self._control()
-                if not self.s.stop_reason and self._finished():
-                    self.s.stop_reason = schema.STOP_MAX_EXPERIMENTS
-                if self.s.stop_reason and not self.jobs.running:
+                if not self.c.stop_reason and self._finished():
+                    self.c.stop_reason = schema.STOP_MAX_EXPERIMENTS
+                if self.c.stop_reason and not self.jobs.running:
                     break
-                if not self.s.stop_reason and not self.s.paused.is_set():
+                if not self.c.stop_reason and not self.c.paused.is_set():
                     self._dispatch()
                 for outcome in self.backend.wait(POLL_S):
                     self._apply(outcome)
@@ -76,7 +77,7 @@ class Scheduler:
                         self._apply(outcome)
                 if self._baseline_done() and not self.state.baseline and not self._error():
                     self.error = "every baseline run failed; fix train.py first"
-                    self.s.request_stop(schema.STOP_ERROR)
+                    self.c.request_stop(schema.STOP_ERROR)
                 self._publish()
         finally:
             self.stopping = True
@@ -94,23 +95,23 @@ class Scheduler:
         return self.error or self.proposer.error
 
     def _finished(self) -> bool:
-        limit = self.s.options.max_experiments
+        limit = self.limit
         settled, made = self.handoff.settled()
         return (limit is not None and made >= limit and settled and self.jobs.idle()
                 and self._baseline_done())
 
     def _control(self) -> None:
-        if self.s.kill_current.is_set():
-            self.s.kill_current.clear()
+        if self.c.kill_current.is_set():
+            self.c.kill_current.clear()
             self.backend.kill()
-        if self.s.paused.is_set() and not self.paused_recorded and not self.s.stop_reason:
+        if self.c.paused.is_set() and not self.paused_recorded and not self.c.stop_reason:
             self.rec.emit(schema.PAUSED)
             self.rec.emit(schema.PHASE, phase=schema.PHASE_PAUSED)
             self.paused_recorded = True
-        elif not self.s.paused.is_set() and self.paused_recorded:
+        elif not self.c.paused.is_set() and self.paused_recorded:
             self.rec.emit(schema.RESUMED)
             self.paused_recorded = False
-        self.s.resume_wakeup.clear()
+        self.c.resume_wakeup.clear()
 
     def _intake(self) -> None:
         """Commit the proposer's proposals (off the branch) and record them."""
@@ -132,7 +133,7 @@ class Scheduler:
                                              event.get("based_on", ""), self.rule.tally()))
 
     def _drop_unstarted(self) -> None:
-        why = f"the session ended ({self.s.stop_reason}) before"
+        why = f"the session ended ({self.c.stop_reason}) before"
         while self.jobs.ready:
             c = self.jobs.ready.popleft()
             self.rec.dropped(c.exp, f"{why} it ran", c.proposal.description,
@@ -193,15 +194,15 @@ class Scheduler:
     def _apply(self, outcome: pool.Outcome) -> None:
         job, result = outcome.job, outcome.result
         self.jobs.release(job)
-        if job.kind == schema.CANDIDATE and not self._baseline_done() and not self.s.stop_reason:
+        if job.kind == schema.CANDIDATE and not self._baseline_done() and not self.c.stop_reason:
             self.jobs.deferred.append(outcome)  # judged once the baseline's noise is known
             return
-        if result.status == schema.KILLED and self.s.stop_reason:
+        if result.status == schema.KILLED and self.c.stop_reason:
             result.status = schema.INTERRUPTED
-            result.error = f"engine stopping ({self.s.stop_reason})"
+            result.error = f"engine stopping ({self.c.stop_reason})"
         if outcome.lost:
-            result.status = schema.INTERRUPTED if self.s.stop_reason else schema.LOST
-            if not self.s.stop_reason and self._retry(job, result):
+            result.status = schema.INTERRUPTED if self.c.stop_reason else schema.LOST
+            if not self.c.stop_reason and self._retry(job, result):
                 return
         if job.kind == schema.BASELINE:
             self.rec.end(job.exp, schema.BASELINE, job.commit, result, job.description,
@@ -229,21 +230,21 @@ class Scheduler:
                        val_bpb=result.val_bpb if result.status == schema.OK else None,
                        fresh=c.based_on == self.state.best_commit,
                        moved=not self.moves.measured_on_best(job.commit),
-                       stopping=bool(self.s.stop_reason))
+                       stopping=bool(self.c.stop_reason))
         ruling = self.rule.judge(run, c.tally, self.state)
         where = {"based_on": c.based_on} if first else {"confirms": c.exp}
-        self.rec.end(job.exp, job.kind, job.commit, result, c.proposal.description,
-                     ruling.decision, changes=c.proposal.changes, **ruling.fields,
+        event = self.rec.end(job.exp, job.kind, job.commit, result, c.proposal.description,
+                             ruling.decision, changes=c.proposal.changes, **ruling.fields,
                      worker=job.worker, **where)
         if ruling.again:
-            if self.s.stop_reason and ruling.decision != schema.CONFIRM_AGAIN:
+            if self.c.stop_reason and ruling.decision != schema.CONFIRM_AGAIN:
                 self.rec.dropped(c.exp, f"the session stopped before {self.rule.waiting_for}",
                                  c.proposal.description, schema.STAGE_CONFIRM,
                                  c.proposal.changes)
             else:
                 self.jobs.run_again(c, ruling.again)
             return
-        if ruling.decision == schema.KEEP and self.s.branch.tip == job.commit:
+        if event["decision"] == schema.KEEP:  # the branch took it (else: interrupted)
             best = (job.commit, self.moves.files_at(job.commit))
             self.handoff.publish(best=best)  # the proposer proposes on the new best
         if self.state.history:

@@ -14,14 +14,17 @@ import contextlib
 import os
 import queue
 import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from ratchet.engine.agents import kinds
 from ratchet.engine.agents.base import Agent, Context, Proposal
 from ratchet.engine.loop import branch, gitops, lock, proposal_check, resume, rules
+from ratchet.engine.loop.controls import Controls
+from ratchet.engine.loop.handoff import Handoff
+from ratchet.engine.loop.jobs import Numbers
 from ratchet.engine.loop.moves import Moves
+from ratchet.engine.loop.proposer import Proposer
 from ratchet.engine.loop.recorder import Recorder
 from ratchet.engine.loop.scheduler import Scheduler
 from ratchet.engine.protocol import control, paths, schema
@@ -81,10 +84,7 @@ class Session:
                                     on_problem=lambda _why: self.request_stop(schema.STOP_ERROR))
         self.recorder.branch = self.branch
         self.steer: queue.Queue[str] = queue.Queue()
-        self.paused = threading.Event()
-        self.resume_wakeup = threading.Event()
-        self.kill_current = threading.Event()
-        self.stop_reason = ""
+        self.controls = Controls()
         self.server: control.ControlServer | None = None
         self.sampler: telemetry.ResourceSampler | None = None
 
@@ -97,22 +97,20 @@ class Session:
             return {"ok": True, "session": self.options.session, "phase": self.state.phase}
         self.emit(schema.CONTROL, cmd=cmd, **({"text": request["text"]} if cmd == "steer" else {}))
         if cmd == "pause":
-            self.paused.set()
+            self.controls.paused.set()
         elif cmd == "resume":
-            self.paused.clear()
-            self.resume_wakeup.set()
+            self.controls.paused.clear()
+            self.controls.resume_wakeup.set()
         elif cmd == "steer":
             self.steer.put(request["text"])
         elif cmd == "kill":
-            self.kill_current.set()
+            self.controls.kill_current.set()
         elif cmd == "stop":
             self.request_stop(schema.STOP_STOPPED)
         return {"ok": True}
 
     def request_stop(self, reason: str) -> None:
-        self.stop_reason = self.stop_reason or reason
-        self.kill_current.set()
-        self.resume_wakeup.set()
+        self.controls.request_stop(reason)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # an SSH hang-up must not stop the loop
@@ -163,7 +161,7 @@ class Session:
             # an error of the loop's, or why the engine stopped without touching its branch
             error = self.branch.problem or self.recorder.full or self._loop()
             error = self.recorder.full or error
-            reason = schema.STOP_ERROR if error else self.stop_reason
+            reason = schema.STOP_ERROR if error else self.controls.stop_reason
             return 1 if self._finish(reason, error=error) else 0
         except Exception as exc:  # the engine's own failure: recorded, never silent
             if not self.recorder.full_now(exc):
@@ -188,7 +186,12 @@ class Session:
             on_phase=lambda job, name: self.emit(
                 schema.PHASE, exp=job.exp, phase=name, worker=job.worker)))
         moves = Moves(self.repo, self.config.experiment.editable, self.recorder)
-        return Scheduler(self, backend, self.rule, moves).run()
+        best = self.state.best_commit
+        handoff = Handoff((best, moves.files_at(best)), self.state.proposals,
+                          len(backend.workers), self.options.max_experiments)
+        numbers = Numbers(self.last_exp)
+        return Scheduler(self.controls, self.recorder, self.rule, moves, backend, self.config,
+                         handoff, numbers, Proposer(self, numbers, handoff)).run()
 
     def _finish(self, reason: str, error: str = "") -> str:
         """Leave the branch at the best commit (moved only where it is not) and record the end;
