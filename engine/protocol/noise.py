@@ -1,7 +1,7 @@
 """What a session's noise is and what effect it can detect: the statistics the keep rule
 decides with, and a session's figures from its log alone.
 
-The keep rule (engine/loop/keep_rule.py) judges with these; the status line, `ratchet status`
+The keep rules (engine/loop/rules/) judge with these; the status line, `ratchet status`
 and `report` say them, so that a user can tell a kept change from luck and knows how small a
 real gain can be and still be found.
 """

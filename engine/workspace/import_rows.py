@@ -18,7 +18,7 @@ from ratchet.engine.protocol import schema
 
 _BASELINE = re.compile(r"\s*baseline\b", re.IGNORECASE)  # a description that starts a session
 CONFIRM = "confirm: "  # Ratchet's label for a candidate's further run (`ledger.row`)
-# what Ratchet adds to a description in its rows (`ledger`, `keep_rule.tsv_row`)
+# what Ratchet adds to a description in its rows (`ledger`, `ledger.tsv_row`)
 _NOTE = re.compile(r" \((?:near miss|not confirmed|dropped: .*|the best moved; confirming "
                    r"again|[a-z_]+)\)$")
 
