@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ratchet.engine.data import profiles
 from ratchet.engine.workspace import layout
-from ratchet.model import profiles
 
 # One compiled forward and backward of the CPU profile's GPT, timed from just before the first
 # call; the model's classes come from the workspace template's train.py.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ratchet.model import corpus
+from ratchet.engine.data import corpus
 
 
 def _doc(name: str, size: int = 800) -> str:

@@ -15,11 +15,11 @@ from fake_hub import FakeHub, parquet_bytes, stories
 
 from ratchet.cli import main
 from ratchet.engine.agents.offline.agent import OfflineAgent
+from ratchet.engine.data import corpus, datasets
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.runner import experiment
 from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import layout
-from ratchet.model import corpus, datasets
 
 TINY = datasets.get("tinystories")
 

@@ -20,10 +20,10 @@ from dashboard_helpers import caught_up
 from test_resources import fake_pynvml
 
 from ratchet.cli import main
+from ratchet.engine.data import profiles
 from ratchet.engine.runner import cpu_clock, experiment
 from ratchet.engine.workers import pool, telemetry
 from ratchet.engine.workspace import layout
-from ratchet.model import profiles
 from ratchet.tui.app import RatchetDashboard
 from ratchet.tui.sources import LogFileSource
 

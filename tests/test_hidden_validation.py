@@ -17,9 +17,9 @@ import trainers
 from conftest import FAST, requires_sandbox, run_with
 
 from ratchet.cli import main
+from ratchet.engine.data import corpus
 from ratchet.engine.runner import experiment, sandbox
 from ratchet.engine.workspace import layout
-from ratchet.model import corpus
 
 # What the attacking train.py runs: every regular file outside /proc, /sys and /dev, searched
 # for the samples (each the start of a line) at every line start. For time (a walk reads about

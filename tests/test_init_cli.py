@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import ast
 import contextlib
+from importlib import resources
 from pathlib import Path
 
 import git
 import pytest
 
 from ratchet.cli import main
+from ratchet.engine.data import corpus, profiles
 from ratchet.engine.workspace import config as configmod
-from ratchet.model import corpus, profiles
 
 WORKSPACE_FILES = {"train.py", "prepare.py", "program.md", "ratchet.toml", ".gitignore"}
 
@@ -93,7 +94,7 @@ def test_cpu_workspace_gets_cpu_profile(tmp_path, capsys):
     values = _constants((target / "train.py").read_text())
     for name, expected in profiles.CPU.items():
         assert values[name] == expected, name
-    template = _constants((Path(corpus.__file__).with_name("train.py")).read_text())
+    template = _constants(resources.files("ratchet.model").joinpath("train.py").read_text())
     assert values["MLP_RATIO"] == template["MLP_RATIO"]  # other constants untouched
 
 
@@ -102,7 +103,7 @@ def test_prepare_py_is_the_packaged_harness(tmp_path, capsys):
     target = tmp_path / "ws"
     assert _run(capsys, "init", target, "--device", "cpu", "--text", _text_dir(tmp_path / "t"))[0] \
         == 0
-    packaged = Path(corpus.__file__).with_name("prepare.py").read_bytes()
+    packaged = resources.files("ratchet.model").joinpath("prepare.py").read_bytes()
     assert (target / "prepare.py").read_bytes() == packaged
 
 

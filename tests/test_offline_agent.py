@@ -15,8 +15,8 @@ from ratchet.engine.agents.offline.agent import OfflineAgent
 from ratchet.engine.agents.offline.constants import parse_constants
 from ratchet.engine.agents.offline.memory import CRASH_PENALTY, NO_RESULT_PENALTY
 from ratchet.engine.agents.offline.ranges import search_range
+from ratchet.engine.data import profiles
 from ratchet.engine.workspace import layout
-from ratchet.model import profiles
 
 SEARCHED = ["N_LAYER", "N_EMBD", "N_HEAD", "MLP_RATIO", "SEQ_LEN", "BATCH_SIZE", "GRAD_ACCUM",
             "LEARNING_RATE", "MIN_LR_FRAC", "WARMUP_FRAC", "WEIGHT_DECAY", "BETA1", "BETA2",

@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "cli", "engine", "model", "prompts", "tui")
 
@@ -63,3 +68,16 @@ def test_wheel_installs_every_package(tmp_path):
                           "from ratchet.cli.main import main; sys.exit(main(['--help']))"],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and "COMMAND" in cli.stdout, cli.stderr[-2000:]
+
+
+def test_pyproject_lists_every_package_folder():
+    # setuptools installs only the packages listed: a folder left out would be missing from the
+    # wheel, and an entry without its folder would fail the build
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in setuptools["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            if "__pycache__" not in init.parts:
+                rel = init.parent.relative_to(ROOT / folder)
+                found.add(".".join([package, *rel.parts]))
+    assert sorted(setuptools["packages"]) == sorted(found)

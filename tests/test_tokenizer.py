@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from ratchet.engine.data import corpus, tokenizer
 from ratchet.engine.workspace import layout
-from ratchet.model import corpus, prepare, tokenizer
+from ratchet.model import prepare
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "ran", "far", "away", "because", "it",
          "was", "very", "happy", "today", "with", "friends,", "naïve", "café", "—", "déjà", "vu"]

@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ratchet.engine.data.tokenizer import Tokens
 from ratchet.engine.runner import cpu_clock, sandbox, supervision
 from ratchet.engine.runner.warm_trainer import PAUSE
 from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import HARNESS, harness_path
-from ratchet.model.tokenizer import Tokens
 
 if TYPE_CHECKING:
     from ratchet.engine.runner.result import Result

@@ -26,8 +26,8 @@ import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 
+from ratchet.engine.data.corpus import HELD_OUT_PACKAGES
 from ratchet.engine.runner import cgroup, seccomp_filter
-from ratchet.model.corpus import HELD_OUT_PACKAGES
 
 # What trainers pass as `held_out`: the default corpus's validation packages.
 HELD_OUT = HELD_OUT_PACKAGES

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ratchet.engine.agents import kinds
+from ratchet.engine.data import datasets, tokenizer
 from ratchet.engine.workspace.config_text import render
-from ratchet.model import datasets, tokenizer
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,7 +52,7 @@ class DataConfig:
     paths: list[str] = field(default_factory=list)
     column: str = "text"
     val_percent: float = 5.0
-    dataset: str = ""  # source "dataset": a name from ratchet.model.datasets
+    dataset: str = ""  # source "dataset": a name from ratchet.engine.data.datasets
     shards: int = 0  # training shards of the dataset; 0: its default
     tokenizer: str = "bytes"  # bytes (vocabulary 256) or bpe
     vocab_size: int = 8192  # of the bpe tokenizer

@@ -8,7 +8,7 @@ import json
 from typing import TYPE_CHECKING
 
 from ratchet.engine.agents import kinds
-from ratchet.model import datasets
+from ratchet.engine.data import datasets
 
 if TYPE_CHECKING:
     from ratchet.engine.workspace.config import Config

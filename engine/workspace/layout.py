@@ -12,10 +12,10 @@ from pathlib import Path
 
 import git
 
+from ratchet.engine.data import corpus, datasets, profiles, tokenizer
 from ratchet.engine.loop import gitops
 from ratchet.engine.runner import devices, sandbox, sandbox_probe
 from ratchet.engine.workspace import config as configmod
-from ratchet.model import corpus, datasets, profiles, tokenizer
 
 HARNESS = "prepare.py"
 TRAIN = "train.py"
