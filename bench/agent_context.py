@@ -103,7 +103,7 @@ def main() -> int:
                "the budget; the schedule, not the width, limits us. Next: a longer warmup.")
                for i in range(args.notes)]
     context = Context(files={"train.py": (ROOT / "model" / "train.py").read_text()},
-                      program=(ROOT / "prompts" / "program.md").read_text(), history=history,
+                      program=(ROOT / "model" / "program.md").read_text(), history=history,
                       best_bpb=1.04, margin=0.0012, journal=journal, best_result=best)
     user = user_message(context)
     if args.show:

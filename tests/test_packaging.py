@@ -34,7 +34,8 @@ for name in names:
     assert module.__file__.startswith(WHEEL_DIR), (name, module.__file__)
 from importlib import resources
 for package, data in (("ratchet.model", "prepare.py"), ("ratchet.model", "train.py"),
-                      ("ratchet.prompts", "program.md"), ("ratchet.tui", "app.tcss")):
+                      ("ratchet.model", "program.md"), ("ratchet.prompts", "claude_system.md"),
+                      ("ratchet.prompts", "claude_code_system.md"), ("ratchet.tui", "app.tcss")):
     assert resources.files(package).joinpath(data).is_file(), (package, data)
 print(len(names))
 """

@@ -30,8 +30,8 @@ class WorkspaceError(Exception):
 
 
 def template_text(name: str) -> str:
-    package = "ratchet.prompts" if name.endswith(".md") else "ratchet.model"
-    return resources.files(package).joinpath(name).read_text()
+    """A file of the workspace template (ratchet.model): train.py, prepare.py or program.md."""
+    return resources.files("ratchet.model").joinpath(name).read_text()
 
 
 # Earlier releases' harnesses, whose train-facing half (what train.py imports) this one's

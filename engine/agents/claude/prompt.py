@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ratchet.engine.agents import diagnostics, journal
 from ratchet.engine.agents.base import Context
-from ratchet.engine.workspace.layout import template_text
+from ratchet.prompts import text as prompt_text
 
 CACHE = {"type": "ephemeral"}
 CRASH_TAIL_CHARS = 3000
@@ -23,7 +23,7 @@ LOOKUP = "view_experiment shows any row's diff, curve and output in full."
 
 def system_blocks(program: str) -> list[dict]:
     """Instructions then program.md; the last block carries the cache breakpoint."""
-    instructions = template_text("claude_system.md").strip()
+    instructions = prompt_text("claude_system.md").strip()
     program = program.strip() or "(the workspace has no program.md)"
     return [{"type": "text", "text": instructions},
             {"type": "text", "text": program, "cache_control": dict(CACHE)}]

@@ -18,7 +18,7 @@ from ratchet.engine.agents.claude_code import command, process, stream
 from ratchet.engine.agents.claude_code.scratch import EXPERIMENTS, JOURNAL, Scratch
 from ratchet.engine.protocol import schema
 from ratchet.engine.workspace.config import Config
-from ratchet.engine.workspace.layout import template_text
+from ratchet.prompts import text as prompt_text
 
 MAX_DESCRIPTION = 200
 RATIONALE_CHARS = 2000
@@ -42,7 +42,7 @@ class ClaudeCodeAgent(Agent):
             scratch.remove()
 
     def _propose(self, context: Context, emit: Emit, scratch: Scratch) -> Proposal:
-        system = template_text("claude_code_system.md").strip() + "\n\n" + (
+        system = prompt_text("claude_code_system.md").strip() + "\n\n" + (
             context.program.strip() or "(the workspace has no program.md)")
         files = ", ".join(scratch.editable)
         prompt = user_message(
