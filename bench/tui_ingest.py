@@ -86,7 +86,7 @@ def write_log(path: Path, total: int) -> int:
 
 def ingest(folder: Path) -> tuple[int, float, object]:
     source = LiveSource(folder)
-    from ratchet.tui.model import DashboardState
+    from ratchet.tui.view_state import DashboardState
 
     state = DashboardState()
     start = time.perf_counter()

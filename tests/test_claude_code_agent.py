@@ -24,7 +24,7 @@ from ratchet.engine.agents.claude_code.agent import ClaudeCodeAgent, _descriptio
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import paths
 from ratchet.engine.workspace import config as configmod
-from ratchet.tui import model as dashboard
+from ratchet.tui import view_state as dashboard
 
 NOTE = "Hypothesis: less smoothing fits a small corpus better."
 

@@ -12,9 +12,9 @@ from ratchet.cli import headless, main, report
 from ratchet.engine.protocol import events
 from ratchet.engine.workspace import config as configmod
 from ratchet.tui.app import RatchetDashboard
-from ratchet.tui.model import DashboardState
 from ratchet.tui.panes.experiments import COLUMNS, ExperimentsPane, _cells
 from ratchet.tui.sources import LogFileSource
+from ratchet.tui.view_state import DashboardState
 
 # tests/data/record_compat_session.py: a baseline and three candidates of the checkout's
 # train.py, each printing peak_vram_mb 45060.2 (44.0 GB)

@@ -34,7 +34,7 @@ from ratchet.engine.loop import gitops, results_tsv
 from ratchet.engine.runner.result import Result
 from ratchet.engine.workers import pool
 from ratchet.engine.workspace import catalog
-from ratchet.tui.model import DashboardState
+from ratchet.tui.view_state import DashboardState
 
 STEER = "\nPrefer changes to the learning rate.\n"
 STAGED = "SCORE = 5.0\nGAIN_A = 0.0\n\nGAIN_B = 0.0\nUNUSED_WIDTH = 64\nMINE = 1\n"

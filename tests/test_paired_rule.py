@@ -15,8 +15,8 @@ from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import noise
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import config as configmod
-from ratchet.tui.model import DashboardState
 from ratchet.tui.panes.experiments import _cells
+from ratchet.tui.view_state import DashboardState
 
 
 def test_a_real_gain_is_kept_on_the_best_seeds_and_noise_is_never_kept(make_workspace):

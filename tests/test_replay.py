@@ -14,11 +14,11 @@ from dashboard_helpers import RECORDED, caught_up
 
 from ratchet.engine.protocol import events
 from ratchet.tui.app import RatchetDashboard
-from ratchet.tui.model import AGENT_CHUNKS, HISTORY, DashboardState, fold
 from ratchet.tui.replay_app import ReplayDashboard
 from ratchet.tui.replay_clock import ReplayClock
 from ratchet.tui.replay_log import ReplayLog
 from ratchet.tui.sources import LogFileSource
+from ratchet.tui.view_state import AGENT_CHUNKS, HISTORY, DashboardState, fold
 
 
 def visible(state: DashboardState) -> tuple:

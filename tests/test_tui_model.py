@@ -8,9 +8,9 @@ from dashboard_helpers import RECORDED
 
 from ratchet.engine.protocol import events
 from ratchet.engine.protocol.events import LogTail
-from ratchet.tui import model
-from ratchet.tui.model import DashboardState, fold
+from ratchet.tui import view_state
 from ratchet.tui.sources import LiveSource
+from ratchet.tui.view_state import DashboardState, fold
 
 
 def recorded() -> list[dict]:
@@ -60,10 +60,10 @@ def test_state_stays_bounded_over_a_long_stream():
                      "loss": 5.0 - step * 1e-5, "elapsed": step * 0.01})
         state.apply({"t": step * 0.01, "type": "agent_delta", "exp": 1, "text": "x" * 50 + "\n"})
     curve = state.experiments[1].curve
-    assert len(curve) < model.CURVE_POINTS
+    assert len(curve) < view_state.CURVE_POINTS
     assert curve.steps[0] == 0 and curve.steps[-1] > 45_000  # thinned, not truncated
-    assert len(state.agent_chunks) == model.AGENT_CHUNKS
-    assert len(state.experiments[1].reasoning) == model.REASONING_CHARS
+    assert len(state.agent_chunks) == view_state.AGENT_CHUNKS
+    assert len(state.experiments[1].reasoning) == view_state.REASONING_CHARS
     assert state.agent_total == 50_001  # the header chunk too
     assert state.progress() == (state.experiments[1].elapsed, 300.0)
 

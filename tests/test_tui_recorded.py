@@ -9,10 +9,10 @@ from dashboard_helpers import RECORDED, caught_up, live_app, recorded_app, until
 from textual.widgets import DataTable
 
 from ratchet.engine.protocol import events, paths
-from ratchet.tui.model import fold
 from ratchet.tui.panes.diff import DiffPane
 from ratchet.tui.screens.dashboard import DashboardScreen
 from ratchet.tui.screens.help import HelpScreen
+from ratchet.tui.view_state import fold
 
 pytestmark = pytest.mark.asyncio
 

@@ -13,8 +13,8 @@ from ratchet.engine.protocol import events
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import config as configmod
 from ratchet.tui.app import RatchetDashboard
-from ratchet.tui.model import fold
 from ratchet.tui.sources import LogFileSource
+from ratchet.tui.view_state import fold
 
 T0 = 1_700_000_000.0
 MARK = "UNSANDBOXED"

@@ -17,13 +17,13 @@ from textual.worker import Worker, WorkerState
 
 from ratchet.engine.protocol import control
 from ratchet.tui.messages import CommandAnswered, ExperimentSelected
-from ratchet.tui.model import DashboardState
 from ratchet.tui.screens.confirm import ConfirmScreen
 from ratchet.tui.screens.dashboard import DashboardScreen
 from ratchet.tui.screens.help import HelpScreen
 from ratchet.tui.screens.journal import JournalScreen
 from ratchet.tui.screens.steer import SteerScreen
 from ratchet.tui.sources import EventSource
+from ratchet.tui.view_state import DashboardState
 
 INGEST_EVERY = 0.05  # seconds between ingest ticks
 INGEST_SLICE = 0.04  # seconds of folding per tick at most, so keys stay responsive

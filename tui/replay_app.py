@@ -18,12 +18,12 @@ from textual.widgets import Static
 
 from ratchet.tui import format as fmt
 from ratchet.tui.app import RatchetDashboard
-from ratchet.tui.model import DashboardState
 from ratchet.tui.panes.status import StatusLine
 from ratchet.tui.replay_clock import ReplayClock
 from ratchet.tui.replay_log import ReplayLog
 from ratchet.tui.screens.dashboard import DashboardScreen
 from ratchet.tui.screens.goto import GotoScreen
+from ratchet.tui.view_state import DashboardState
 
 
 class ReplaySource:

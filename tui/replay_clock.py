@@ -12,8 +12,8 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
-from ratchet.tui.model import DashboardState
 from ratchet.tui.replay_log import ReplayLog
+from ratchet.tui.view_state import DashboardState
 
 SPEEDS = (0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 MAX_GAP = 1.0  # real seconds: longer quiet stretches are jumped over while playing

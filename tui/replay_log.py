@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ratchet.engine.protocol import events as eventlog
 from ratchet.engine.protocol import schema
-from ratchet.tui.model import AGENT_CHUNKS, HISTORY, DashboardState
+from ratchet.tui.view_state import AGENT_CHUNKS, HISTORY, DashboardState
 
 # The three streams, as the engine writes them, are found by regular expressions in C without
 # parsing their lines (train_log lines by their experiment); every other line is parsed as JSON.

@@ -10,7 +10,7 @@ import re
 from textual.events import Resize
 from textual.widgets import Log
 
-from ratchet.tui.model import DashboardState
+from ratchet.tui.view_state import DashboardState
 
 MAX_LINES = 2_000
 _TOKENS = re.compile(r"\n|[^\S\n]+|\S+")

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from ratchet.tui.model import DashboardState
+from ratchet.tui.view_state import DashboardState
 
 
 class DiffPane(VerticalScroll):

@@ -9,7 +9,7 @@ from textual.widgets import DataTable
 from ratchet.engine.protocol.history import memory_text
 from ratchet.tui import format as fmt
 from ratchet.tui.messages import ExperimentSelected
-from ratchet.tui.model import DashboardState, Experiment
+from ratchet.tui.view_state import DashboardState, Experiment
 
 # (label, key, width): fixed widths, so a later, longer value is never cut short
 # Δ best is a run's difference from the best; where the paired rule judged the run, the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.containers import VerticalScroll
 from textual.widgets import Sparkline, Static
 
-from ratchet.tui.model import DashboardState
+from ratchet.tui.view_state import DashboardState
 
 
 def _num(value: object, fmt: str, unit: str) -> str:

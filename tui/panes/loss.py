@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual_plotext import PlotextPlot
 
-from ratchet.tui.model import DashboardState
+from ratchet.tui.view_state import DashboardState
 
 VIEWS = ("loss", "val_bpb")
 RUN_COLORS = ("cyan", "magenta", "yellow", "blue", "red", "white")

@@ -9,7 +9,7 @@ from textual.widgets import Static
 
 from ratchet.engine.protocol import noise
 from ratchet.tui import format as fmt
-from ratchet.tui.model import DashboardState
+from ratchet.tui.view_state import DashboardState
 
 
 class StatusLine(Static):

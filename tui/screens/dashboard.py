@@ -17,13 +17,13 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
-from ratchet.tui.model import DashboardState
 from ratchet.tui.panes.agent import AgentPane
 from ratchet.tui.panes.diff import DiffPane
 from ratchet.tui.panes.experiments import ExperimentsPane
 from ratchet.tui.panes.gpu import GpuPane
 from ratchet.tui.panes.loss import LossPane
 from ratchet.tui.panes.status import StatusLine
+from ratchet.tui.view_state import DashboardState
 
 PANES = (("agent", "Agent"), ("diff", "Diff"), ("gpu", "GPU"), ("loss", "Loss"),
          ("experiments", "Experiments"))
