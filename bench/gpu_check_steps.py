@@ -68,8 +68,8 @@ def tune(workspace: str, eval_tokens: str = "") -> int:
     `--max-experiments 2` is three experiments: a baseline and two candidates."""
     import git
 
-    from ratchet.engine.loop import gitops
     from ratchet.engine.workspace import config as configmod
+    from ratchet.engine.workspace import gitrepo
 
     root = Path(workspace)
     config = configmod.load(root)
@@ -79,8 +79,8 @@ def tune(workspace: str, eval_tokens: str = "") -> int:
     configmod.save(root, config)
     repo = git.Repo(root)
     repo.index.add([configmod.CONFIG_NAME])
-    repo.index.commit("gpu check: one run per experiment", author=gitops.AUTHOR,
-                      committer=gitops.AUTHOR)
+    repo.index.commit("gpu check: one run per experiment", author=gitrepo.AUTHOR,
+                      committer=gitrepo.AUTHOR)
     print(f"{root}: baseline_seeds = 1, margin rule without confirmation, "
           f"budget {config.experiment.budget_seconds:g} s, device {config.experiment.device}, "
           f"eval {config.data.eval_tokens:,} bytes")

@@ -5,7 +5,6 @@ The engine alone runs git (through GitPython); agents only hand over file conten
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import tempfile
@@ -15,7 +14,8 @@ from pathlib import Path
 import git
 from gitdb import IStream
 
-AUTHOR = git.Actor("Ratchet", "ratchet@localhost")
+from ratchet.engine.workspace.gitrepo import AUTHOR
+
 PRIVATE = "ratchet-candidate-"  # a candidate's private index, in the git folder
 
 
@@ -143,7 +143,7 @@ def diff(repo: git.Repo, old: str, new: str) -> str:
     return repo.git.diff(old, new)
 
 
-# --- candidates off the branch, and worker checkouts ----------------------------------------
+# --- candidates off the branch ----------------------------------------
 
 
 def commit_tree(repo: git.Repo, parent: str, files: dict[str, str], message: str) -> str:
@@ -260,27 +260,3 @@ def merge_adjacent(base: str, ours: str, theirs: str) -> str | None:
     for i1, i2, lines in sorted(mine + other, reverse=True):  # from the end: indexes hold
         merged[i1:i2] = lines
     return "".join(merged)
-
-
-def worktree(repo: git.Repo, path: Path, sha: str) -> git.Repo:
-    """A detached worktree of the workspace at `path` (created, or reused after a resume)."""
-    if (path / ".git").exists():
-        with contextlib.suppress(git.GitError):
-            found = git.Repo(path)
-            checkout_detached(found, sha)
-            return found
-    repo.git.worktree("prune")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    repo.git.worktree("add", "--detach", "--force", str(path), sha)
-    return git.Repo(path)
-
-
-def checkout_detached(tree: git.Repo, sha: str) -> None:
-    """Make a worktree hold exactly `sha`'s files, and nothing left from the last experiment."""
-    tree.git.checkout("--detach", "--force", sha)
-    tree.git.clean("-fdxq")
-
-
-def remove_worktree(repo: git.Repo, path: Path) -> None:
-    with contextlib.suppress(git.GitError):
-        repo.git.worktree("remove", "--force", str(path))

@@ -18,9 +18,9 @@ from typing import Any
 
 import git
 
-from ratchet.engine.loop import gitops
 from ratchet.engine.runner import experiment
 from ratchet.engine.runner.warm_trainer import WarmTrainer
+from ratchet.engine.workspace import gitrepo
 from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import Workspace
 
@@ -98,9 +98,9 @@ class LocalBackend(Backend):
     def start(self, job: Job, worker: str) -> None:
         job.worker = worker
         if worker in self.trees:  # git on the engine thread only
-            gitops.checkout_detached(self.trees[worker], job.commit)
+            gitrepo.checkout_detached(self.trees[worker], job.commit)
         else:
-            self.trees[worker] = gitops.worktree(self.repo, self.tree_path(worker), job.commit)
+            self.trees[worker] = gitrepo.worktree(self.repo, self.tree_path(worker), job.commit)
         kill = self.kills[job.exp] = threading.Event()
         env = {"CUDA_VISIBLE_DEVICES": worker} if self.devices else {}
         warm = self.warm.pop(worker, None)
@@ -165,7 +165,7 @@ class LocalBackend(Backend):
             thread.join(timeout=30)
         shutil.rmtree(self.dir / "warm", ignore_errors=True)
         for worker in self.trees:
-            gitops.remove_worktree(self.repo, self.tree_path(worker))
+            gitrepo.remove_worktree(self.repo, self.tree_path(worker))
         self.trees.clear()
 
 

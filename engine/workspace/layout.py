@@ -13,9 +13,9 @@ from pathlib import Path
 import git
 
 from ratchet.engine.data import corpus, datasets, profiles, tokenizer
-from ratchet.engine.loop import gitops
 from ratchet.engine.runner import devices, sandbox, sandbox_probe
 from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace.gitrepo import AUTHOR
 
 HARNESS = "prepare.py"
 TRAIN = "train.py"
@@ -368,7 +368,6 @@ def init(target: Path, device: str = "auto", budget: float | None = None,
         raise
     repo = git.Repo.init(target, initial_branch="main")
     repo.index.add([TRAIN, HARNESS, PROGRAM, ".gitignore", configmod.CONFIG_NAME])
-    repo.index.commit("ratchet init: baseline workspace", author=gitops.AUTHOR,
-                      committer=gitops.AUTHOR)
+    repo.index.commit("ratchet init: baseline workspace", author=AUTHOR, committer=AUTHOR)
     echo(f"workspace ready at {target} ({device}, {config.experiment.budget_seconds:g} s budget)")
     return ws
