@@ -14,7 +14,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from ratchet.engine.runner import experiment
+from ratchet.engine.runner import devices, experiment
 from ratchet.engine.workspace import layout
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ratchet-bench-") as tmp:
-        ws = layout.init(Path(tmp) / "ws", device=args.device, budget=args.budget,
+        ws = layout.init(Path(tmp) / "ws", device=devices.resolve(args.device), budget=args.budget,
                             echo=lambda *_: None)
         config = ws.config()
         if args.eval_tokens:  # a shorter evaluation, for quick checks on a CPU

@@ -7,19 +7,19 @@ import time
 from pathlib import Path
 
 from ratchet.cli.arguments import UserError, data_source
-from ratchet.engine.runner import experiment, sandbox
+from ratchet.engine.runner import devices, experiment, sandbox, workspace_probes
 from ratchet.engine.workspace import catalog, importer, layout
 
 
 def cmd_init(args) -> int:
     source, paths = data_source(args)
-    ws = layout.init(Path(args.dir), device=args.device, budget=args.budget,
+    ws = layout.init(Path(args.dir), device=devices.resolve(args.device), budget=args.budget,
                      source=source or "stdlib", paths=paths, column=args.column or "text",
                      dataset=args.dataset, shards=args.shards,
                      tokenizer_kind=args.tokenizer or "bytes", vocab_size=args.vocab_size)
     warn_if_unsandboxed()
-    layout.probe_validation(ws)
-    layout.probe_privileges(ws)
+    workspace_probes.probe_validation(ws)
+    workspace_probes.probe_privileges(ws)
     return 0
 
 
@@ -34,8 +34,8 @@ def cmd_prepare(args) -> int:
                                 val_percent=args.val_percent, dataset=args.dataset,
                                 shards=args.shards, tokenizer_kind=args.tokenizer,
                                 vocab_size=args.vocab_size)
-    layout.probe_validation(ws, built, again=True)  # an explicit data step checks again
-    layout.probe_privileges(ws, built)
+    workspace_probes.probe_validation(ws, built, again=True)  # an explicit data step checks again
+    workspace_probes.probe_privileges(ws, built)
     return 0
 
 

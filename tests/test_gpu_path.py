@@ -21,7 +21,7 @@ from test_resources import fake_pynvml
 
 from ratchet.cli import main
 from ratchet.engine.data import profiles
-from ratchet.engine.runner import cpu_clock, experiment
+from ratchet.engine.runner import cpu_clock, devices, experiment
 from ratchet.engine.workers import pool, telemetry
 from ratchet.engine.workspace import layout
 from ratchet.tui.app import RatchetDashboard
@@ -81,9 +81,9 @@ def test_init_for_cuda_writes_the_gpu_profile(tmp_path, capsys, tokenizer):
 
 
 def test_an_auto_device_follows_cuda(monkeypatch):
-    monkeypatch.setattr(layout.devices, "cuda_available", lambda: True)
-    assert layout.resolve_device("auto") == "cuda"
-    assert cpu_clock.resolve("auto", layout.resolve_device("auto")) == cpu_clock.WALL
+    monkeypatch.setattr(devices, "cuda_available", lambda: True)
+    assert devices.resolve("auto") == "cuda"
+    assert cpu_clock.resolve("auto", devices.resolve("auto")) == cpu_clock.WALL
     assert cpu_clock.resolve("cpu", "cuda") == cpu_clock.CPU  # a setting always wins
 
 

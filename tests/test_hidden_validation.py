@@ -18,8 +18,7 @@ from conftest import FAST, requires_sandbox, run_with
 
 from ratchet.cli import main
 from ratchet.engine.data import corpus
-from ratchet.engine.runner import experiment, sandbox
-from ratchet.engine.workspace import layout
+from ratchet.engine.runner import experiment, sandbox, workspace_probes
 
 # What the attacking train.py runs: every regular file outside /proc, /sys and /dev, searched
 # for the samples (each the start of a line) at every line start. For time (a walk reads about
@@ -204,7 +203,7 @@ def test_probe_finds_the_old_splits_validation_text(make_workspace, own_cache):
     ws = make_workspace()
     old = _old_stdlib_corpus()
     lines = []
-    assert layout.probe_validation(ws, old, seconds=20, echo=lines.append) is False
+    assert workspace_probes.probe_validation(ws, old, seconds=20, echo=lines.append) is False
     assert lines[0].startswith("validation READABLE by train.py: "), lines
     assert old.meta["val_hidden"] is False and old.meta["probe"]["leaks"]
     assert "name-hash split (validation readable by train.py" in corpus.describe(old.meta)
@@ -214,7 +213,7 @@ def test_probe_without_sandbox_says_validation_is_readable(make_workspace, own_c
                                                           no_sandbox):
     ws = make_workspace()
     lines = []
-    assert layout.probe_validation(ws, again=True, echo=lines.append) is False
+    assert workspace_probes.probe_validation(ws, again=True, echo=lines.append) is False
     assert lines == [f"validation READABLE by train.py: no sandbox here "
                      f"({sandbox.unavailable_reason()}), so train.py runs as a plain process "
                      f"that can read every file, the validation split included"]

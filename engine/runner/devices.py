@@ -27,6 +27,13 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def resolve(device: str) -> str:
+    """A configured device as this machine has it: auto is cuda where torch sees a GPU."""
+    if device != "auto":
+        return device
+    return "cuda" if cuda_available() else "cpu"
+
+
 def peak_flops(device_name: str) -> float | None:
     for marker, flops in PEAK_BF16_FLOPS:
         if marker in device_name:

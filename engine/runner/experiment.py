@@ -20,7 +20,7 @@ from ratchet.engine.runner.evaluation import Evaluator
 from ratchet.engine.runner.result import Result
 from ratchet.engine.runner.warm_trainer import WarmTrainer
 from ratchet.engine.workspace.config import Config
-from ratchet.engine.workspace.layout import HARNESS, TRAIN, Workspace, resolve_device
+from ratchet.engine.workspace.layout import HARNESS, TRAIN, Workspace
 
 
 def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None,
@@ -70,7 +70,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     on_phase("training")  # from here on the time is the trainer's, its sandbox's set-up too
     corpus, tokens = ws.corpus(config), ws.tokens(config)
     data = config.data
-    device = result.device = resolve_device(config.experiment.device)
+    device = result.device = devices.resolve(config.experiment.device)
     clock = result.clock = run_clock(config)
     model_dir = out_dir / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
@@ -155,7 +155,7 @@ def prestart(ws: Workspace, config: Config, stage: Path,
 
 def run_clock(config: Config) -> str:
     """What the workspace's budget counts for its runs (`cpu_clock.resolve`)."""
-    return cpu_clock.resolve(config.experiment.clock, resolve_device(config.experiment.device))
+    return cpu_clock.resolve(config.experiment.clock, devices.resolve(config.experiment.device))
 
 
 def limits(config: Config) -> supervision.Limits:

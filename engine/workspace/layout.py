@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import os
 import shutil
 from dataclasses import dataclass
 from importlib import resources
@@ -13,7 +12,6 @@ from pathlib import Path
 import git
 
 from ratchet.engine.data import corpus, datasets, profiles, tokenizer
-from ratchet.engine.runner import devices, sandbox, sandbox_probe
 from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace.gitrepo import AUTHOR
 
@@ -21,8 +19,6 @@ HARNESS = "prepare.py"
 TRAIN = "train.py"
 PROGRAM = "program.md"
 IGNORED = ["runs/", "results.tsv", "__pycache__/", "*.pyc"]
-PROBE_SAMPLES = 64  # pieces of validation text the probe looks for, 64 bytes each
-PROBE_SECONDS = 120.0  # default time bound of the probe; RATCHET_PROBE_SECONDS overrides, 0 skips
 
 
 class WorkspaceError(Exception):
@@ -70,12 +66,6 @@ def with_constants(source: str, values: dict) -> str:
     if missing:
         raise ValueError(f"train.py template lacks constants {sorted(missing)}")
     return "".join(lines)
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    return "cuda" if devices.cuda_available() else "cpu"
 
 
 @dataclass
@@ -235,80 +225,14 @@ def _prepare_tokens(built: corpus.Corpus, data: configmod.DataConfig, echo) -> t
     return tokens
 
 
-def probe_validation(ws: Workspace, built: corpus.Corpus | None = None, *, again: bool = False,
-                     seconds: float | None = None, echo=print) -> bool | None:
-    """Search every file train.py can read, in its own sandbox, for pieces of the validation
-    split; print one line and record the verdict in the corpus's meta.json (`val_hidden`:
-    true, false, or null when the search did not finish). Done once per corpus (and sandbox
-    availability) unless `again`.
-    """
-    built = built or ws.corpus()
-    earlier = built.meta.get("probe")
-    if earlier and not again and earlier.get("sandboxed") == (sandbox.bwrap_path() is not None):
-        echo(f"validation probe (earlier): {earlier.get('line', '?')}")
-        return built.meta.get("val_hidden")
-    if seconds is None:
-        try:
-            seconds = float(os.environ.get("RATCHET_PROBE_SECONDS") or PROBE_SECONDS)
-        except ValueError:
-            seconds = PROBE_SECONDS
-    if seconds <= 0:
-        echo("validation probe: skipped (RATCHET_PROBE_SECONDS=0)")
-        return None
-    samples = built.samples(PROBE_SAMPLES)
-    if not samples:
-        echo("validation probe: skipped (no line of 64 bytes or more in the validation split)")
-        return None
-    cache = built.root.parent.parent / "compile-cache"  # what the trainer may write
-    found = sandbox_probe.probe(samples, cwd=ws.root, readable=[ws.root, built.train_path.parent],
-                          writable=[cache] if cache.is_dir() else [],
-                          hidden=[built.root.parent], held_out=sandbox.HELD_OUT, seconds=seconds)
-    hidden, line = _verdict(found, len(samples), seconds)
-    echo(line)
-    built.record(val_hidden=hidden, probe={
-        "line": line, "samples": len(samples), **{k: v for k, v in found.items() if k != "leaks"},
-        "leaks": sorted(found.get("leaks", {}))[:50]})
-    return hidden
-
-
-def probe_privileges(ws: Workspace, built: corpus.Corpus | None = None, *,
-                     echo=print) -> bool | None:
-    """Check what a trainer started by root holds in its sandbox (capabilities, mounts, file
-    handles, /proc/sys, seccomp; a second); print one line and record the verdict in the
-    corpus's meta.json (`sandbox_holds`, `sandbox_line`)."""
-    built = built or ws.corpus()
-    holds, line = sandbox_probe.privileges_verdict(sandbox_probe.privileges(ws.root))
-    echo(line)
-    built.record(sandbox_holds=holds, sandbox_line=line)
-    return holds
-
-
-def _verdict(found: dict, count: int, seconds: float) -> tuple[bool | None, str]:
-    if not found["sandboxed"]:
-        return False, (f"validation READABLE by train.py: no sandbox here "
-                       f"({sandbox.unavailable_reason()}), so train.py runs as a plain process "
-                       f"that can read every file, the validation split included")
-    if "error" in found:
-        return None, f"validation probe failed: {found['error']}"
-    leaks = found["leaks"]
-    hits = {i for indexes in leaks.values() for i in indexes}
-    if leaks:
-        shown = ", ".join(sorted(leaks)[:3]) + (", ..." if len(leaks) > 3 else "")
-        return False, (f"validation READABLE by train.py: {len(hits)} of {count} samples found "
-                       f"in {len(leaks)} readable files: {shown}")
-    if not found["complete"]:
-        return None, (f"validation probably hidden from train.py: 0 of {count} samples found in "
-                      f"{found['searched']:,} of {found['files']:,} readable files (stopped after "
-                      f"{seconds:g} s; the largest files were not searched)")
-    return True, (f"validation hidden from train.py: 0 of {count} samples found in "
-                  f"{found['files']:,} readable files ({found['seconds']:.0f} s)")
-
-
-def init(target: Path, device: str = "auto", budget: float | None = None,
+def init(target: Path, device: str, budget: float | None = None,
          source: str = "stdlib", paths: list[str] | None = None, column: str = "text",
          dataset: str | None = None, shards: int | None = None, tokenizer_kind: str = "bytes",
          vocab_size: int | None = None, echo=print) -> Workspace:
-    """Create a workspace in `target` (new or empty folder), commit it, and prepare its data."""
+    """Create a workspace in `target` (new or empty folder), commit it, and prepare its data.
+    `device` is cpu or cuda: the command line resolves auto (`runner.devices.resolve`)."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"init needs device cpu or cuda, got {device!r}")
     target = target.expanduser().resolve()
     if (target / configmod.CONFIG_NAME).is_file():
         echo(f"{target} is already a Ratchet workspace; checking its data (change settings in "
@@ -319,7 +243,6 @@ def init(target: Path, device: str = "auto", budget: float | None = None,
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise WorkspaceError(f"{target} is not empty and not a Ratchet workspace; "
                              f"choose a new or empty folder")
-    device = resolve_device(device)
     config = configmod.Config()
     config.experiment.device = device
     # the whole allowance, compilation included: on a GPU about five minutes of training
