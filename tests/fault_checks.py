@@ -26,10 +26,10 @@ import psutil
 import trainers
 from test_loop import check_ratchet_invariants
 
-from ratchet.engine.loop import results_tsv, resume
+from ratchet.engine.loop import resume
 from ratchet.engine.protocol import events, paths
 from ratchet.engine.workspace import config as configmod
-from ratchet.engine.workspace import layout
+from ratchet.engine.workspace import layout, results_tsv
 
 # --- a workspace whose loop keeps changes often --------------------------------------------
 

@@ -15,11 +15,11 @@ from fake_messages_api import FakeMessagesAPI, cut, error, error_midway, stream
 from ratchet.cli import headless
 from ratchet.engine.agents.base import AgentError, AgentPaused, Context, HistoryEntry
 from ratchet.engine.agents.claude.agent import ALL_TOOLS, INTERRUPTED, ClaudeAgent
-from ratchet.engine.loop import results_tsv
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import events, paths
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace import results_tsv
 
 FAKE_KEY = "sk-ant-fake-4f9c2e7d1b"
 OLD = "SMOOTHING = 1.0  # added to every bigram count"

@@ -12,10 +12,9 @@ import autoresearch_checkout as ar
 import git
 import pytest
 
-from ratchet.engine.loop import results_tsv
 from ratchet.engine.protocol import events, paths
 from ratchet.engine.runner import compat, experiment
-from ratchet.engine.workspace import catalog, layout
+from ratchet.engine.workspace import catalog, layout, results_tsv
 from ratchet.engine.workspace import config as configmod
 
 

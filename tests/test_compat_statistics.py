@@ -10,11 +10,11 @@ import autoresearch_checkout as ar
 from paced_agent import PacedAgent
 
 from ratchet.cli import headless, report
-from ratchet.engine.loop import results_tsv
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import events
 from ratchet.engine.runner import compat
 from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace import results_tsv
 
 # From the baseline's 1.060000: a gain of 0.04 (kept), one of 0.005 (under the minimum), none
 PLAN = [("MATRIX_LR", 0.04), ("DEPTH", 4.5), ("WARMUP_RATIO", 0.1)]

@@ -14,9 +14,10 @@ from test_compat_statistics import run_session
 from test_import import commit, make_ws
 
 from ratchet.cli import headless, main
+from ratchet.engine.loop import ledger
 from ratchet.engine.protocol import paths
 from ratchet.engine.runner import compat
-from ratchet.engine.workspace import catalog
+from ratchet.engine.workspace import catalog, results_tsv
 from ratchet.engine.workspace import config as configmod
 
 T0 = 1_760_000_000
@@ -121,6 +122,14 @@ def seeded_checkout(tmp_path: Path) -> Path:
     config.loop.baseline_seeds = 2  # the paired rule: a winner runs on both seeds
     configmod.save(root, config)
     return root
+
+
+def test_the_import_reads_the_labels_the_loop_writes():
+    # the loop's ledger writes results.tsv rows; the importer, a layer below it, reads their
+    # labels from results_tsv
+    end = {"kind": "confirm", "description": "wider", "commit": "abc1234"}
+    assert ledger.row(end, "discard")[4] == results_tsv.CONFIRM + "wider"
+    assert ledger.AGAIN == results_tsv.AGAIN
 
 
 def test_an_import_of_ratchet_s_rows_reads_as_the_native_session(tmp_path, capsys):

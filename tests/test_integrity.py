@@ -21,12 +21,12 @@ from test_loop import check_ratchet_invariants, read_log
 
 from ratchet.cli import main as climain
 from ratchet.cli.arguments import UserError
-from ratchet.engine.loop import branch, daemon, gitops, results_tsv
+from ratchet.engine.loop import branch, daemon, gitops
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.runner.result import Result
 from ratchet.engine.workers import pool
 from ratchet.engine.workspace import config as configmod
-from ratchet.engine.workspace import layout
+from ratchet.engine.workspace import layout, results_tsv
 
 TESTS = Path(__file__).parent
 # train.py of these tests: FakeBackend's val_bpb is SCORE - GAIN_A - GAIN_B (and seed noise)

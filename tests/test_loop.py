@@ -13,12 +13,12 @@ import pytest
 import trainers
 
 from ratchet.engine.agents.offline.agent import OfflineAgent
-from ratchet.engine.loop import daemon, results_tsv
+from ratchet.engine.loop import daemon
 from ratchet.engine.loop.proposal_check import only_seed_changes
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import control, events, paths
 from ratchet.engine.workspace import config as configmod
-from ratchet.engine.workspace import layout
+from ratchet.engine.workspace import layout, results_tsv
 
 FAST = {"budget_seconds": 11.0, "eval_tokens": 65536}
 

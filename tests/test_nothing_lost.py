@@ -30,10 +30,10 @@ from test_integrity import (
 from test_loop import read_log
 
 from ratchet.cli import headless, report
-from ratchet.engine.loop import gitops, results_tsv
+from ratchet.engine.loop import gitops
 from ratchet.engine.runner.result import Result
 from ratchet.engine.workers import pool
-from ratchet.engine.workspace import catalog
+from ratchet.engine.workspace import catalog, results_tsv
 from ratchet.tui.view_state import DashboardState
 
 STEER = "\nPrefer changes to the learning rate.\n"

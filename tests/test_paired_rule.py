@@ -10,11 +10,11 @@ from paced_agent import PacedAgent
 from test_loop import FAST, check_ratchet_invariants, commit_workspace, read_log
 
 from ratchet.cli import report
-from ratchet.engine.loop import results_tsv
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import noise
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace import results_tsv
 from ratchet.tui.panes.experiments import _cells
 from ratchet.tui.view_state import DashboardState
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from ratchet.engine.loop import results_tsv
 from ratchet.engine.protocol import schema
+from ratchet.engine.workspace import results_tsv
 
 # results_tsv.append's arguments: commit, val_bpb, memory_mb, status, description
 Row = tuple[str, float | None, float, str, str]

@@ -13,10 +13,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ratchet.engine.loop import branch, curve, ledger, lock, results_tsv, resume
+from ratchet.engine.loop import branch, curve, ledger, lock, resume
 from ratchet.engine.protocol import events, paths, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.runner import experiment
+from ratchet.engine.workspace import results_tsv
 
 # events a full disk may cost: the session's own records do not depend on them
 DROPPABLE = (*schema.STREAMS, schema.PHASE)

@@ -3,8 +3,8 @@ row was in its session (a baseline run, a candidate, or a further run of one).
 
 Ratchet writes its own sessions' rows in the same five columns: a candidate that needed further
 runs (a confirmation, the paired rule's other seeds) has its row followed by one row per run,
-labelled `confirm: <description>` (`ledger.row`). Those are read back as the further runs they
-were, so an import counts one keep where the session kept one change.
+labelled `confirm: <description>` (`results_tsv.CONFIRM`). Those are read back as the further
+runs they were, so an import counts one keep where the session kept one change.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import re
 import statistics
 from dataclasses import dataclass
 
-from ratchet.engine.loop import ledger
 from ratchet.engine.protocol import schema
+from ratchet.engine.workspace.results_tsv import AGAIN, CONFIRM
 
 _BASELINE = re.compile(r"\s*baseline\b", re.IGNORECASE)  # a description that starts a session
-CONFIRM = "confirm: "  # Ratchet's label for a candidate's further run (`ledger.row`)
-# what Ratchet adds to a description in its rows (`ledger`, `ledger.tsv_row`)
+# what Ratchet adds to a description in its rows (`results_tsv`, `ledger.tsv_row`)
 _NOTE = re.compile(r" \((?:near miss|not confirmed|dropped: .*|the best moved; confirming "
                    r"again|[a-z_]+)\)$")
 
@@ -127,7 +126,7 @@ def _verdict(row: dict[str, str]) -> str:
 
 
 def _again(row: dict[str, str]) -> bool:
-    return row.get("description", "").endswith(ledger.AGAIN)
+    return row.get("description", "").endswith(AGAIN)
 
 
 def _bare(description: str) -> str:

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import git
 
-from ratchet.engine.loop import results_tsv
 from ratchet.engine.protocol import events, paths, schema
 from ratchet.engine.protocol.events import EventLog
 from ratchet.engine.runner import compat
-from ratchet.engine.workspace import import_times, layout
+from ratchet.engine.workspace import import_times, layout, results_tsv
 from ratchet.engine.workspace.import_git import (
     Commit,
     branch_commits,

@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
+# What Ratchet adds to a description in its own rows (the loop's `ledger` writes them, an import
+# reads them back): a candidate's further run, and a run confirmed again after the best moved
+CONFIRM = "confirm: "
+AGAIN = " (the best moved; confirming again)"
 
 
 def cells(commit: str, val_bpb: float | None, memory_mb: float, status: str,
