@@ -14,7 +14,7 @@ import pytest
 
 from ratchet.engine.protocol import events, paths
 from ratchet.engine.runner import compat, experiment
-from ratchet.engine.workspace import catalog, layout, results_tsv
+from ratchet.engine.workspace import autoresearch, catalog, layout, results_tsv
 from ratchet.engine.workspace import config as configmod
 
 
@@ -218,6 +218,6 @@ def test_summary_and_budget_parsing():
            "total_tokens_M:   1,499.6\nnote: text\n"
     assert compat.parse_summary(text) == {"val_bpb": 0.9979, "peak_vram_mb": 45060.2,
                                           "total_tokens_M": 1499.6}
-    assert compat.time_budget("TIME_BUDGET = 300  # seconds\n") == 300.0
-    assert compat.time_budget("TIME_BUDGET = 5 * 60\n") is None  # not plain: the default applies
-    assert compat.time_budget("import os\n") is None
+    assert autoresearch.time_budget("TIME_BUDGET = 300  # seconds\n") == 300.0
+    assert autoresearch.time_budget("TIME_BUDGET = 5 * 60\n") is None  # not plain: default
+    assert autoresearch.time_budget("import os\n") is None

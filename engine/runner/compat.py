@@ -11,7 +11,6 @@ as a crash.
 
 from __future__ import annotations
 
-import ast
 import math
 import os
 import re
@@ -23,8 +22,10 @@ from pathlib import Path
 
 import git
 
-from ratchet.engine.runner import experiment, supervision
+from ratchet.engine.runner import supervision
+from ratchet.engine.runner.result import Result
 from ratchet.engine.workspace import config as configmod
+from ratchet.engine.workspace.autoresearch import time_budget
 from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import HARNESS, PROGRAM, TRAIN, Workspace
 
@@ -66,26 +67,6 @@ runpy.run_path("train.py", run_name="__main__")
 
 class CompatError(Exception):
     """The folder cannot be driven in compat mode; one line."""
-
-
-def time_budget(prepare_source: str) -> float | None:
-    """prepare.py's `TIME_BUDGET = <number>`, or None when it is not a plain constant."""
-    try:
-        tree = ast.parse(prepare_source)
-    except SyntaxError:
-        return None
-    for node in tree.body:
-        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 \
-            else getattr(node, "target", None) if isinstance(node, ast.AnnAssign) else None
-        if isinstance(target, ast.Name) and target.id == "TIME_BUDGET":
-            try:
-                value = ast.literal_eval(node.value)
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                return None
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-                return float(value)
-            return None
-    return None
 
 
 def takes_seed(train_source: str) -> bool:
@@ -289,7 +270,7 @@ def _argv(ws: Workspace, budget: float) -> list[str]:
     return [python, "-c", _WITH_BUDGET, repr(budget)]
 
 
-def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: experiment.Result,
+def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: Result,
                      on_log, should_kill, on_phase) -> None:
     """Fill `result` from one run of the checkout's train.py and its printed summary."""
     result.metric_source = "self_reported"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from ratchet.engine.runner import cpu_clock, devices, sandbox, supervision, warm_trainer
+from ratchet.engine.runner import compat, cpu_clock, devices, sandbox, supervision, warm_trainer
 from ratchet.engine.runner.evaluation import Evaluator
 from ratchet.engine.runner.result import Result
 from ratchet.engine.runner.warm_trainer import WarmTrainer
@@ -42,8 +42,6 @@ def run(ws: Workspace, config: Config, out_dir: Path, *, seed: int | None = None
     started = time.time()
     try:
         if ex.compat:  # an existing autoresearch checkout, its metric self-reported
-            from ratchet.engine.runner import compat
-
             compat.train_and_report(ws, config, out_dir, result, on_log, should_kill,
                                     on_phase or (lambda _phase: None))
         else:

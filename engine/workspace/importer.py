@@ -24,8 +24,7 @@ import git
 
 from ratchet.engine.protocol import events, paths, schema
 from ratchet.engine.protocol.events import EventLog
-from ratchet.engine.runner import compat
-from ratchet.engine.workspace import import_times, layout, results_tsv
+from ratchet.engine.workspace import autoresearch, import_times, layout, results_tsv
 from ratchet.engine.workspace.import_git import (
     Commit,
     branch_commits,
@@ -225,7 +224,7 @@ def _budget(tsv: Path) -> float | None:
     """The checkout's training budget (prepare.py's TIME_BUDGET), a step for sessions whose
     commits do not say how long a run took."""
     try:
-        return compat.time_budget((tsv.parent / "prepare.py").read_text(errors="replace"))
+        return autoresearch.time_budget((tsv.parent / "prepare.py").read_text(errors="replace"))
     except OSError:
         return None
 
