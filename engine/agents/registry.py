@@ -1,11 +1,11 @@
-"""Build the agent a session asked for, from the table of kinds in `kinds`."""
+"""Build the agent a session asked for, from the table of kinds in `workspace/agent_kinds.py`."""
 
 from __future__ import annotations
 
 import importlib
 
 from ratchet.engine.agents.base import Agent
-from ratchet.engine.agents.kinds import DEFAULT, KINDS, NAMES
+from ratchet.engine.workspace.agent_kinds import DEFAULT, KINDS, NAMES
 from ratchet.engine.workspace.config import Config
 
 __all__ = ["DEFAULT", "NAMES", "AgentUnavailable", "create", "default_kind"]

@@ -17,7 +17,6 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from ratchet.engine.agents import kinds
 from ratchet.engine.agents.base import Agent, Context, Proposal
 from ratchet.engine.loop import branch, gitops, lock, proposal_check, resume, rules
 from ratchet.engine.loop.controls import Controls
@@ -30,6 +29,7 @@ from ratchet.engine.loop.scheduler import Scheduler
 from ratchet.engine.protocol import control, paths, schema
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers import pool, telemetry
+from ratchet.engine.workspace import agent_kinds as kinds
 from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import PROGRAM, Workspace
 

@@ -8,8 +8,8 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ratchet.engine.agents import kinds
 from ratchet.engine.data import datasets, tokenizer
+from ratchet.engine.workspace import agent_kinds as kinds
 from ratchet.engine.workspace.config_text import render
 
 if sys.version_info >= (3, 11):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ratchet.engine.agents import kinds
 from ratchet.engine.data import datasets
+from ratchet.engine.workspace import agent_kinds as kinds
 
 if TYPE_CHECKING:
     from ratchet.engine.workspace.config import Config

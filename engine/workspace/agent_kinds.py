@@ -1,9 +1,10 @@
 """Every kind of agent by name, and what it needs to run: the one list of them.
 
-ratchet.toml's reader checks `[agent] kind` against it, the command line offers it as the
-choices of `--agent`, and the registry builds agents from it. Reading the config must stay
-cheap, so this module is plain data: the factories are named as text and imported only when an
-agent is built.
+The kinds are part of ratchet.toml's format (`[agent] kind` names one, and each has its own
+`[agent.<name>]` table), so the list lives with the config, in the workspace layer: the config's
+reader checks `[agent] kind` against it, the command line offers it as the choices of `--agent`,
+and the agents' registry builds agents from it. This module is plain data: the factories are
+named as text and imported (by `agents/registry.py`) only when an agent is built.
 """
 
 from __future__ import annotations
