@@ -1,76 +1,23 @@
-"""Workers run experiments; the engine hands each a job and collects the results.
-
-A backend owns a fixed set of workers (one per GPU here, or slots on a Ray cluster). The engine
-thread calls `start`, `kill` and `wait`; everything that writes git or the event log stays on
-the engine's side, the workers only train and evaluate.
-"""
+"""The local backend, one worker thread per device on this machine, and the choice of backend
+([loop] backend). The interface every backend implements, and the jobs and outcomes they pass,
+are in `backend`."""
 
 from __future__ import annotations
 
 import queue
 import shutil
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import git
 
 from ratchet.engine.runner import experiment
 from ratchet.engine.runner.warm_trainer import WarmTrainer
+from ratchet.engine.workers import ray_backend
+from ratchet.engine.workers.backend import Backend, Hooks, Job, Outcome
 from ratchet.engine.workspace import gitrepo
 from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import Workspace
-
-
-@dataclass
-class Job:
-    """One experiment to run: a commit, a seed, and why the engine wants it."""
-
-    exp: int
-    kind: str  # baseline | candidate | confirm
-    commit: str
-    seed: int
-    description: str
-    worker: str = ""  # set when a worker takes it
-    candidate: Any = None  # the scheduler's candidate, for candidate and confirm runs
-    retry_of: int | None = None  # the experiment whose worker was lost
-
-
-@dataclass
-class Outcome:
-    job: Job
-    result: experiment.Result
-    lost: bool = False  # the worker died under the job (process or node lost): may run again
-
-
-@dataclass
-class Hooks:
-    """How workers report progress; called on worker threads (the event log is thread-safe)."""
-
-    on_log: Callable[[Job, dict], None]
-    on_phase: Callable[[Job, str], None]
-
-
-class Backend(ABC):
-    workers: list[str]  # labels, as events name them in their `worker` field
-
-    @abstractmethod
-    def start(self, job: Job, worker: str) -> None:
-        """Begin running the job on a free worker; returns at once."""
-
-    @abstractmethod
-    def kill(self) -> None:
-        """Stop every running experiment; each still comes back from `wait`, as killed."""
-
-    @abstractmethod
-    def wait(self, timeout: float) -> list[Outcome]:
-        """Finished jobs, waiting up to `timeout` seconds for the first."""
-
-    def close(self) -> None:  # noqa: B027 - most backends hold nothing
-        """Release what the backend holds; no job is running any more."""
 
 
 class LocalBackend(Backend):
@@ -174,8 +121,6 @@ def create(ws: Workspace, config: Config, repo: git.Repo, session_dir: Path,
     """The backend the config asks for ([loop] backend, gpus, ray_address)."""
     loop = config.loop
     if loop.backend == "ray":
-        from ratchet.engine.workers import ray_backend
-
         return ray_backend.RayBackend(ws, config, repo, hooks, address=loop.ray_address,
                                       resource=loop.ray_resource)
     return LocalBackend(ws, config, repo, session_dir, loop.gpus, hooks)

@@ -23,7 +23,7 @@ from pathlib import Path
 import git
 
 from ratchet.engine.runner import experiment
-from ratchet.engine.workers import pool
+from ratchet.engine.workers.backend import Backend, Hooks, Job, Outcome
 from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import Workspace
 
@@ -81,10 +81,10 @@ def _result(data: dict) -> experiment.Result:
     return experiment.Result(**{k: v for k, v in data.items() if k in known})
 
 
-class RayBackend(pool.Backend):
+class RayBackend(Backend):
     """One slot per unit of `resource` in the cluster (GPUs, or a custom resource)."""
 
-    def __init__(self, ws: Workspace, config: Config, repo: git.Repo, hooks: pool.Hooks,
+    def __init__(self, ws: Workspace, config: Config, repo: git.Repo, hooks: Hooks,
                  address: str = "", resource: str = "GPU"):
         self.ray = ray = import_ray()
         self.config, self.repo, self.hooks = config, repo, hooks
@@ -116,7 +116,7 @@ class RayBackend(pool.Backend):
         return {blob.path: blob.data_stream.read().decode()
                 for blob in tree.traverse() if blob.type == "blob"}
 
-    def start(self, job: pool.Job, worker: str) -> None:
+    def start(self, job: Job, worker: str) -> None:
         job.worker = worker
         ref = self.remote.remote(self._files(job.commit), self.config.to_dict(), job.exp,
                                  job.seed, self.updates)
@@ -145,7 +145,7 @@ class RayBackend(pool.Backend):
                 elif kind == "phase":
                     self.hooks.on_phase(job, payload)
 
-    def wait(self, timeout: float) -> list[pool.Outcome]:
+    def wait(self, timeout: float) -> list[Outcome]:
         self._drain()
         if not self.refs:
             time.sleep(timeout)
@@ -156,7 +156,7 @@ class RayBackend(pool.Backend):
         self._drain()  # the last logs before the results
         return [self._outcome(ref) for ref in done]
 
-    def _outcome(self, ref) -> pool.Outcome:
+    def _outcome(self, ref) -> Outcome:
         ex = self.ray.exceptions
         job = self.refs.pop(ref)
         killed = job.exp in self.killed
@@ -164,19 +164,19 @@ class RayBackend(pool.Backend):
         try:
             data = self.ray.get(ref)
         except ex.TaskCancelledError:
-            return pool.Outcome(job, experiment.Result(status="killed", seed=job.seed,
+            return Outcome(job, experiment.Result(status="killed", seed=job.seed,
                                                           error="killed on request"))
         except ex.RayTaskError as exc:  # the task itself raised: this experiment's crash
-            return pool.Outcome(job, experiment.Result(
+            return Outcome(job, experiment.Result(
                 status="crash", seed=job.seed, error=_first_line(exc), tail=str(exc)[-4000:]))
         except ex.RayError as exc:  # worker process or node gone
             if killed:
-                return pool.Outcome(job, experiment.Result(status="killed", seed=job.seed,
+                return Outcome(job, experiment.Result(status="killed", seed=job.seed,
                                                               error="killed on request"))
-            return pool.Outcome(job, experiment.Result(
+            return Outcome(job, experiment.Result(
                 status="lost", seed=job.seed,
                 error=f"Ray worker lost: {type(exc).__name__}: {_first_line(exc)}"), lost=True)
-        return pool.Outcome(job, _result(data))
+        return Outcome(job, _result(data))
 
     def close(self) -> None:
         if self.refs:
