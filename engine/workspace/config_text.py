@@ -5,13 +5,9 @@ A compat checkout's file leaves out [data]: its own prepare.py makes and reads i
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from ratchet.engine.data import datasets
 from ratchet.engine.workspace import agent_kinds as kinds
-
-if TYPE_CHECKING:
-    from ratchet.engine.workspace.config import Config
 
 
 def toml(value) -> str:
@@ -25,8 +21,9 @@ def toml(value) -> str:
     return repr(value)
 
 
-def render(config: Config) -> str:
-    """ratchet.toml text with a comment on every key, as `ratchet init` writes it."""
+def render(config) -> str:
+    """ratchet.toml text with a comment on every key, as `ratchet init` writes it, for a
+    `config.Config` (config.py, which imports this module, saves with it)."""
     ex, agent, claude = config.experiment, config.agent, config.agent.claude
 
     loop = config.loop
@@ -102,7 +99,7 @@ def render(config: Config) -> str:
     return "\n".join(rows)
 
 
-def _data(config: Config) -> list[str]:
+def _data(config) -> list[str]:
     """The [data] table's lines, with the blank line before and after it."""
     data = config.data
     return [
