@@ -1,14 +1,10 @@
 """Frozen harness for a Ratchet workspace. Do not edit: Ratchet checks this file's hash.
 
-* train.py reads its training tokens, budget, device and seed from here, and hands the trained
-  model back through `save_model`, which exports it with torch.export.
-* `python prepare.py evaluate ...` (run by Ratchet in a separate, sandboxed process) loads the
-  exported program, checks that it is a plain causal next-token model, and measures val_bpb on the
-  fixed validation slice. No code from train.py runs during evaluation: an exported program is a
-  graph of ATen operators, and loading it executes nothing the trainer wrote.
-
-Tokens are bytes (vocabulary 256) or, in a BPE workspace, ids of its frozen tokenizer; val_bpb is
-nats over the tokens / (ln 2 x bytes of the text they spell), the same text either way.
+train.py reads its tokens, budget, device and seed here and hands its model to `save_model`
+(torch.export). `prepare.py evaluate` (Ratchet's, in its own sandbox) checks the exported graph
+of ATen operators is a plain causal next-token model, running nothing train.py wrote, and
+measures val_bpb: nats over the tokens (bytes, or a BPE workspace's frozen tokenizer's ids) /
+(ln 2 x bytes of the text they spell), the same text either way.
 """
 
 from __future__ import annotations
@@ -32,8 +28,6 @@ _CPU_MARK = float(os.environ.get("RATCHET_CPU_MARK", "0"))  # a warm start's imp
 
 
 # --- What train.py uses ------------------------------------------------------------------------
-
-
 def _env(name: str, default: str | None = None) -> str:
     value = os.environ.get(name, default)
     if value is None:
@@ -48,8 +42,7 @@ def budget_seconds() -> float:
 
 
 def time_left() -> float:
-    """Seconds until the engine's deadline for `save_model`, on the run's clock (`clock`): a
-    hand-off after it is `over_budget` and never scored."""
+    """Seconds to the deadline for `save_model` on the run's `clock`: later is over_budget."""
     cpu = os.environ.get("RATCHET_CPU_ALLOWANCE")
     if cpu is not None:
         return float(cpu) / _cores() - clock()
@@ -60,9 +53,8 @@ def time_left() -> float:
 
 
 def clock() -> float:
-    """Seconds of the run so far on the clock its budget counts: wall seconds, or where the
-    engine runs it on the CPU clock, this process's CPU time over the cores it may use (a busy
-    machine slows the run but takes none of its budget)."""
+    """Seconds of the run so far on its budget's clock: wall seconds, or on the CPU clock this
+    process's CPU time over its cores (a busy machine slows the run, takes none of its budget)."""
     if os.environ.get("RATCHET_CLOCK") != "cpu":
         return time.time() - _START
     t = os.times()
@@ -126,11 +118,8 @@ def log_step(**fields: float) -> None:
 
 
 def save_model(model: torch.nn.Module, summary: dict) -> None:
-    """Export the trained model (idx (B, T) int64 -> logits (B, T, VOCAB_SIZE)) and summary.
-
-    The model is exported in float32 on the training device. Everything in `summary` is
-    informational (steps, tokens, params, ...); the metric is measured by the harness alone.
-    """
+    """Export the model (idx (B, T) int64 -> logits (B, T, VOCAB_SIZE)), in float32 on its
+    device, and `summary` (steps, tokens, ...: for information; the harness measures the metric)."""
     out = _env("RATCHET_OUT")
     batch, seq = eval_shape()
     model = model.float().eval()
@@ -147,10 +136,9 @@ def save_model(model: torch.nn.Module, summary: dict) -> None:
 
 
 # --- Evaluation (run by Ratchet, never by train.py) ---------------------------------------------
-
 _ALLOWED_PYTHON_TARGETS = {operator.getitem}
-# Pure, deterministic ATen operators by name: no file, random, printing or in-place operator.
-# Anything else in an exported graph is refused, so a model can only compute from its input.
+# Pure, deterministic ATen operators (no file, random, printing or in-place one): no other is
+# allowed in an exported graph, so a model can only compute from its input.
 _ALLOWED_OP_NAMES = """
     abs add addmm alias amax amin arange argmax argmin atan atan2 baddbmm bitwise_and bitwise_not
     bitwise_or bmm cat ceil chunk clamp clamp_max clamp_min clone constant_pad_nd contiguous conv1d
@@ -204,8 +192,7 @@ def _load_program(path: str | io.BytesIO) -> torch.export.ExportedProgram:
 
 
 def _check_stateless(program: torch.export.ExportedProgram) -> None:
-    """Refuse a program that writes its buffers or its input: it could count calls and tell
-    the harness's checks from the scored rows."""
+    """Refuse a program that writes its buffers or input: it could tell checks from scored rows."""
     signature = program.graph_signature
     if mutated := {**signature.buffers_to_mutate, **signature.user_inputs_to_mutate}:
         raise ModelRejected(f"exported model mutates state: {sorted(mutated.values())}")
@@ -234,11 +221,9 @@ PROBE_TOLERANCE = 1e-3  # nats: what a probe's log-probabilities may differ by (
 
 
 class _CausalityProbes:
-    """Checks that logits at t depend on tokens 0..t only: each call carries probe rows, an
-    earlier (first: a later) call's row cut at random and continued with other text, whose
-    log-probabilities before the cut must match at every position and token, within an absolute
-    PROBE_TOLERANCE. A stateless model cannot tell a probe from a scored row, and no logit scale
-    hides a difference: normalised, a peek at the next token is a difference in nats."""
+    """Checks logits at t depend on tokens 0..t only: each call carries probe rows (an earlier,
+    for the first a later, call's row cut at random and continued with other text), which a
+    stateless model cannot tell from scored rows; log-probs before the cut must match (nats)."""
 
     def __init__(self, xs: torch.Tensor, calls: list[range], per_call: int, vocab: int):
         self.xs, self.vocab = xs, vocab
@@ -289,8 +274,7 @@ class _CausalityProbes:
 
 
 def _read_validation(path: str, size: int, dtype: np.dtype) -> np.ndarray:
-    """The first `size` tokens of the validation split: from a file, or from stdin for "-" (the
-    engine reads the split itself and pipes it, so the evaluator's sandbox need not show it)."""
+    """The first `size` tokens of the validation split, from a file or (for "-") from stdin."""
     if path != "-":
         return np.fromfile(path, dtype=dtype)[:size]
     data = sys.stdin.buffer.read(size * dtype.itemsize)  # buffered: all of it, or up to EOF
@@ -310,8 +294,7 @@ def token_lengths(tokenizer: str | None) -> np.ndarray:
 def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
                  shape: tuple[int, int], tokenizer: str | None = None) -> dict:
     """Bits per byte of the exported model on the first `tokens` tokens (+1) of the validation
-    split, in windows of the workspace's fixed shape, so every experiment sees the same contexts.
-    """
+    split, in windows of the workspace's fixed shape, so every experiment sees the same contexts."""
     torch.manual_seed(0)
     if dev == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -339,8 +322,7 @@ def evaluate_bpb(model_path: str, val_path: str, tokens: int, dev: str,
     ys = torch.from_numpy(data[1 : windows * seq + 1].astype(np.int64)).view(windows, seq)
     per_call = max(1, batch // 16) if batch > 1 else 0
     scored = batch - per_call
-    # Call k scores windows k, k + n, k + 2n, ...: no row of a call continues another, so
-    # reading across rows of the batch tells a model nothing about the bytes it predicts.
+    # call k scores windows k, k + n, ...: no row of a call continues another of the batch
     n = -(-windows // scored)
     calls = [range(k, windows, n) for k in range(n)]
     probes = _CausalityProbes(xs, calls, per_call, vocab) if per_call else None
