@@ -24,7 +24,7 @@ def experiment_line(event: dict) -> str:
     val = event.get("val_bpb")
     delta = event.get("delta")
     decision = event.get("decision", "")
-    label = decision if decision not in ("", "crash") else event.get("status", "")
+    label = decision if decision not in ("", schema.CRASH) else event.get("status", "")
     memory = memory_text(memory_gb(event.get("result")), "")
     return (f"#{event.get('exp', 0):<4} {label:<15} "
             f"{f'{val:.6f}' if val is not None else '-':>9} "
@@ -48,7 +48,7 @@ def follow(folder: Path, out=None, pid: int = 0, since: int = 0,
     out = out or sys.stdout
     tty = out.isatty()
     # damage is said once, in the documented line, never as a Python warning
-    tail = events.LogTail(folder / "events.jsonl", offset=since, on_warning=catalog.warn_stderr)
+    tail = events.LogTail(folder / paths.EVENTS, offset=since, on_warning=catalog.warn_stderr)
     state = state or statemod.LoopState()
     running: dict[int, dict] = {}  # exp -> exp_start; several with more than one worker
     pid = pid or paths.engine_alive(folder)

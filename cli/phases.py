@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ratchet.engine.protocol import schema
 
-DEVICE = ("training", "evaluating")  # the phases a run's own events say
+DEVICE = (schema.PHASE_TRAINING, schema.PHASE_EVALUATING)  # the phases a run's own events say
 
 
 class PhaseClock:
@@ -29,7 +29,8 @@ class PhaseClock:
 
     def now(self) -> str:
         phases = set(self.runs.values())
-        return next((p for p in DEVICE if p in phases), "paused" if self.paused else "proposing")
+        waiting = schema.PHASE_PAUSED if self.paused else schema.PHASE_PROPOSING
+        return next((p for p in DEVICE if p in phases), waiting)
 
     def feed(self, event: dict, t: float) -> None:
         if self.since is not None:
@@ -45,7 +46,7 @@ class PhaseClock:
             phase, exp = event.get("phase"), event.get("exp")
             if phase in DEVICE and isinstance(exp, int):
                 self.runs[exp] = phase
-            elif phase == "paused":
+            elif phase == schema.PHASE_PAUSED:
                 self.paused = True
             if self.since is None:
                 self.since = t

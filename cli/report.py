@@ -14,7 +14,7 @@ from ratchet.engine.protocol import noise, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.protocol.history import JournalNote, memory_gb, memory_text
 
-PHASES = ("proposing", "training", "evaluating")
+PHASES = (schema.PHASE_PROPOSING, schema.PHASE_TRAINING, schema.PHASE_EVALUATING)
 
 
 class ReportError(Exception):
@@ -124,24 +124,24 @@ def _count_end(fig: Figures, state: statemod.LoopState, event: dict) -> None:
     kind, decision, val = event.get("kind"), event.get("decision"), event.get("val_bpb")
     memory = memory_gb(event.get("result"))
     if memory is not None:
-        if kind == "baseline" and fig.baseline_memory_gb is None:
+        if kind == schema.BASELINE and fig.baseline_memory_gb is None:
             fig.baseline_memory_gb = memory
         if fig.most_memory is None or memory > fig.most_memory[1]:
             fig.most_memory = (event.get("exp", 0), memory)
     source = (event.get("result") or {}).get("metric_source")
     if source:
         fig.metric_source = source
-    if decision == schema.INTERRUPTED and kind in ("candidate", "confirm"):
+    if decision == schema.INTERRUPTED and kind in (schema.CANDIDATE, schema.CONFIRM):
         fig.interrupted += 1  # says nothing of the change: neither kept, discarded nor crashed
-    if kind == "candidate":
+    if kind == schema.CANDIDATE:
         fig.candidates += 1
-        if event.get("status") != "ok" and decision != schema.INTERRUPTED:
+        if event.get("status") != schema.OK and decision != schema.INTERRUPTED:
             fig.crashed += 1
         elif decision in (schema.DISCARD, schema.NEAR_MISS):
             fig.discarded += 1
-    elif kind == "confirm" and decision in (schema.DISCARD, schema.NEAR_MISS, schema.CRASH):
+    elif kind == schema.CONFIRM and decision in (schema.DISCARD, schema.NEAR_MISS, schema.CRASH):
         fig.discarded += 1  # the candidate ran ok, but its further runs did not confirm it
-    if kind in ("candidate", "confirm") and decision != schema.RETRY:
+    if kind in (schema.CANDIDATE, schema.CONFIRM) and decision != schema.RETRY:
         fig.trials += 1
     if decision == schema.KEEP:
         best = event.get("new_best", val)
@@ -305,7 +305,8 @@ def write_png(fig: Figures, path: Path) -> None:
 
     figure, ax = pyplot.subplots(figsize=(9, 5), dpi=120)
     try:
-        colors = {"baseline": "tab:gray", "candidate": "tab:blue", "confirm": "tab:purple"}
+        colors = {schema.BASELINE: "tab:gray", schema.CANDIDATE: "tab:blue",
+                  schema.CONFIRM: "tab:purple"}
         for kind, color in colors.items():
             points = [(r[0], r[2]) for r in fig.runs if r[1] == kind]
             if points:

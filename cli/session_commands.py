@@ -207,7 +207,7 @@ def cmd_replay(args) -> int:
         log_path = Path(target)  # a log file on its own, e.g. one copied from another machine
     else:
         ws = catalog.locate(args.workspace)
-        log_path = find_session(ws, target) / "events.jsonl"
+        log_path = find_session(ws, target) / paths.EVENTS
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UserError("replay needs a terminal; `ratchet report` prints a session's summary")
     from ratchet.tui import replay_app  # the engine itself never imports the dashboard

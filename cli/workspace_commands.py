@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ratchet.cli.arguments import UserError, data_source
+from ratchet.engine.protocol import schema
 from ratchet.engine.runner import devices, experiment, sandbox, workspace_probes
 from ratchet.engine.workspace import catalog, importer, layout
 
@@ -55,10 +56,10 @@ def cmd_experiment(args) -> int:
                   flush=True)
 
     result = experiment.run(ws, config, out, seed=args.seed, budget=budget, on_log=show)
-    if result.status != "ok" and result.tail:
+    if result.status != schema.OK and result.tail:
         print("--- output tail ---\n" + "\n".join(result.tail.splitlines()[-20:]))
     print(experiment.summary_text(result))
-    return 0 if result.status == "ok" else 1
+    return 0 if result.status == schema.OK else 1
 
 
 def cmd_import(args) -> int:

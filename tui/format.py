@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from ratchet.engine.protocol import schema
+
 _CHANGE = re.compile(r"^([A-Z][A-Z0-9_]*)( \S+ -> .*)$")  # "WARMUP_RATIO 0.0 -> 0.05"
 
 
@@ -61,19 +63,19 @@ def bar(done: float, total: float, width: int) -> str:
 
 STATUS_STYLES = {
     "keep": "bold green",
-    "baseline": "blue",
+    schema.BASELINE: "blue",
     "discard": "yellow",
     "near miss": "yellow",
     "confirming": "magenta",
-    "confirmed": "green",
-    "unconfirmed": "yellow",
-    "running": "bold cyan",
-    "proposing": "cyan",
-    "crash": "bold red",
-    "timeout": "red",
-    "over_budget": "red",
-    "over_limit": "red",
-    "killed": "red",
-    "interrupted": "red",
-    "failed": "red",
+    schema.CONFIRMED: "green",
+    schema.UNCONFIRMED: "yellow",
+    schema.RUNNING: "bold cyan",
+    schema.PHASE_PROPOSING: "cyan",
+    schema.CRASHED: "bold red",
+    schema.TIMEOUT: "red",
+    schema.OVER_BUDGET: "red",
+    schema.OVER_LIMIT: "red",
+    schema.KILLED: "red",
+    schema.INTERRUPTED: "red",
+    schema.FAILED: "red",
 }

@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
+from ratchet.engine.protocol import paths
 from ratchet.tui import format as fmt
 from ratchet.tui.app import RatchetDashboard
 from ratchet.tui.panes.status import StatusLine
@@ -168,7 +169,7 @@ class ReplayDashboard(RatchetDashboard):
 def run_replay(path: Path, speed: float) -> None:
     """Replay a session folder's log (or an events.jsonl) in this terminal until `q`."""
     path = Path(path)
-    log_path = path / "events.jsonl" if path.is_dir() else path
+    log_path = path / paths.EVENTS if path.is_dir() else path
     warnings: list[str] = []
     log = ReplayLog(log_path, on_warning=warnings.append)
     app = ReplayDashboard(log, speed)

@@ -56,7 +56,7 @@ class LiveSource(LogFileSource):
 
     def __init__(self, folder: Path, batch: int = BATCH,
                  on_warning: Callable[[str], None] | None = None) -> None:
-        super().__init__(Path(folder) / "events.jsonl", batch, on_warning)
+        super().__init__(Path(folder) / paths.EVENTS, batch, on_warning)
         self.folder = Path(folder)
 
     @property

@@ -56,7 +56,7 @@ class Experiment:
     """One experiment's row, diff, reasoning and loss curve."""
 
     n: int
-    kind: str = "candidate"
+    kind: str = schema.CANDIDATE
     commit: str = ""
     description: str = ""
     started: float | None = None  # event times, never the clock at render
@@ -64,7 +64,7 @@ class Experiment:
     last_t: float | None = None  # time of its latest event
     budget: float = 0.0
     elapsed: float = 0.0  # training seconds reported by its latest train_log
-    status: str = "proposing"  # proposing | running | ok | crash | timeout | killed | ...
+    status: str = schema.PHASE_PROPOSING  # proposing | running | failed | a run status
     decision: str = ""
     val_bpb: float | None = None
     delta: float | None = None
@@ -88,9 +88,9 @@ class Experiment:
     @property
     def label(self) -> str:
         """What the status column says: the decision once known, else the run's status."""
-        if self.status in ("proposing", "running"):
+        if self.status in (schema.PHASE_PROPOSING, schema.RUNNING):
             return self.status
-        if self.status != "ok" or self.decision in ("", schema.CRASH):
+        if self.status != schema.OK or self.decision in ("", schema.CRASH):
             return self.status
         label = {schema.PENDING_CONFIRM: "confirming", schema.NEAR_MISS: "near miss",
                  schema.ANOTHER_RUN: "one more"}.get(self.decision, self.decision)
@@ -205,16 +205,16 @@ class DashboardState:
     def _on_exp_start(self, event: dict) -> None:
         n = event.get("exp", 0)
         record = self._experiment(n)
-        record.kind = str(event.get("kind", "candidate"))
+        record.kind = str(event.get("kind", schema.CANDIDATE))
         record.commit = str(event.get("commit", ""))
         record.description = str(event.get("description", "")) or record.description
         record.started = event.get("t")
         record.ended = None
         record.budget = float(event.get("budget") or 0.0)
         record.elapsed = 0.0
-        record.status = "running"
+        record.status = schema.RUNNING
         record.curve = Curve()
-        if record.kind == "confirm" and not record.diff:
+        if record.kind == schema.CONFIRM and not record.diff:
             record.diff = self.current_diff
         record.worker = str(event.get("worker", ""))
         if record.worker:
@@ -256,16 +256,17 @@ class DashboardState:
             if candidate is not None:
                 record.diff = record.diff or candidate.diff
                 if candidate.decision == schema.PENDING_CONFIRM:
-                    candidate.decision = "confirmed" if record.decision == schema.KEEP \
-                        else "unconfirmed"
+                    candidate.decision = schema.CONFIRMED if record.decision == schema.KEEP \
+                        else schema.UNCONFIRMED
         self.in_flight.pop(n, None)
         if record.val_bpb is not None and record.status == "ok":
             self.val_points.append((n, record.val_bpb))
         best = self.loop.best_bpb
         if best is not None:
             self.best_line.append((n, best))
-        if record.decision == schema.KEEP or (record.kind == "baseline" and self.best_exp is None
-                                              and record.status == "ok"):
+        if record.decision == schema.KEEP or (
+                record.kind == schema.BASELINE and self.best_exp is None
+                and record.status == schema.OK):
             self.best_exp = n
 
     def _on_resources(self, event: dict) -> None:
@@ -301,8 +302,8 @@ class DashboardState:
     def _on_session_end(self, event: dict) -> None:
         for n in self.in_flight:
             record = self.experiments.get(n)
-            if record is not None and record.status == "running":
-                record.status = "interrupted"
+            if record is not None and record.status == schema.RUNNING:
+                record.status = schema.INTERRUPTED
         self.in_flight.clear()
         error = f": {event['error']}" if event.get("error") else ""
         self._agent_text(f"session ended ({event.get('reason', '')}{error})\n", None)
@@ -314,11 +315,12 @@ class DashboardState:
         """What the loop does now. The agent proposes the next change while an experiment
         trains, so a running experiment's phase (training, evaluating) wins over the agent's."""
         if self.loop.ended:
-            return "ended"
+            return schema.PHASE_ENDED
         phase = self.loop.phase
         for record in reversed(self.running_experiments()):
             worker = self.loop.worker_phase.get(record.worker)
-            if worker in ("training", "evaluating") and phase != "paused":
+            if worker in (schema.PHASE_TRAINING, schema.PHASE_EVALUATING) \
+                    and phase != schema.PHASE_PAUSED:
                 phase = worker
                 break
         if self.pause_requested and not self.loop.paused:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from ratchet.engine.protocol import schema
 from ratchet.engine.protocol.history import HistoryEntry
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of the budget, where curves are compared
@@ -60,12 +61,12 @@ ERROR_CHARS = 60  # of a failed run's error, beside its verdict
 
 def verdict(entry: HistoryEntry) -> str:
     """The keep rule's decision; a failed run's status and the start of its error."""
-    word = entry.decision if entry.status in ("ok", entry.decision) else \
+    word = entry.decision if entry.status in (schema.OK, entry.decision) else \
         f"{entry.decision}:{entry.status}"
     error = " ".join(str(entry.result.get("error") or "").split()).replace("|", "/")
-    if entry.status != "ok" and error:
+    if entry.status != schema.OK and error:
         word += f" ({error[:ERROR_CHARS]})"
-    return f"{word}(confirm)" if entry.kind == "confirm" else word
+    return f"{word}(confirm)" if entry.kind == schema.CONFIRM else word
 
 
 def delta_margin(entry: HistoryEntry) -> str:

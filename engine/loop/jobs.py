@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ratchet.engine.agents.base import Proposal
 from ratchet.engine.loop.rules.base import FRONT, Tally
 from ratchet.engine.protocol import schema
-from ratchet.engine.workers import pool
+from ratchet.engine.workers.backend import Job, Outcome
 
 
 @dataclass
@@ -44,19 +44,19 @@ class Jobs:
     def __init__(self, workers: list[str]):
         self.workers = list(workers)
         self.free = list(workers)
-        self.running: dict[int, pool.Job] = {}
+        self.running: dict[int, Job] = {}
         self.ready: deque[Candidate] = deque()
         self.further: deque[Candidate] = deque()
-        self.retries: deque[pool.Job] = deque()
-        self.deferred: list[pool.Outcome] = []
+        self.retries: deque[Job] = deque()
+        self.deferred: list[Outcome] = []
 
-    def start(self, job: pool.Job) -> str:
+    def start(self, job: Job) -> str:
         """Give the job the first free worker; returns the worker."""
         job.worker = self.free.pop(0)
         self.running[job.exp] = job
         return job.worker
 
-    def release(self, job: pool.Job) -> None:
+    def release(self, job: Job) -> None:
         if self.running.pop(job.exp, None) is not None:
             self.free.append(job.worker)
             self.free.sort(key=self.workers.index)

@@ -18,7 +18,6 @@ from ratchet.engine.workspace import results_tsv
 # results_tsv.append's arguments: commit, val_bpb, memory_mb, status, description
 Row = tuple[str, float | None, float, str, str]
 
-AGAIN = " (the best moved; confirming again)"
 
 
 def rows_for(event: dict, pending: Mapping[int, dict],
@@ -36,11 +35,11 @@ def rows_for(event: dict, pending: Mapping[int, dict],
     decision = event.get("decision", "")
     if kind != schema.EXP_END or decision in (schema.PENDING_CONFIRM, schema.ANOTHER_RUN):
         return []  # a winner's rows wait until its last run says what it is
-    runs = held.get(event.get("confirms", 0), []) if event.get("kind") == "confirm" else []
+    runs = held.get(event.get("confirms", 0), []) if event.get("kind") == schema.CONFIRM else []
     if decision == schema.CONFIRM_AGAIN:
-        return [row(end, "discard", AGAIN) for end in (*runs, event)]
+        return [row(end, "discard", results_tsv.AGAIN) for end in (*runs, event)]
     rows = []
-    if event.get("kind") == "confirm" and decision != schema.RETRY:
+    if event.get("kind") == schema.CONFIRM and decision != schema.RETRY:
         waiting = pending.get(event.get("confirms", 0))
         if waiting is not None:
             rows += [row(end, *tsv_confirmed(decision)) for end in (waiting, *runs)]
@@ -68,8 +67,8 @@ def tsv_confirmed(decision: str) -> tuple[str, str]:
 
 def row(end: dict, status: str, suffix: str = "") -> Row:
     label = str(end.get("description", ""))
-    if end.get("kind") == "confirm":
-        label = f"confirm: {label}"
+    if end.get("kind") == schema.CONFIRM:
+        label = f"{results_tsv.CONFIRM}{label}"
     memory = (end.get("result") or {}).get("peak_memory_mb")
     memory = memory if isinstance(memory, (int, float)) else 0.0
     return str(end.get("commit", "")), end.get("val_bpb"), memory, status, label + suffix

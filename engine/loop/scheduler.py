@@ -19,13 +19,13 @@ from ratchet.engine.loop.recorder import Recorder
 from ratchet.engine.loop.rules.base import Finished, Rule
 from ratchet.engine.protocol import schema
 from ratchet.engine.runner import experiment
-from ratchet.engine.workers import pool
+from ratchet.engine.workers.backend import Backend, Job, Outcome
 from ratchet.engine.workspace.config import Config
 
 
 class Scheduler:
     def __init__(self, controls: Controls, recorder: Recorder, rule: Rule, moves: Moves,
-                 backend: pool.Backend, config: Config, handoff: Handoff, numbers: Numbers,
+                 backend: Backend, config: Config, handoff: Handoff, numbers: Numbers,
                  proposer: Proposer):
         self.c, self.rec, self.rule, self.moves = controls, recorder, rule, moves
         self.backend, self.config, self.handoff = backend, config, handoff
@@ -158,7 +158,7 @@ class Scheduler:
             self.rec.log.sync()
             self.backend.start(job, worker)
 
-    def _next_job(self) -> pool.Job | None:
+    def _next_job(self) -> Job | None:
         """Lost workers' jobs first, then winners' further runs, the baseline, new ones."""
         if self.jobs.retries:
             return self.jobs.retries.popleft()
@@ -171,27 +171,27 @@ class Scheduler:
                 self.jobs.baselines_running()
             label = "baseline" if seed == self.config.experiment.seed \
                 else f"baseline (seed {seed})"
-            return pool.Job(self.numbers.take(), schema.BASELINE, self.state.best_commit, seed,
+            return Job(self.numbers.take(), schema.BASELINE, self.state.best_commit, seed,
                             label)
         while self.jobs.ready:
             c = self.jobs.ready.popleft()
             self.handoff.publish(waiting=len(self.jobs.ready))  # room for the next proposal
             if self.moves.onto_best(c, schema.STAGE_QUEUED):
-                return pool.Job(c.exp, schema.CANDIDATE, c.commit, self.rule.first_seed(self.state),
+                return Job(c.exp, schema.CANDIDATE, c.commit, self.rule.first_seed(self.state),
                                 c.proposal.description, candidate=c)
         return None
 
-    def _further_job(self, c: Candidate) -> pool.Job | None:
+    def _further_job(self, c: Candidate) -> Job | None:
         moved = c.based_on != self.state.best_commit
         if not self.moves.onto_best(c, schema.STAGE_CONFIRM):
             return None
         seed = self.rule.next_seed(c.tally, c.exp, moved, self.state)
-        return pool.Job(self.numbers.take(), schema.CONFIRM, c.commit, seed,
+        return Job(self.numbers.take(), schema.CONFIRM, c.commit, seed,
                         f"confirm exp {c.exp}: {c.proposal.description}", candidate=c)
 
     # --- applying results, one at a time -------------------------------------------------
 
-    def _apply(self, outcome: pool.Outcome) -> None:
+    def _apply(self, outcome: Outcome) -> None:
         job, result = outcome.job, outcome.result
         self.jobs.release(job)
         if job.kind == schema.CANDIDATE and not self._baseline_done() and not self.c.stop_reason:
@@ -210,11 +210,11 @@ class Scheduler:
         else:
             self._judge(job, result)
 
-    def _retry(self, job: pool.Job, result: experiment.Result) -> bool:
+    def _retry(self, job: Job, result: experiment.Result) -> bool:
         """Record a lost worker's job and run it again under a new number (once)."""
         if job.retry_of is not None:  # lost twice: recorded as it is
             return False
-        again = pool.Job(self.numbers.take(), job.kind, job.commit, job.seed, job.description,
+        again = Job(self.numbers.take(), job.kind, job.commit, job.seed, job.description,
                          candidate=job.candidate, retry_of=job.exp)
         changes = job.candidate.proposal.changes if job.candidate is not None else {}
         self.rec.end(job.exp, job.kind, job.commit, result, job.description, schema.RETRY,
@@ -222,7 +222,7 @@ class Scheduler:
         self.jobs.retries.append(again)
         return True
 
-    def _judge(self, job: pool.Job, result: experiment.Result) -> None:
+    def _judge(self, job: Job, result: experiment.Result) -> None:
         """A candidate's run, or a further one: the rule's ruling, carried out."""
         c: Candidate = job.candidate
         first = job.kind == schema.CANDIDATE

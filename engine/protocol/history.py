@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ratchet.engine.protocol import schema
+
 # The parts of an exp_end's `result` an agent reads (the diagnostics table, view_experiment).
 RESULT_KEYS = ("error", "steps", "tokens", "params", "training_seconds", "trainer_seconds",
                "budget_seconds", "peak_memory_mb", "mfu", "curve", "tail")
@@ -21,7 +23,7 @@ class HistoryEntry:
     delta: float | None  # val_bpb minus the best before it (negative is better)
     changes: dict[str, object] = field(default_factory=dict)  # agent-specific, e.g. {"LR": 0.02}
     margin: float | None = None  # what it had to beat the best by (the keep rule's noise margin)
-    kind: str = "candidate"  # candidate | confirm
+    kind: str = schema.CANDIDATE  # candidate | confirm
     diff: str = ""  # the change as a unified diff against the best it was based on
     result: dict = field(default_factory=dict)  # exp_end's result, RESULT_KEYS only
 

@@ -74,6 +74,14 @@ STAGE_QUEUED = "queued"  # before its first run
 STAGE_CONFIRM = "confirm"  # a winner, before a further run
 STAGES = (STAGE_QUEUED, STAGE_CONFIRM)
 
+# What the views call an experiment besides the log's own words: one under way, a proposal that
+# failed (proposal_failed), and a winner's first run once its last run decided (kept, or not).
+RUNNING = "running"
+FAILED = "failed"
+CONFIRMED = "confirmed"
+UNCONFIRMED = "unconfirmed"
+SHOWN = (RUNNING, FAILED, CONFIRMED, UNCONFIRMED)
+
 SESSION_START = "session_start"
 AGENT_DELTA = "agent_delta"
 PROPOSAL = "proposal"

@@ -45,7 +45,7 @@ class LoopState:
     queued: dict[int, dict] = field(default_factory=dict)  # exp -> proposal not started yet
     worker_phase: dict[str, str] = field(default_factory=dict)  # worker -> its latest phase
     last_crash_tail: str = ""
-    phase: str = "starting"
+    phase: str = schema.PHASE_STARTING
     paused: bool = False
     ended: bool = False
     end_reason: str = ""
@@ -110,13 +110,14 @@ def apply(state: LoopState, event: dict) -> None:
         if event.get("worker") is not None:
             state.worker_phase[str(event["worker"])] = state.phase
     elif kind == schema.PAUSED:
-        state.paused, state.phase = True, "paused"
+        state.paused, state.phase = True, schema.PHASE_PAUSED
     elif kind == schema.RESUMED:
         state.paused = False
     elif kind == schema.AGENT_USAGE:
         _apply_usage(state, event)
     elif kind == schema.SESSION_END:
-        state.ended, state.end_reason, state.phase = True, event.get("reason", ""), "ended"
+        state.ended, state.end_reason = True, event.get("reason", "")
+        state.phase = schema.PHASE_ENDED
         state.running.clear()
         state.paused = False  # a stopped session is over, not paused
 
@@ -124,7 +125,7 @@ def apply(state: LoopState, event: dict) -> None:
 def restart(state: LoopState) -> None:
     """An engine (re)starts the session unpaused and in no phase yet, whatever the one before
     it died in."""
-    state.ended, state.paused, state.phase = False, False, "starting"
+    state.ended, state.paused, state.phase = False, False, schema.PHASE_STARTING
     state.worker_phase.clear()
 
 
@@ -149,7 +150,7 @@ def ran_unsandboxed(event: dict) -> bool:
     result = event.get("result") or {}
     return (result.get("sandboxed") is False
             and result.get("metric_source", "harness") == "harness"
-            and (event.get("status") == "ok" or bool(result.get("output_bytes"))))
+            and (event.get("status") == schema.OK or bool(result.get("output_bytes"))))
 
 
 def _apply_end(state: LoopState, event: dict) -> None:
@@ -160,10 +161,10 @@ def _apply_end(state: LoopState, event: dict) -> None:
     val = event.get("val_bpb")
     if decision == schema.RETRY:  # a lost worker: the same job runs again under a new number
         return
-    if event.get("status") not in ("ok", None):
+    if event.get("status") not in (schema.OK, None):
         state.last_crash_tail = (event.get("result") or {}).get("tail", "")
-    if event.get("kind") == "baseline":
-        if event.get("status") != "interrupted":  # an interrupted baseline run is run again
+    if event.get("kind") == schema.BASELINE:
+        if event.get("status") != schema.INTERRUPTED:  # an interrupted baseline run is run again
             state.baseline_runs += 1
         if val is not None and event.get("status") == "ok":
             state.baseline.append(val)
@@ -182,7 +183,7 @@ def _apply_end(state: LoopState, event: dict) -> None:
     if decision == schema.CONFIRM_AGAIN:  # the best moved during the confirmation: rebased, rerun
         state.pending_runs.pop(event.get("confirms", 0), None)  # its runs measured other code
         return
-    if event.get("kind") == "confirm":
+    if event.get("kind") == schema.CONFIRM:
         state.pending_confirms.pop(event.get("confirms", 0), None)
         state.pending_runs.pop(event.get("confirms", 0), None)
     paired = event.get("paired")
@@ -197,7 +198,7 @@ def _apply_end(state: LoopState, event: dict) -> None:
             state.best_runs = {int(k): v for k, v in seeds.items()
                                if str(k).lstrip("-").isdigit() and isinstance(v, (int, float))}
         state.best_result = _result(event)
-    if event.get("kind") in ("candidate", "confirm"):
+    if event.get("kind") in (schema.CANDIDATE, schema.CONFIRM):
         _append_history(state, event, decision, val, event.get("delta"))
 
 
@@ -208,9 +209,9 @@ def _append_history(state: LoopState, event: dict, decision: str, val: float | N
     diff = state.diffs.pop(n, "") or state.diffs.pop(event.get("confirms", -1), "")
     state.history.append(HistoryEntry(
         n=n, description=event.get("description", ""),
-        status=event.get("status", "ok"), decision=decision, val_bpb=val, delta=delta,
+        status=event.get("status", schema.OK), decision=decision, val_bpb=val, delta=delta,
         changes=event.get("changes") or {}, margin=event.get("margin"),
-        kind=event.get("kind") or "candidate", diff=diff, result=_result(event)))
+        kind=event.get("kind") or schema.CANDIDATE, diff=diff, result=_result(event)))
 
 
 def _result(event: dict) -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import git
 
+from ratchet.engine.protocol import schema
 from ratchet.engine.runner import supervision
 from ratchet.engine.runner.result import Result
 from ratchet.engine.workspace import config as configmod
@@ -282,7 +283,7 @@ def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: Resul
     env = dict(os.environ, PYTHONUNBUFFERED="1", RATCHET_SEED=str(result.seed),
                RATCHET_BUDGET_S=repr(result.budget_seconds))
     deadline = result.budget_seconds + config.experiment.grace_seconds
-    on_phase("training")
+    on_phase(schema.PHASE_TRAINING)
     child = supervision.Child(_argv(ws, result.budget_seconds), ws.root, env,
                               out_dir / "train.log", on_log, pump_class=_ProgressPump)
     pump: _ProgressPump = child.pump
@@ -292,11 +293,11 @@ def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: Resul
 
     status, error = child.watch(deadline, should_kill, handed_over=summary_done)
     if pump.summary_at is not None:  # whatever came after the summary: the run was done
-        status, error = "ok", ""
+        status, error = schema.OK, ""
     pump.record_into(result)
     if before is not None and (not harness.is_file() or harness.read_bytes() != before):
         harness.write_bytes(before)  # the next experiment gets the checkout's own prepare.py
-        result.status, result.error = "crash", f"train.py modified {HARNESS}; restored it"
+        result.status, result.error = schema.CRASHED, f"train.py modified {HARNESS}; restored it"
         return
     if status != "ok":
         result.status, result.error = status, error
@@ -305,12 +306,12 @@ def train_and_report(ws: Workspace, config: Config, out_dir: Path, result: Resul
     result.reported = summary
     val = summary.get("val_bpb")
     if val is None:
-        result.status, result.error = "crash", "train.py printed no `val_bpb:` line"
+        result.status, result.error = schema.CRASHED, "train.py printed no `val_bpb:` line"
         return
     if not math.isfinite(val):
-        result.status, result.error = "crash", "val_bpb is not finite (the model diverged)"
+        result.status, result.error = schema.CRASHED, "val_bpb is not finite (the model diverged)"
         return
-    result.status, result.val_bpb = "ok", val
+    result.status, result.val_bpb = schema.OK, val
     for name in ("training_seconds", "startup_seconds", "compile_seconds", "eval_seconds"):
         setattr(result, name, round(summary.get(name, 0.0), 3))  # 0 where it prints none
     result.peak_memory_mb = round(summary.get("peak_vram_mb", 0.0), 1)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ratchet.engine.data.tokenizer import Tokens
+from ratchet.engine.protocol import schema
 from ratchet.engine.runner import cpu_clock, sandbox, supervision
 from ratchet.engine.runner.warm_trainer import PAUSE
 from ratchet.engine.workspace.config import Config
@@ -70,7 +71,7 @@ class Evaluator:
         """Measure the model train.py saved in `model_dir`; the outcome goes into `result`."""
         try:
             if not supervision.regular_file(model_dir / "model.pt2"):
-                result.status, result.error = "crash", "model.pt2 is not a regular file"
+                result.status, result.error = schema.CRASHED, "model.pt2 is not a regular file"
                 return
             shutil.copy(model_dir / "model.pt2", self.model)
             data = self.source.validation_slice(self.eval_bytes)
@@ -89,20 +90,21 @@ class Evaluator:
         if evaluation is None:
             detail = error or supervision.last_error_line(self.child.pump.tail_text()) or \
                 "no result"
-            result.status, result.error = "crash", f"evaluation failed: {detail}"
+            result.status, result.error = schema.CRASHED, f"evaluation failed: {detail}"
             result.tail = (result.tail + "\n--- evaluation ---\n" +
                            self.child.pump.tail_text()).strip()
             return
         if "error" in evaluation:
-            result.status, result.error = "crash", f"model rejected: {evaluation['error']}"
+            result.status, result.error = schema.CRASHED, f"model rejected: {evaluation['error']}"
             return
         val_bpb = supervision.number(evaluation, "val_bpb", float, None)
         result.eval_seconds = round(supervision.number(evaluation, "eval_seconds"), 3)
         result.device_name = str(evaluation.get("device_name", ""))[:100]
         if val_bpb is None:
-            result.status, result.error = "crash", "val_bpb is not finite (the model diverged)"
+            result.status = schema.CRASHED
+            result.error = "val_bpb is not finite (the model diverged)"
             return
-        result.status, result.val_bpb = "ok", val_bpb
+        result.status, result.val_bpb = schema.OK, val_bpb
 
     def close(self) -> None:
         """Stop the evaluator (a cancelled one exits on its closed stdin) and remove its files."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from ratchet.engine.protocol import schema
 from ratchet.engine.runner import compat, cpu_clock, devices, sandbox, supervision, warm_trainer
 from ratchet.engine.runner.evaluation import Evaluator
 from ratchet.engine.runner.result import Result
@@ -65,7 +66,8 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
     if not (ws.root / TRAIN).is_file():
         result.error = f"{TRAIN} is missing from the workspace"
         return
-    on_phase("training")  # from here on the time is the trainer's, its sandbox's set-up too
+    # from here on the time is the trainer's, its sandbox's set-up too
+    on_phase(schema.PHASE_TRAINING)
     corpus, tokens = ws.corpus(config), ws.tokens(config)
     data = config.data
     device = result.device = devices.resolve(config.experiment.device)
@@ -115,7 +117,7 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
             tree = child.meter() if cpu else None
             ran = (*child.watch(wall, should_kill,
                                 handed_over=supervision.model_handed_over(model_dir),
-                                late="over_budget", cpu=tree, cpu_allowance=cpu), child)
+                                late=schema.OVER_BUDGET, cpu=tree, cpu_allowance=cpu), child)
         status, error, trainer = ran
         trainer.pump.record_into(result)
         if trainer.handoff_seconds is not None:
@@ -123,14 +125,14 @@ def _train_and_evaluate(ws, config, out_dir, result, on_log, should_kill, on_pha
         result.trainer_cpu_seconds = trainer.cpu_seconds
         summary = _handed_over(ws, model_dir, result, status, error)
         if summary is not None:
-            on_phase("evaluating")
+            on_phase(schema.PHASE_EVALUATING)
             evaluator.evaluate(model_dir, result)
     finally:
         evaluator.close()
         if own is not None:
             own.close()
         shutil.rmtree(cache, ignore_errors=True)
-    if summary is not None and result.status == "ok" and device == "cuda":
+    if summary is not None and result.status == schema.OK and device == "cuda":
         flops = supervision.number(summary, "flops_per_token") * result.tokens
         result.mfu = devices.mfu(flops, result.training_seconds, result.device_name)
 
@@ -189,7 +191,7 @@ def _handed_over(ws: Workspace, model_dir: Path, result: Result, status: str,
     result says why."""
     if not ws.harness_intact():  # whatever happened, the next experiment gets a clean harness
         ws.restore_harness()
-        result.status, result.error = "crash", f"train.py modified {HARNESS}; restored it"
+        result.status, result.error = schema.CRASHED, f"train.py modified {HARNESS}; restored it"
         return None
     if status != "ok":
         result.status, result.error = status, error

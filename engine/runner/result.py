@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ratchet.engine.protocol import schema
+
 
 @dataclass
 class Result:
-    status: str = "crash"
+    status: str = schema.CRASHED
     error: str = ""
     val_bpb: float | None = None
     # measured by the engine: the trainer's start (or go) to the hand-off of its model

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from ratchet.engine.protocol import schema
 from ratchet.engine.runner import cgroup
 from ratchet.engine.runner.cpu_clock import TreeCpu
 
@@ -220,7 +221,7 @@ class Child:
     def watch(self, deadline: float, should_kill: Callable[[], bool] | None = None,
               name: str = "train.py", limit: str = "its budget", *,
               handed_over: Callable[[], bool] | None = None,
-              late: str = "timeout", cpu: TreeCpu | cgroup.GroupCpu | None = None,
+              late: str = schema.TIMEOUT, cpu: TreeCpu | cgroup.GroupCpu | None = None,
               cpu_allowance: float = 0.0) -> tuple[str, str]:
         """Wait for the child to end (at most `deadline` s from now); returns (status, error).
 
@@ -232,11 +233,11 @@ class Child:
         seconds (`cpu_seconds` says how many it used).
         """
         if self.proc is None:
-            return "crash", f"cannot start {name}: {self.start_error}"
+            return schema.CRASHED, f"cannot start {name}: {self.start_error}"
         started = time.monotonic()
         end, measured, timed = started + deadline, 0.0, 0.0
         every = POLL_S if self.group is not None else CPU_EVERY_S  # a cgroup is cheap to read
-        status, error = "ok", ""
+        status, error = schema.OK, ""
         while True:
             running = self.proc.poll() is None
             if handed_over is not None and handed_over():
@@ -255,21 +256,21 @@ class Child:
                 measured = now
                 breach = self.limits.breach(self.processes())
                 if breach:
-                    status, error = "over_limit", f"{name} {breach}; killed"
+                    status, error = schema.OVER_LIMIT, f"{name} {breach}; killed"
                     break
             if now > end:
                 status, error = late, f"{name} exceeded {limit} ({deadline:g} s); killed"
                 break
             if should_kill and should_kill():
-                status, error = "killed", "killed on request"
+                status, error = schema.KILLED, "killed on request"
                 break
             time.sleep(POLL_S)
         self.stop()
-        if status == "ok" and self.proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
+        if status == schema.OK and self.proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
             # not our kill: the kernel's out-of-memory killer is the usual sender
-            return "crash", f"{name} was killed by SIGKILL from outside (out of memory?)"
-        if status == "ok" and self.proc.returncode != 0:
-            status = "crash"
+            return schema.CRASHED, f"{name} was killed by SIGKILL from outside (out of memory?)"
+        if status == schema.OK and self.proc.returncode != 0:
+            status = schema.CRASHED
             line = last_error_line(self.pump.tail_text())
             # the child's own words, marked as its own: it cannot pass for the engine's
             error = f"{name} exited with {self.proc.returncode}" + \
@@ -291,7 +292,7 @@ class Child:
         if cpu is not None and self.cpu_seconds > cpu_allowance:
             return late, (f"{name} handed over after {limit} ({self.cpu_seconds:g} of "
                           f"{cpu_allowance:g} CPU seconds); not scored")
-        return "ok", ""
+        return schema.OK, ""
 
     def stop(self) -> None:
         """Stop the child's process group (if still running) and finish reading its output."""

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psutil
 
+from ratchet.engine.protocol import schema
 from ratchet.engine.runner import sandbox, supervision
 from ratchet.engine.workspace.layout import TRAIN, Workspace
 
@@ -212,7 +213,7 @@ class WarmTrainer:
         end = time.monotonic() + timeout
         while not self.ready_file.exists():
             if should_kill and should_kill():
-                return "killed"
+                return schema.KILLED
             if self.child.proc is None or self.child.proc.poll() is not None \
                     or time.monotonic() > end:
                 return "gone"
@@ -233,9 +234,9 @@ class WarmTrainer:
         runs out; None if the process is gone (the caller then starts one cold)."""
         self.on_log = on_log
         ready = self.wait_ready(READY_TIMEOUT_S, should_kill)
-        if ready == "killed":
+        if ready == schema.KILLED:
             self.child.stop()
-            return "killed", "killed on request", self.child
+            return schema.KILLED, "killed on request", self.child
         if ready == "gone":
             return None
         # its clock starts with this line: the deadline is the allowance from now
@@ -249,7 +250,7 @@ class WarmTrainer:
             status, error = self.child.watch(
                 deadline, should_kill,
                 handed_over=supervision.model_handed_over(self.stage / "model"),
-                late="over_budget", cpu=tree, cpu_allowance=cpu_allowance)
+                late=schema.OVER_BUDGET, cpu=tree, cpu_allowance=cpu_allowance)
         shutil.rmtree(out_dir / "model", ignore_errors=True)
         for name in ("model", "train.log"):  # a missing model is reported by the caller
             if (self.stage / name).is_symlink():

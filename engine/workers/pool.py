@@ -11,6 +11,7 @@ from pathlib import Path
 
 import git
 
+from ratchet.engine.protocol import schema
 from ratchet.engine.runner import experiment
 from ratchet.engine.runner.warm_trainer import WarmTrainer
 from ratchet.engine.workers import ray_backend
@@ -81,7 +82,7 @@ class LocalBackend(Backend):
                 on_log=lambda record: self.hooks.on_log(job, record), should_kill=kill.is_set,
                 on_phase=lambda name: self.hooks.on_phase(job, name), env=env, warm=warm)
         except Exception as exc:  # the runner's own failure is this experiment's crash
-            result = experiment.Result(status="crash", seed=job.seed,
+            result = experiment.Result(status=schema.CRASHED, seed=job.seed,
                                        error=f"worker failed: {type(exc).__name__}: {exc}")
         self.done.put(Outcome(job, result))
 

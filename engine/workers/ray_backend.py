@@ -22,6 +22,7 @@ from pathlib import Path
 
 import git
 
+from ratchet.engine.protocol import schema
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers.backend import Backend, Hooks, Job, Outcome
 from ratchet.engine.workspace.config import Config
@@ -164,17 +165,18 @@ class RayBackend(Backend):
         try:
             data = self.ray.get(ref)
         except ex.TaskCancelledError:
-            return Outcome(job, experiment.Result(status="killed", seed=job.seed,
-                                                          error="killed on request"))
+            return Outcome(job, experiment.Result(status=schema.KILLED, seed=job.seed,
+                                                  error="killed on request"))
         except ex.RayTaskError as exc:  # the task itself raised: this experiment's crash
             return Outcome(job, experiment.Result(
-                status="crash", seed=job.seed, error=_first_line(exc), tail=str(exc)[-4000:]))
+                status=schema.CRASHED, seed=job.seed, error=_first_line(exc),
+                tail=str(exc)[-4000:]))
         except ex.RayError as exc:  # worker process or node gone
             if killed:
-                return Outcome(job, experiment.Result(status="killed", seed=job.seed,
-                                                              error="killed on request"))
+                return Outcome(job, experiment.Result(status=schema.KILLED, seed=job.seed,
+                                                      error="killed on request"))
             return Outcome(job, experiment.Result(
-                status="lost", seed=job.seed,
+                status=schema.LOST, seed=job.seed,
                 error=f"Ray worker lost: {type(exc).__name__}: {_first_line(exc)}"), lost=True)
         return Outcome(job, _result(data))
 

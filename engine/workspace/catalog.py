@@ -71,7 +71,7 @@ def run_state(folder: Path, state: statemod.LoopState) -> str:
 def load(folder: Path, on_warning: Warn | None = None) -> list[dict]:
     """A session's events; bad lines (and a torn last line, unless the engine is still writing)
     are skipped and reported once."""
-    return events.read_log(folder / "events.jsonl", on_warning,
+    return events.read_log(folder / paths.EVENTS, on_warning,
                            partial_ok=paths.is_running(folder))
 
 

@@ -102,20 +102,20 @@ def roles(part: Part) -> list[Role]:
     for i, row in enumerate(rows):
         c = target.get(i)
         if i < part.baselines:
-            found_roles.append(Role("baseline", schema.BASELINE))
+            found_roles.append(Role(schema.BASELINE, schema.BASELINE))
         elif c is None:
-            found_roles.append(Role("candidate", schema.PENDING_CONFIRM if runs.get(i)
+            found_roles.append(Role(schema.CANDIDATE, schema.PENDING_CONFIRM if runs.get(i)
                                     else _verdict(row)))
         elif _again(row):
-            found_roles.append(Role("confirm", schema.CONFIRM_AGAIN, c))
+            found_roles.append(Role(schema.CONFIRM, schema.CONFIRM_AGAIN, c))
         elif i != runs[c][-1]:
-            found_roles.append(Role("confirm", schema.ANOTHER_RUN, c))
+            found_roles.append(Role(schema.CONFIRM, schema.ANOTHER_RUN, c))
         else:
             decision = _verdict(row)
             values = [v for v in map(value, [rows[c], *(rows[j] for j in runs[c])])
                       if v is not None]
             mean = statistics.fmean(values) if decision == schema.KEEP and values else None
-            found_roles.append(Role("confirm", decision, c, mean))
+            found_roles.append(Role(schema.CONFIRM, decision, c, mean))
     return found_roles
 
 

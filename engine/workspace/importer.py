@@ -107,7 +107,7 @@ def session_name(tsv: Path, rows: list[dict[str, str]], start: float) -> str:
 
 def _source_of(folder: Path) -> str | None:
     """The results file an imported session came from; None for a session Ratchet ran."""
-    first = next(events.iter_events(folder / "events.jsonl"), {})
+    first = next(events.iter_events(folder / paths.EVENTS), {})
     return first.get("source") if first.get("imported") else None
 
 
@@ -164,7 +164,7 @@ def import_sessions(path: Path, runs: Path, force: bool = False,
         if k in keep:
             continue
         folder = runs / session_name(tsv, part.rows, times[span][0])
-        other = _source_of(folder) if (folder / "events.jsonl").exists() else str(tsv)
+        other = _source_of(folder) if (folder / paths.EVENTS).exists() else str(tsv)
         if other is None:
             raise ImportFailed(f"session {folder.name} in {runs} is a run, not an import; "
                                f"move it away to import {tsv}")
@@ -184,7 +184,7 @@ def import_sessions(path: Path, runs: Path, force: bool = False,
         for folder, part, *timeline in folders:
             _fresh(folder, runs)
             written.append(folder)
-            _write(folder / "events.jsonl", tsv, part, *timeline, repo)
+            _write(folder / paths.EVENTS, tsv, part, *timeline, repo)
     except BaseException:
         for folder in written:  # no half-imported file left behind
             shutil.rmtree(folder, ignore_errors=True)
@@ -194,7 +194,7 @@ def import_sessions(path: Path, runs: Path, force: bool = False,
 
 def _rows_of(folder: Path) -> list[dict[str, str]]:
     """The results rows an imported session was written from, in order."""
-    return [e["row"] for e in events.iter_events(folder / "events.jsonl")
+    return [e["row"] for e in events.iter_events(folder / paths.EVENTS)
             if e.get("type") == schema.EXP_END and isinstance(e.get("row"), dict)]
 
 
@@ -267,7 +267,7 @@ def _write(path: Path, tsv: Path, part: Part, commits: list[Commit | None], time
             val = value(row)
             kind, decision = role.kind, role.decision
             sha = commit.sha if commit else row.get("commit", "")
-            if kind == "candidate":
+            if kind == schema.CANDIDATE:
                 emit(start, schema.PROPOSAL, exp=n, description=description, rationale="",
                      diff=commit.diff if commit else None, files=["train.py"],
                      based_on="", changes={}, steer=[])
@@ -280,17 +280,18 @@ def _write(path: Path, tsv: Path, part: Part, commits: list[Commit | None], time
                 val if best is None or val is None else min(best, val)
             memory = number(row.get("memory_gb", ""))
             link = {"confirms": role.confirms + 1} if role.confirms is not None else {}
-            emit(end, schema.EXP_END, exp=n, kind=kind, status="crash" if val is None else "ok",
+            status = schema.CRASHED if val is None else schema.OK
+            emit(end, schema.EXP_END, exp=n, kind=kind, status=status,
                  decision=decision, val_bpb=val, best_before=best,
                  delta=val - best if val is not None and best is not None
-                 and kind != "baseline" else None, margin=None,
+                 and kind != schema.BASELINE else None, margin=None,
                  commit=sha, description=description, changes={},
                  result={"metric_source": "self_reported",
                          "peak_memory_mb": memory * 1024 if memory is not None else None,
                          "error": "crashed (as logged in results.tsv)" if val is None else "",
                          "tail": ""},
                  row=row, **link, **({"new_best": new_best} if decision == schema.KEEP else {}))
-            if val is not None and kind == "baseline":
+            if val is not None and kind == schema.BASELINE:
                 baseline.append(val)
                 best, best_commit = statistics.mean(baseline), best_commit or sha
             elif decision == schema.KEEP:

@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.events import Resize
 from textual.widgets import DataTable
 
+from ratchet.engine.protocol import schema
 from ratchet.engine.protocol.history import memory_text
 from ratchet.tui import format as fmt
 from ratchet.tui.messages import ExperimentSelected
@@ -26,7 +27,7 @@ WITHOUT_COMMIT = tuple(i for i, column in enumerate(COLUMNS) if column[1] != "co
 
 def _cells(record: Experiment, workers: bool = False, room: int = 0) -> tuple:
     label = record.label
-    shown = f"{label} w{record.worker}" if workers and record.worker and label == "running" \
+    shown = f"{label} w{record.worker}" if workers and record.worker and label == schema.RUNNING \
         else label
     paired = record.paired
     if isinstance(paired.get("effect"), (int, float)) and isinstance(paired.get("se"),
@@ -108,7 +109,7 @@ class ExperimentsPane(DataTable):
         following = self.cursor_row >= self.row_count - 1  # on the newest row: stay there
         added = False
         for n, record in state.experiments.items():
-            if record.started is None and record.status != "failed":
+            if record.started is None and record.status != schema.FAILED:
                 continue  # still being proposed: the agent pane shows it
             key = _key(record)
             if self._keys.get(n) == key:

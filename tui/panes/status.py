@@ -7,7 +7,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ratchet.engine.protocol import noise
+from ratchet.engine.protocol import noise, schema
 from ratchet.tui import format as fmt
 from ratchet.tui.view_state import DashboardState
 
@@ -46,8 +46,9 @@ class StatusLine(Static):
         if not f:
             return Text("waiting for events…")
         wide = self.size.width >= 120
-        phase_style = {"paused": "bold yellow", "training": "bold cyan", "ended": "bold red",
-                       "evaluating": "bold magenta"}.get(f["phase"], "bold")
+        phase_style = {schema.PHASE_PAUSED: "bold yellow", schema.PHASE_TRAINING: "bold cyan",
+                       schema.PHASE_ENDED: "bold red",
+                       schema.PHASE_EVALUATING: "bold magenta"}.get(f["phase"], "bold")
         text = Text()
         if wide:
             text.append(f"{f['session']}  ", style="bold")

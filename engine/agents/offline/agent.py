@@ -33,6 +33,7 @@ from ratchet.engine.agents.offline.constants import (
 from ratchet.engine.agents.offline.memory import Memory
 from ratchet.engine.agents.offline.ranges import as_type, search_range
 from ratchet.engine.agents.offline.steering import Steering
+from ratchet.engine.protocol import schema
 
 if TYPE_CHECKING:
     from ratchet.engine.workspace.config import Config
@@ -117,10 +118,10 @@ class OfflineAgent(Agent):
         source = proposal.files.get(self.target)
         if source is not None:
             config = {n: c.value for n, c in parse_constants(source).items()}
-        elif entry.decision != "baseline" and self._best:
+        elif entry.decision != schema.BASELINE and self._best:
             config = {**self._best, **{n: v for n, v in proposal.changes.items()
                                        if isinstance(v, (int, float))}}
-        if entry.status == "interrupted":  # says nothing about the change: allow it again
+        if entry.status == schema.INTERRUPTED:  # says nothing about the change: allow it again
             tried = self._proposed.get(proposal.description)
             if tried:
                 self._tried.get(tried[0], set()).discard((tried[1], tried[2]))
@@ -132,7 +133,7 @@ class OfflineAgent(Agent):
         if not done:
             emit("The study is empty: the first proposals explore around the baseline.\n")
             return
-        crashes = sum(1 for t in done if t.user_attrs.get("status") not in (None, "ok"))
+        crashes = sum(1 for t in done if t.user_attrs.get("status") not in (None, schema.OK))
         best = min(done, key=lambda t: t.value if t.value is not None else math.inf)
         baseline = self.memory.baseline
         changed = [f"{n}={format_value(v)}" for n, v in config.items()

@@ -16,10 +16,11 @@ from ratchet.engine.agents.base import Context, HistoryEntry
 from ratchet.engine.agents.offline.changes import entry_change, old_value
 from ratchet.engine.agents.offline.constants import Number
 from ratchet.engine.agents.offline.ranges import contains
+from ratchet.engine.protocol import schema
 
 CRASH_PENALTY = 0.5  # a crash scores this much worse than the worst result seen
 # statuses that are the candidate's own doing (a kill on request or a lost worker is not)
-OWN_FAILURES = ("crash", "timeout", "over_budget", "over_limit")
+OWN_FAILURES = (schema.CRASHED, schema.TIMEOUT, schema.OVER_BUDGET, schema.OVER_LIMIT)
 NO_RESULT_PENALTY = 10.0  # crash score when nothing has finished yet (val_bpb of bytes is < 8)
 SLOW_FRACTION = 0.5  # a discarded run with fewer steps than this share of the best run's
 
@@ -102,7 +103,7 @@ class Memory:
                 self._learn(entry, config)
 
     def _learn(self, entry: HistoryEntry, config: Values | None) -> None:
-        if entry.decision == "baseline" and config is None:
+        if entry.decision == schema.BASELINE and config is None:
             config = self.baseline
         if config is None:
             return
@@ -118,8 +119,8 @@ class Memory:
         change = entry_change(entry)
         old = old_value(entry.description) if change else None
         moved = change is not None and old is not None and old != change[1] \
-            and entry.decision != "baseline"
-        if entry.status == "ok" and entry.val_bpb is not None:
+            and entry.decision != schema.BASELINE
+        if entry.status == schema.OK and entry.val_bpb is not None:
             for n, v in config.items():
                 self._worked.setdefault(n, set()).add(float(v))
             slow = self._slowness(entry)
@@ -129,7 +130,7 @@ class Memory:
         elif moved:
             self.crashes.append((change[0], float(old), float(change[1])))
             self.reasons[(change[0], float(change[1]))] = failure_reason(entry)
-        if entry.decision != "baseline" and change and entry.delta is not None:
+        if entry.decision != schema.BASELINE and change and entry.delta is not None:
             name = change[0]
             self.deltas.setdefault(name, []).append(entry.delta)
 
@@ -144,10 +145,10 @@ class Memory:
 
     def _score(self, entry: HistoryEntry) -> float | None:
         """What the study records: val_bpb, a penalty for crashes, nothing for killed runs."""
-        if entry.status == "ok" and entry.val_bpb is not None:
+        if entry.status == schema.OK and entry.val_bpb is not None:
             self._worst = max(self._worst or entry.val_bpb, entry.val_bpb)
             return entry.val_bpb
-        if entry.status in OWN_FAILURES or entry.decision == "crash":
+        if entry.status in OWN_FAILURES or entry.decision == schema.CRASH:
             if self._worst is None:
                 return NO_RESULT_PENALTY
             return self._worst + CRASH_PENALTY
@@ -178,7 +179,7 @@ class Memory:
             change = entry_change(entry)
             if (entry.n, entry.description) not in self._seen:
                 self._seen.add((entry.n, entry.description))
-                if entry.decision == "baseline":
+                if entry.decision == schema.BASELINE:
                     self._learn(entry, dict(best))
                 elif change:
                     self._learn(entry, {**best, change[0]: change[1]})
@@ -191,8 +192,8 @@ class Memory:
 def failure_reason(entry: HistoryEntry) -> str:
     """What a failed run's diagnostics say it ran out of: memory, time, or neither."""
     error = str(entry.result.get("error") or "").lower()
-    if entry.status == "over_limit" or "out of memory" in error or "oom" in error.split():
+    if entry.status == schema.OVER_LIMIT or "out of memory" in error or "oom" in error.split():
         return "out of memory"
-    if entry.status in ("timeout", "over_budget"):
+    if entry.status in (schema.TIMEOUT, schema.OVER_BUDGET):
         return "over time"
     return "crashed"

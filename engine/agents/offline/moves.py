@@ -16,6 +16,7 @@ from ratchet.engine.agents.base import Context
 from ratchet.engine.agents.offline.changes import entry_change, new_value
 from ratchet.engine.agents.offline.constants import Number
 from ratchet.engine.agents.offline.ranges import from_unit, round_value, unit
+from ratchet.engine.protocol import schema
 
 MIN_STEP = 0.06  # smallest float move, in normalised units: smaller ones drown in run-to-run noise
 GRID = 32  # fallback grid points per float range when the suggested value is not usable
@@ -39,7 +40,7 @@ def excluded(tried: set[Change], context: Context) -> set[Change]:
         if change:
             result.add((change[0], float(change[1])))
     for entry in reversed(context.history):
-        if entry.decision in ("keep", "baseline"):
+        if entry.decision in (schema.KEEP, schema.BASELINE):
             break
         change = entry_change(entry)
         if change:

@@ -20,6 +20,7 @@ from ratchet.engine.agents.base import AgentError, Emit
 from ratchet.engine.agents.offline.constants import Number, format_value
 from ratchet.engine.agents.offline.moves import Moves
 from ratchet.engine.agents.offline.ranges import as_type, unit
+from ratchet.engine.protocol import schema
 
 STARTUP_TRIALS = 4  # completed trials before TPE models the outcomes (random sampling until then)
 ASKS = 4  # TPE points asked per proposal at most, when sampled values are not usable
@@ -106,7 +107,7 @@ def reason(study: optuna.Study, name: str, current: Number, value: Number,
            deltas: list[float]) -> str:
     """One line on why: what the study's results say about this constant, true to them."""
     done = [t for t in completed(study) if name in t.params]
-    ok = [t for t in done if t.user_attrs.get("status") == "ok"]
+    ok = [t for t in done if t.user_attrs.get("status") == schema.OK]
     way = "higher" if value > current else "lower"
     moved = "; its changes so far moved val_bpb by " + ", ".join(
         f"{d:+.3f}" for d in deltas[-3:]) if deltas else ""
