@@ -30,3 +30,22 @@ def test_every_relative_link_in_the_docs_resolves():
               for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
               for target in _links(page) if not target.exists()]
     assert broken == []
+
+
+def test_the_module_map_names_every_subpackage_and_module():
+    # the top folders' modules and the engine's layers' modules by name; deeper folders (a
+    # pane per file, an agent's own files) by the folder
+    doc = (ROOT / "docs" / "development.md").read_text()
+    unnamed = []
+    for folder in ("cli", "engine", "tui", "model", "prompts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if "__pycache__" in rel.parts:
+                continue
+            if path.name == "__init__.py":
+                if f"{rel.parent.name}/`" not in doc:
+                    unnamed.append(f"{rel.parent.as_posix()}/")
+            elif len(rel.parts) == 2 or (rel.parts[0] == "engine" and len(rel.parts) == 3):
+                if f"`{path.stem}`" not in doc and f"`{path.name}`" not in doc:
+                    unnamed.append(rel.as_posix())
+    assert unnamed == [], "\n".join(unnamed)
