@@ -1,0 +1,159 @@
+"""Early stopping replayed over real recorded runs: how much training compute it would save,
+and which eventual keeps and real gains it would have cut short.
+
+    python bench/early_stop.py RUNS_DIR_OR_SESSION... [--margin M] [--min-gap G]
+
+Each session must have run its candidates to the end (early stopping off), with its train_log
+events: every run's curve is then known to the end. The replay walks each log in order as the
+engine would: each candidate run is compared with the best's run on its seed at that moment
+(the baseline's runs, then a kept candidate's), the best's curve bounded below by its measured
+val_bpb (`early_stop.floor`), and thresholds calibrated only from the runs that finished before
+it and were not stopped (as a session would know them). It prints, per session and overall:
+runs stopped, training compute saved (the budget share a stopped run would not have spent),
+runs of eventually kept candidates that would have been stopped, and runs whose final gain was
+past 2 sigma of the paired noise that would have been stopped; then the same for candidates
+whose change touched the learning-rate schedule, and for the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ratchet.engine.loop.rules import early_stop as es
+from ratchet.engine.protocol import events, noise, paths, schema
+
+SCHEDULE = ("WARMUP", "DECAY", "MIN_LR", "COOLDOWN", "SCHEDULE", "BUDGET", "LR_FRAC")
+
+
+@dataclass
+class Sample:
+    session: str
+    exp: int
+    candidate: int  # the candidate's exp (its own, or the one a further run confirms)
+    budget: float
+    gaps: dict[float, float]
+    final: float  # val_bpb minus the reference's
+    schedule: bool
+    kept: bool = False  # the candidate was kept in the end
+    stop: es.Stop | None = None
+
+
+@dataclass
+class Replay:
+    samples: list[Sample] = field(default_factory=list)
+    sigma: float = 0.0
+
+
+def _curves(log: list[dict]) -> dict[int, list[tuple[float, float]]]:
+    curves: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for e in log:
+        if e.get("type") == schema.TRAIN_LOG and isinstance(e.get("loss"), (int, float)) \
+                and isinstance(e.get("elapsed"), (int, float)):
+            curves[e["exp"]].append((float(e["elapsed"]), float(e["loss"])))
+    return curves
+
+
+def replay(folder: Path) -> Replay:
+    log = list(events.iter_events(folder / paths.EVENTS))
+    curves = _curves(log)
+    starts = {e["exp"]: e for e in log if e.get("type") == schema.EXP_START}
+    ends = [e for e in log if e.get("type") == schema.EXP_END]
+    best: dict[int, tuple[list, float]] = {}  # seed -> the best's run there (curve, val_bpb)
+    runs: dict[int, list[tuple[int, list, float]]] = defaultdict(list)  # candidate -> its runs
+    baseline_runs, out, kept = [], Replay(), set()
+    base = None
+    for e in ends:
+        start = starts.get(e["exp"], {})
+        seed, budget = start.get("seed"), float(start.get("budget") or 0.0)
+        curve, val = curves.get(e["exp"], []), e.get("val_bpb")
+        if e.get("status") != schema.OK or val is None or budget <= 0:
+            continue
+        if e.get("kind") == schema.BASELINE:
+            best[seed] = (curve, val)
+            baseline_runs.append((curve, val))
+            base = es.Baseline.of(baseline_runs, budget)
+            continue
+        candidate = e["exp"] if e.get("kind") == schema.CANDIDATE else e.get("confirms", e["exp"])
+        runs[candidate].append((seed, curve, val))
+        if seed in best and base is not None:
+            ref_curve, ref_val = best[seed]
+            reference = es.floor(ref_curve, ref_val, base, budget)
+            changes = " ".join(str(k) for k in (e.get("changes") or {}))
+            out.samples.append(Sample(
+                folder.name, e["exp"], candidate, budget,
+                es.gaps(es.at_checkpoints(curve, budget), reference), val - ref_val,
+                any(word in changes.upper() for word in SCHEDULE)))
+        if e.get("decision") == schema.KEEP:
+            kept.add(candidate)
+            seeds = (e.get("paired") or {}).get("seeds") or {}
+            for s, c, v in runs[candidate]:
+                best[s] = (c, float(seeds.get(str(s), v)))
+    for sample in out.samples:
+        sample.kept = sample.candidate in kept
+    paired = [d for d in (e.get("paired", {}).get("diffs") for e in ends
+                          if isinstance(e.get("paired"), dict)) if d and len(d) >= 2]
+    out.sigma = noise.paired_noise([v for _, v in baseline_runs], paired)[0]
+    return out
+
+
+def decide(samples: list[Sample], margin: float, min_gap: float) -> None:
+    """Stop each run as a session would: thresholds from the runs finished before it."""
+    finished: list[tuple[dict[float, float], float]] = []
+    prior = {f: min_gap for f in es.CHECKPOINTS}
+    for sample in samples:
+        thresholds = es.calibrate(finished, prior, margin)
+        sample.stop = es.judge(sample.gaps, thresholds)
+        if sample.stop is None:
+            finished.append((sample.gaps, sample.final))
+
+
+def summary(label: str, samples: list[Sample], sigma: float) -> str:
+    if not samples:
+        return f"| {label} | 0 | | | | |"
+    stopped = [s for s in samples if s.stop]
+    saved = sum(1 - s.stop.fraction for s in stopped) / len(samples)
+    keeps = [s for s in samples if s.kept]
+    gains = [s for s in samples if s.final < -2 * sigma]
+    return (f"| {label} | {len(samples)} | {len(stopped)} | {saved:.0%} | "
+            f"{sum(1 for s in keeps if s.stop)} of {len(keeps)} | "
+            f"{sum(1 for s in gains if s.stop)} of {len(gains)} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--margin", type=float, default=es.MARGIN)
+    parser.add_argument("--min-gap", type=float, default=0.05,
+                        help="never stop a run trailing by less (training loss, default 0.05)")
+    args = parser.parse_args()
+    folders = []
+    for path in args.paths:
+        folders += [path] if (path / paths.EVENTS).exists() else sorted(
+            p for p in path.iterdir() if (p / paths.EVENTS).exists())
+    if not folders:
+        print("bench/early_stop.py: no session folder with an events.jsonl", file=sys.stderr)
+        return 2
+    print(f"margin {args.margin}, min gap {args.min_gap}; checkpoints {es.CHECKPOINTS}\n")
+    print("| runs | compared | stopped | compute saved | keeps stopped | 2-sigma gains stopped |")
+    print("|---|---|---|---|---|---|")
+    everything, sigmas = [], []
+    for folder in folders:
+        result = replay(folder)
+        decide(result.samples, args.margin, args.min_gap)
+        print(summary(folder.name, result.samples, result.sigma))
+        everything += result.samples
+        sigmas += [result.sigma] * len(result.samples)
+    sigma = statistics.fmean(sigmas) if sigmas else 0.0
+    print(summary("all", everything, sigma))
+    print(summary("schedule changes", [s for s in everything if s.schedule], sigma))
+    print(summary("other changes", [s for s in everything if not s.schedule], sigma))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Early stopping on the paired seed: a candidate's training loss against the best's run on the
+same seed, at fixed fractions of the budget, from numbers alone.
+
+A run is a list of (elapsed seconds, training loss) points as train.py logged them. The loss at
+a fraction is the mean over a window around it (one step's loss is one batch's: too noisy), and
+the gap is candidate minus reference there. A run that trails by more than the threshold at a
+checkpoint is a clear loser. The thresholds come from data (`calibrate`): the largest gap at
+each fraction of any run that still went on to beat its reference, plus a margin.
+
+Every point is train.py's own report, so none of it is trusted:
+- a candidate's lies about its own curve can only keep it from being stopped (a full run, and
+  the harness's val_bpb judges it as any other);
+- the best's curve, which every later candidate is compared with, is bounded below (`floor`):
+  its final loss must match what its val_bpb (measured by the harness) implies on the baseline's
+  own ratio of the two, and its drop from each checkpoint to the end must be at least the
+  baseline's smallest. A best that reported a falsely low curve is compared as if it had not.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CHECKPOINTS = (0.25, 0.5, 0.75)
+WINDOW = 0.1  # the share of the budget averaged around each checkpoint
+MARGIN = 0.02  # added to the largest gap a winner had (training loss, nats per token)
+
+Curve = Sequence[tuple[float, float]]  # (elapsed seconds, training loss)
+
+
+def loss_at(curve: Curve, fraction: float, budget: float, window: float = WINDOW) -> float | None:
+    """The mean loss logged within the window around `fraction` of the budget (None: fewer
+    than two points there)."""
+    lo, hi = (fraction - window / 2) * budget, (fraction + window / 2) * budget
+    found = [loss for t, loss in curve if lo <= t <= hi and math.isfinite(loss)]
+    return statistics.fmean(found) if len(found) >= 2 else None
+
+
+def final_loss(curve: Curve, budget: float) -> float | None:
+    """The mean loss of the budget's last window."""
+    return loss_at(curve, 1.0 - WINDOW / 2, budget)
+
+
+def at_checkpoints(curve: Curve, budget: float,
+                   checkpoints: Sequence[float] = CHECKPOINTS) -> dict[float, float]:
+    """The run's loss at each checkpoint it reached."""
+    found = {f: loss_at(curve, f, budget) for f in checkpoints}
+    return {f: loss for f, loss in found.items() if loss is not None}
+
+
+def gaps(candidate: dict[float, float], reference: dict[float, float]) -> dict[float, float]:
+    """Candidate minus reference at each checkpoint both have (`at_checkpoints`, `floor`)."""
+    return {f: candidate[f] - reference[f] for f in candidate if f in reference}
+
+
+@dataclass(frozen=True)
+class Stop:
+    fraction: float
+    gap: float
+    threshold: float
+
+    def to_json(self) -> dict:
+        return {"fraction": self.fraction, "gap": round(self.gap, 5),
+                "threshold": round(self.threshold, 5)}
+
+
+def judge(gap_by_fraction: dict[float, float], thresholds: dict[float, float],
+          upto: float = 1.0) -> Stop | None:
+    """The first checkpoint (up to `upto`) where the run trails by more than the threshold."""
+    for f in sorted(gap_by_fraction):
+        if f <= upto and f in thresholds and gap_by_fraction[f] > thresholds[f]:
+            return Stop(f, gap_by_fraction[f], thresholds[f])
+    return None
+
+
+def calibrate(samples: Sequence[tuple[dict[float, float], float]], prior: dict[float, float],
+              margin: float = MARGIN) -> dict[float, float]:
+    """Thresholds from finished runs: (their gaps, their final val_bpb minus the reference's).
+    At each fraction, no run that went on to beat its reference (final difference below zero)
+    would have been stopped: the threshold is the largest gap such a run had, plus the margin,
+    and never below the prior."""
+    out = dict(prior)
+    for gap_by_fraction, final in samples:
+        if final < 0:
+            for f, gap in gap_by_fraction.items():
+                out[f] = max(out.get(f, -math.inf), gap + margin)
+    return out
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What the baseline's runs say about how a curve relates to its val_bpb: the ratio of the
+    final training loss to val_bpb, and the smallest drop from each checkpoint to the end."""
+
+    ratio: float
+    drop: dict[float, float]
+
+    @classmethod
+    def of(cls, runs: Sequence[tuple[Curve, float]], budget: float) -> Baseline | None:
+        ratios, drops = [], {f: [] for f in CHECKPOINTS}
+        for curve, val in runs:
+            end = final_loss(curve, budget)
+            if end is None or not val or val <= 0:
+                continue
+            ratios.append(end / val)
+            for f in CHECKPOINTS:
+                at = loss_at(curve, f, budget)
+                if at is not None:
+                    drops[f].append(at - end)
+        if not ratios:
+            return None
+        return cls(min(ratios), {f: min(d) for f, d in drops.items() if d})
+
+
+def floor(reference: Curve, val_bpb: float, baseline: Baseline, budget: float
+          ) -> dict[float, float]:
+    """The reference's loss at each checkpoint, raised where it claims less than its measured
+    val_bpb allows: its end at least ratio x val_bpb, each checkpoint at least that end plus
+    the baseline's smallest drop."""
+    end = max(final_loss(reference, budget) or 0.0, baseline.ratio * val_bpb)
+    out = {}
+    for f in CHECKPOINTS:
+        at = loss_at(reference, f, budget)
+        if at is not None:
+            out[f] = max(at, end + baseline.drop.get(f, 0.0))
+    return out

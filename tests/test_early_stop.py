@@ -1,0 +1,69 @@
+"""Early stopping's judgement from curves alone: the loss at a fraction, the thresholds from
+finished runs, and a best that lies about its curve cannot make honest candidates look bad."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ratchet.engine.loop.rules import early_stop as es
+
+BUDGET = 20.0
+
+
+def honest(level: float, seconds: float = BUDGET, wiggle: float = 0.0) -> list[tuple[float, float]]:
+    """A decaying training loss logged every 0.25 s, ending near `level`."""
+    return [(t / 4, level + 1.5 * math.exp(-t / 4 / 5) + wiggle * (-1) ** t)
+            for t in range(1, int(seconds * 4) + 1)]
+
+
+def test_the_loss_at_a_fraction_is_the_window_s_mean():
+    curve = [(9.0, 2.0), (10.0, 3.0), (11.0, 4.0), (15.0, 9.0)]
+    assert es.loss_at(curve, 0.5, BUDGET) == pytest.approx(3.0)
+    assert es.loss_at(curve, 0.25, BUDGET) is None  # nothing logged there
+    assert es.loss_at([(10.0, 2.0)], 0.5, BUDGET) is None  # one batch is too noisy to judge
+    assert es.loss_at(honest(2.0, wiggle=0.3), 0.5, BUDGET) == pytest.approx(
+        es.loss_at(honest(2.0), 0.5, BUDGET), abs=0.05)
+
+
+def test_a_run_is_stopped_at_the_first_checkpoint_past_its_threshold():
+    thresholds = {0.25: 0.2, 0.5: 0.1, 0.75: 0.05}
+    assert es.judge({0.25: 0.1, 0.5: 0.15, 0.75: 0.3}, thresholds) == es.Stop(0.5, 0.15, 0.1)
+    assert es.judge({0.25: 0.1, 0.5: 0.05}, thresholds) is None
+    # a change to the schedule itself is judged only late
+    assert es.judge({0.25: 0.5, 0.5: 0.5, 0.75: 0.01}, thresholds, upto=0.75) is not None
+    assert es.judge({0.25: 0.5, 0.5: 0.5, 0.75: 0.01}, {0.75: 0.05}) is None
+
+
+def test_thresholds_spare_every_run_that_went_on_to_win():
+    prior = {0.25: 0.05, 0.5: 0.05}
+    finished = [({0.25: 0.3, 0.5: 0.02}, -0.01),  # trailed early, won in the end
+                ({0.25: 0.9, 0.5: 0.8}, +0.5),  # a loser all along: says nothing of winners
+                ({0.25: 0.1, 0.5: 0.12}, -0.2)]
+    thresholds = es.calibrate(finished, prior, margin=0.02)
+    assert thresholds == {0.25: pytest.approx(0.32), 0.5: pytest.approx(0.14)}
+    for gaps, final in finished:
+        if final < 0:
+            assert es.judge(gaps, thresholds) is None
+    assert es.calibrate([], prior) == prior
+
+
+def test_a_best_that_reported_a_falsely_low_curve_stops_no_honest_candidate():
+    baseline = es.Baseline.of([(honest(2.0), 2.2), (honest(2.05), 2.25)], BUDGET)
+    assert baseline is not None and baseline.ratio > 0
+    thresholds = {0.25: 0.05, 0.5: 0.05, 0.75: 0.05}
+    # the kept change is as good as its harness measured (1.9 -> val 2.09), but it reported a
+    # curve half a nat lower at every step
+    truth, lie, val = honest(1.9), [(t, loss - 0.5) for t, loss in honest(1.9)], 2.09
+    candidate = es.at_checkpoints(honest(1.9), BUDGET)  # the same code again, honestly
+    raw = es.gaps(candidate, es.at_checkpoints(lie, BUDGET))
+    assert es.judge(raw, thresholds) is not None  # taken at its word, the lie stops it
+    bounded = es.gaps(candidate, es.floor(lie, val, baseline, BUDGET))
+    assert es.judge(bounded, thresholds) is None
+    # an honest best is compared as it reported
+    assert es.floor(truth, val, baseline, BUDGET) == pytest.approx(
+        es.at_checkpoints(truth, BUDGET), abs=0.06)
+    # a real loser is still stopped against the bounded curve
+    loser = es.at_checkpoints(honest(2.4), BUDGET)
+    assert es.judge(es.gaps(loser, es.floor(lie, val, baseline, BUDGET)), thresholds)
