@@ -27,8 +27,6 @@ from pathlib import Path
 from ratchet.engine.loop.rules import early_stop as es
 from ratchet.engine.protocol import events, noise, paths, schema
 
-SCHEDULE = ("WARMUP", "DECAY", "MIN_LR", "COOLDOWN", "SCHEDULE", "BUDGET", "LR_FRAC")
-
 
 @dataclass
 class Sample:
@@ -63,31 +61,31 @@ def replay(folder: Path) -> Replay:
     curves = _curves(log)
     starts = {e["exp"]: e for e in log if e.get("type") == schema.EXP_START}
     ends = [e for e in log if e.get("type") == schema.EXP_END]
-    best: dict[int, tuple[list, float]] = {}  # seed -> the best's run there (curve, val_bpb)
-    runs: dict[int, list[tuple[int, list, float]]] = defaultdict(list)  # candidate -> its runs
+    best: dict[int, tuple[dict, float]] = {}  # seed -> the best's run there (profile, val_bpb)
+    runs: dict[int, list[tuple[int, dict, float]]] = defaultdict(list)  # candidate -> its runs
+    diffs = {e["exp"]: e.get("diff") or "" for e in log if e.get("type") == schema.PROPOSAL}
     baseline_runs, out, kept = [], Replay(), set()
     base = None
     for e in ends:
         start = starts.get(e["exp"], {})
         seed, budget = start.get("seed"), float(start.get("budget") or 0.0)
-        curve, val = curves.get(e["exp"], []), e.get("val_bpb")
+        val = e.get("val_bpb")
+        run = es.profile(curves.get(e["exp"], []), budget) if budget > 0 else {}
         if e.get("status") != schema.OK or val is None or budget <= 0:
             continue
         if e.get("kind") == schema.BASELINE:
-            best[seed] = (curve, val)
-            baseline_runs.append((curve, val))
-            base = es.Baseline.of(baseline_runs, budget)
+            best[seed] = (run, val)
+            baseline_runs.append((run, val))
+            base = es.Baseline.of(baseline_runs)
             continue
         candidate = e["exp"] if e.get("kind") == schema.CANDIDATE else e.get("confirms", e["exp"])
-        runs[candidate].append((seed, curve, val))
+        runs[candidate].append((seed, run, val))
         if seed in best and base is not None:
-            ref_curve, ref_val = best[seed]
-            reference = es.floor(ref_curve, ref_val, base, budget)
-            changes = " ".join(str(k) for k in (e.get("changes") or {}))
+            ref_run, ref_val = best[seed]
             out.samples.append(Sample(
                 folder.name, e["exp"], candidate, budget,
-                es.gaps(es.at_checkpoints(curve, budget), reference), val - ref_val,
-                any(word in changes.upper() for word in SCHEDULE)))
+                es.gaps(es.checkpoints_of(run), es.floor(ref_run, ref_val, base)),
+                val - ref_val, es.touches_schedule(diffs.get(candidate, ""))))
         if e.get("decision") == schema.KEEP:
             kept.add(candidate)
             seeds = (e.get("paired") or {}).get("seeds") or {}
@@ -101,13 +99,15 @@ def replay(folder: Path) -> Replay:
     return out
 
 
-def decide(samples: list[Sample], margin: float, min_gap: float) -> None:
-    """Stop each run as a session would: thresholds from the runs finished before it."""
+def decide(samples: list[Sample], margin: float, min_gap: float, late: bool) -> None:
+    """Stop each run as a session would: thresholds from the runs finished before it; with
+    `late`, a schedule change only at the last checkpoint."""
     finished: list[tuple[dict[float, float], float]] = []
     prior = {f: min_gap for f in es.CHECKPOINTS}
     for sample in samples:
         thresholds = es.calibrate(finished, prior, margin)
-        sample.stop = es.judge(sample.gaps, thresholds)
+        first = es.LATE if late and sample.schedule else 0.0
+        sample.stop = es.judge(sample.gaps, thresholds, first)
         if sample.stop is None:
             finished.append((sample.gaps, sample.final))
 
@@ -130,6 +130,8 @@ def main() -> int:
     parser.add_argument("--margin", type=float, default=es.MARGIN)
     parser.add_argument("--min-gap", type=float, default=0.05,
                         help="never stop a run trailing by less (training loss, default 0.05)")
+    parser.add_argument("--early-schedule", action="store_true",
+                        help="judge schedule changes at every checkpoint, not only the last")
     args = parser.parse_args()
     folders = []
     for path in args.paths:
@@ -138,13 +140,14 @@ def main() -> int:
     if not folders:
         print("bench/early_stop.py: no session folder with an events.jsonl", file=sys.stderr)
         return 2
-    print(f"margin {args.margin}, min gap {args.min_gap}; checkpoints {es.CHECKPOINTS}\n")
+    print(f"margin {args.margin}, min gap {args.min_gap}; checkpoints {es.CHECKPOINTS}; schedule "
+          f"changes judged {'at every checkpoint' if args.early_schedule else 'late'}\n")
     print("| runs | compared | stopped | compute saved | keeps stopped | 2-sigma gains stopped |")
     print("|---|---|---|---|---|---|")
     everything, sigmas = [], []
     for folder in folders:
         result = replay(folder)
-        decide(result.samples, args.margin, args.min_gap)
+        decide(result.samples, args.margin, args.min_gap, not args.early_schedule)
         print(summary(folder.name, result.samples, result.sigma))
         everything += result.samples
         sigmas += [result.sigma] * len(result.samples)

@@ -45,7 +45,7 @@ def test_the_module_map_names_every_subpackage_and_module():
             if path.name == "__init__.py":
                 if f"{rel.parent.name}/`" not in doc:
                     unnamed.append(f"{rel.parent.as_posix()}/")
-            elif len(rel.parts) == 2 or (rel.parts[0] == "engine" and len(rel.parts) == 3):
-                if f"`{path.stem}`" not in doc and f"`{path.name}`" not in doc:
-                    unnamed.append(rel.as_posix())
+            elif (len(rel.parts) == 2 or (rel.parts[0] == "engine" and len(rel.parts) == 3)) \
+                    and f"`{path.stem}`" not in doc and f"`{path.name}`" not in doc:
+                unnamed.append(rel.as_posix())
     assert unnamed == [], "\n".join(unnamed)

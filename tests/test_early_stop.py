@@ -31,9 +31,10 @@ def test_a_run_is_stopped_at_the_first_checkpoint_past_its_threshold():
     thresholds = {0.25: 0.2, 0.5: 0.1, 0.75: 0.05}
     assert es.judge({0.25: 0.1, 0.5: 0.15, 0.75: 0.3}, thresholds) == es.Stop(0.5, 0.15, 0.1)
     assert es.judge({0.25: 0.1, 0.5: 0.05}, thresholds) is None
-    # a change to the schedule itself is judged only late
-    assert es.judge({0.25: 0.5, 0.5: 0.5, 0.75: 0.01}, thresholds, upto=0.75) is not None
-    assert es.judge({0.25: 0.5, 0.5: 0.5, 0.75: 0.01}, {0.75: 0.05}) is None
+    # a change to the schedule itself is judged only late: its early losses say little
+    assert es.judge({0.25: 0.5, 0.5: 0.5, 0.75: 0.01}, thresholds, first=es.LATE) is None
+    assert es.judge({0.25: 0.5, 0.5: 0.5, 0.75: 0.3}, thresholds, first=es.LATE) == es.Stop(
+        0.75, 0.3, 0.05)
 
 
 def test_thresholds_spare_every_run_that_went_on_to_win():
@@ -50,20 +51,29 @@ def test_thresholds_spare_every_run_that_went_on_to_win():
 
 
 def test_a_best_that_reported_a_falsely_low_curve_stops_no_honest_candidate():
-    baseline = es.Baseline.of([(honest(2.0), 2.2), (honest(2.05), 2.25)], BUDGET)
+    baseline = es.Baseline.of([(es.profile(honest(2.0), BUDGET), 2.2),
+                               (es.profile(honest(2.05), BUDGET), 2.25)])
     assert baseline is not None and baseline.ratio > 0
     thresholds = {0.25: 0.05, 0.5: 0.05, 0.75: 0.05}
     # the kept change is as good as its harness measured (1.9 -> val 2.09), but it reported a
     # curve half a nat lower at every step
     truth, lie, val = honest(1.9), [(t, loss - 0.5) for t, loss in honest(1.9)], 2.09
     candidate = es.at_checkpoints(honest(1.9), BUDGET)  # the same code again, honestly
-    raw = es.gaps(candidate, es.at_checkpoints(lie, BUDGET))
+    lied = es.profile(lie, BUDGET)  # what its exp_end recorded
+    raw = es.gaps(candidate, es.checkpoints_of(lied))
     assert es.judge(raw, thresholds) is not None  # taken at its word, the lie stops it
-    bounded = es.gaps(candidate, es.floor(lie, val, baseline, BUDGET))
+    bounded = es.gaps(candidate, es.floor(lied, val, baseline))
     assert es.judge(bounded, thresholds) is None
     # an honest best is compared as it reported
-    assert es.floor(truth, val, baseline, BUDGET) == pytest.approx(
+    assert es.floor(es.profile(truth, BUDGET), val, baseline) == pytest.approx(
         es.at_checkpoints(truth, BUDGET), abs=0.06)
     # a real loser is still stopped against the bounded curve
     loser = es.at_checkpoints(honest(2.4), BUDGET)
-    assert es.judge(es.gaps(loser, es.floor(lie, val, baseline, BUDGET)), thresholds)
+    assert es.judge(es.gaps(loser, es.floor(lied, val, baseline)), thresholds)
+
+
+def test_schedule_changes_are_recognised_from_the_diff():
+    assert es.touches_schedule("--- a/train.py\n+++ b/train.py\n-WARMUP_FRAC = 0.05\n"
+                               "+WARMUP_FRAC = 0.1\n")
+    assert not es.touches_schedule("-MLP_RATIO = 4\n+MLP_RATIO = 8\n WARMUP_FRAC = 0.05\n")
+    assert not es.touches_schedule("-WEIGHT_DECAY = 0.1\n+WEIGHT_DECAY = 0.03\n")

@@ -67,10 +67,11 @@ class Stop:
 
 
 def judge(gap_by_fraction: dict[float, float], thresholds: dict[float, float],
-          upto: float = 1.0) -> Stop | None:
-    """The first checkpoint (up to `upto`) where the run trails by more than the threshold."""
+          first: float = 0.0) -> Stop | None:
+    """The first checkpoint (from `first` on) where the run trails by more than the
+    threshold."""
     for f in sorted(gap_by_fraction):
-        if f <= upto and f in thresholds and gap_by_fraction[f] > thresholds[f]:
+        if f >= first and f in thresholds and gap_by_fraction[f] > thresholds[f]:
             return Stop(f, gap_by_fraction[f], thresholds[f])
     return None
 
@@ -89,40 +90,74 @@ def calibrate(samples: Sequence[tuple[dict[float, float], float]], prior: dict[f
     return out
 
 
+def profile(curve: Curve, budget: float) -> dict[str, float]:
+    """What an exp_end records of a run's curve for later comparisons: its loss at each
+    checkpoint and at the end, by name ("0.25", ..., "end")."""
+    out = {f"{f:g}": round(loss, 5) for f, loss in at_checkpoints(curve, budget).items()}
+    end = final_loss(curve, budget)
+    if end is not None:
+        out["end"] = round(end, 5)
+    return out
+
+
+def _read(recorded: dict) -> tuple[dict[float, float], float | None]:
+    """A recorded profile's checkpoints and end; what is not a number is left out."""
+    points = {}
+    for f in CHECKPOINTS:
+        value = recorded.get(f"{f:g}")
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            points[f] = float(value)
+    end = recorded.get("end")
+    return points, (float(end) if isinstance(end, (int, float)) and math.isfinite(end) else None)
+
+
+def checkpoints_of(recorded: dict) -> dict[float, float]:
+    return _read(recorded)[0]
+
+
 @dataclass(frozen=True)
 class Baseline:
-    """What the baseline's runs say about how a curve relates to its val_bpb: the ratio of the
-    final training loss to val_bpb, and the smallest drop from each checkpoint to the end."""
+    """What the baseline's runs say about how a curve relates to its val_bpb: the smallest ratio
+    of the final training loss to val_bpb, and the smallest drop from each checkpoint to the
+    end. The baseline runs the person's own train.py: the one curve taken as told."""
 
     ratio: float
     drop: dict[float, float]
 
     @classmethod
-    def of(cls, runs: Sequence[tuple[Curve, float]], budget: float) -> Baseline | None:
+    def of(cls, runs: Sequence[tuple[dict, float]]) -> Baseline | None:
+        """From (recorded profile, val_bpb) of each baseline run; None without one."""
         ratios, drops = [], {f: [] for f in CHECKPOINTS}
-        for curve, val in runs:
-            end = final_loss(curve, budget)
+        for recorded, val in runs:
+            points, end = _read(recorded)
             if end is None or not val or val <= 0:
                 continue
             ratios.append(end / val)
-            for f in CHECKPOINTS:
-                at = loss_at(curve, f, budget)
-                if at is not None:
-                    drops[f].append(at - end)
+            for f, at in points.items():
+                drops[f].append(at - end)
         if not ratios:
             return None
         return cls(min(ratios), {f: min(d) for f, d in drops.items() if d})
 
 
-def floor(reference: Curve, val_bpb: float, baseline: Baseline, budget: float
-          ) -> dict[float, float]:
-    """The reference's loss at each checkpoint, raised where it claims less than its measured
-    val_bpb allows: its end at least ratio x val_bpb, each checkpoint at least that end plus
-    the baseline's smallest drop."""
-    end = max(final_loss(reference, budget) or 0.0, baseline.ratio * val_bpb)
-    out = {}
-    for f in CHECKPOINTS:
-        at = loss_at(reference, f, budget)
-        if at is not None:
-            out[f] = max(at, end + baseline.drop.get(f, 0.0))
-    return out
+def floor(reference: dict, val_bpb: float, baseline: Baseline) -> dict[float, float]:
+    """The reference's loss at each checkpoint (from its recorded profile), raised where it
+    claims less than its measured val_bpb allows: its end at least ratio x val_bpb, each
+    checkpoint at least that end plus the baseline's smallest drop."""
+    points, end = _read(reference)
+    end = max(end or 0.0, baseline.ratio * val_bpb)
+    return {f: max(at, end + baseline.drop.get(f, 0.0)) for f, at in points.items()}
+
+
+def touches_schedule(diff: str) -> bool:
+    """Whether a change's diff touches the learning-rate schedule or the time planning, whose
+    early losses say little of its end (bench/early_stop.py measures it): judged only late."""
+    changed = [line[1:] for line in diff.splitlines()
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    return any(word in line.upper() for line in changed for word in SCHEDULE_WORDS)
+
+
+# learning-rate warm-up and decay (not weight decay), and how train.py plans its time
+SCHEDULE_WORDS = ("WARMUP", "MIN_LR", "LR_DECAY", "DECAY_FRAC", "COOLDOWN", "SCHEDULE", "LR_FRAC",
+                  "ANNEAL", "TIME_LEFT", "BUDGET", "HANDOFF_RESERVE")
+LATE = CHECKPOINTS[-1]  # the only checkpoint a schedule change is judged at
