@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ratchet.engine.loop import branch, curve, ledger, lock, resume
+from ratchet.engine.loop.rules import early_stop
 from ratchet.engine.protocol import events, paths, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.runner import experiment
@@ -128,6 +129,12 @@ class Recorder:
         summary = result.to_json()
         summary["tail"] = summary["tail"][-4000:]
         summary["curve"] = curve.thin(result.train_log, result.budget_seconds)
+        if result.budget_seconds > 0:
+            summary["profile"] = early_stop.profile(early_stop.points(result.train_log),
+                                                    result.budget_seconds)
+        if result.budget_seconds > 0:
+            summary["profile"] = early_stop.profile(early_stop.points(result.train_log),
+                                                    result.budget_seconds)
         event = self.emit(schema.EXP_END, exp=n, kind=kind, status=result.status,
                           decision=decision, val_bpb=result.val_bpb, best_before=best,
                           delta=delta, margin=self.margin(), commit=commit,

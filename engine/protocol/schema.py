@@ -49,7 +49,9 @@ OVER_BUDGET = "over_budget"  # the model was handed off after the budget
 KILLED = "killed"  # stopped by the person (`k`)
 OVER_LIMIT = "over_limit"  # past its memory or process limit: killed
 LOST = "lost"  # the worker died under it
-STATUSES = (OK, CRASHED, TIMEOUT, OVER_BUDGET, OVER_LIMIT, KILLED, INTERRUPTED, LOST)
+STOPPED_EARLY = "stopped_early"  # trailed the best on its seed by too much: a discard
+STATUSES = (OK, CRASHED, TIMEOUT, OVER_BUDGET, OVER_LIMIT, KILLED, INTERRUPTED, LOST,
+            STOPPED_EARLY)
 
 # Why a session ended (session_end's `reason`).
 STOP_MAX_EXPERIMENTS = "max_experiments"
@@ -189,11 +191,16 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         "margin": "what a change had to beat the best by", "commit": "the experiment's commit",
         "description": "what it tried", "changes": "the proposal's changes",
         "result": "metric_source, timings, memory, tokens, params, steps, mfu, error, tail, "
+                  "profile, "
                   "curve ([[elapsed, step, loss], ...] thinned to about 24 points)"}, {
         **_WORKER, "based_on": "candidate runs: the best the candidate sits on",
         "confirms": "confirm runs: the candidate's exp",
         "new_best": "confirm runs kept: the best from now on",
         "retried_as": "decision retry: the exp that runs it again",
+        "early_stop": "runs compared with the best's run on their seed: on status "
+                      "stopped_early the checkpoint (fraction), the gap (training loss behind "
+                      "the best there) and the threshold; on a finished run its gaps at each "
+                      "checkpoint and final (val_bpb minus the best's on that seed)",
         "paired": "the paired rule's reading of the candidate's runs so far: effect (mean of "
                   "candidate - best on the same seeds), se, sigma (noise of one paired "
                   "difference), runs, why, diffs; on a keep also seeds (seed -> the new "

@@ -29,6 +29,14 @@ class LoopState:
     best_bpb: float | None = None
     best_runs: dict[int, float] = field(default_factory=dict)  # the best's val_bpb by seed
     paired: list[list[float]] = field(default_factory=list)  # each judged candidate's diffs
+    # early stopping: the best's run on each seed ({"profile", "val"}: what candidates on that
+    # seed are compared with), the baseline's (profile, val_bpb), and the finished runs'
+    # (gaps by checkpoint, final difference) that calibrate the thresholds
+    best_profiles: dict[int, dict] = field(default_factory=dict)
+    baseline_profiles: list[tuple[dict, float]] = field(default_factory=list)
+    early_samples: list[tuple[dict, float]] = field(default_factory=list)
+    stopped_early: int = 0  # runs stopped early
+    saved_seconds: float = 0.0  # the budget they did not spend
     history: list[HistoryEntry] = field(default_factory=list)
     journal: list[JournalNote] = field(default_factory=list)  # the agent's notes, oldest first
     diffs: dict[int, str] = field(default_factory=dict)  # exp -> its proposal's latest diff
@@ -161,8 +169,9 @@ def _apply_end(state: LoopState, event: dict) -> None:
     val = event.get("val_bpb")
     if decision == schema.RETRY:  # a lost worker: the same job runs again under a new number
         return
-    if event.get("status") not in (schema.OK, None):
+    if event.get("status") not in (schema.OK, schema.STOPPED_EARLY, None):
         state.last_crash_tail = (event.get("result") or {}).get("tail", "")
+    _fold_early(state, event)
     if event.get("kind") == schema.BASELINE:
         if event.get("status") != schema.INTERRUPTED:  # an interrupted baseline run is run again
             state.baseline_runs += 1
@@ -172,6 +181,10 @@ def _apply_end(state: LoopState, event: dict) -> None:
             seed = (event.get("result") or {}).get("seed")
             if isinstance(seed, int):
                 state.best_runs[seed] = val
+                profile = (event.get("result") or {}).get("profile")
+                if isinstance(profile, dict):
+                    state.best_profiles[seed] = {"profile": profile, "val": val}
+                    state.baseline_profiles.append((profile, val))
             state.best_result = state.best_result or _result(event)
         return
     if decision == schema.PENDING_CONFIRM:
@@ -183,9 +196,10 @@ def _apply_end(state: LoopState, event: dict) -> None:
     if decision == schema.CONFIRM_AGAIN:  # the best moved during the confirmation: rebased, rerun
         state.pending_runs.pop(event.get("confirms", 0), None)  # its runs measured other code
         return
+    own = [event]  # the candidate's runs: its first, its further ones, this one
     if event.get("kind") == schema.CONFIRM:
-        state.pending_confirms.pop(event.get("confirms", 0), None)
-        state.pending_runs.pop(event.get("confirms", 0), None)
+        first = state.pending_confirms.pop(event.get("confirms", 0), None)
+        own = [first, *state.pending_runs.pop(event.get("confirms", 0), []), event]
     paired = event.get("paired")
     if isinstance(paired, dict) and isinstance(paired.get("diffs"), list):
         state.paired.append([d for d in paired["diffs"] if isinstance(d, (int, float))])
@@ -197,9 +211,37 @@ def _apply_end(state: LoopState, event: dict) -> None:
         if isinstance(seeds, dict):  # the paired rule measured the new best on every seed
             state.best_runs = {int(k): v for k, v in seeds.items()
                                if str(k).lstrip("-").isdigit() and isinstance(v, (int, float))}
+            state.best_profiles = _profiles(own, state.best_runs)
         state.best_result = _result(event)
     if event.get("kind") in (schema.CANDIDATE, schema.CONFIRM):
         _append_history(state, event, decision, val, event.get("delta"))
+
+
+def _fold_early(state: LoopState, event: dict) -> None:
+    """What early stopping recorded on a run: a stopped one's savings, a finished one's gaps."""
+    early, result = event.get("early_stop"), event.get("result") or {}
+    if not isinstance(early, dict):
+        return
+    if event.get("status") == schema.STOPPED_EARLY:
+        fraction, budget = early.get("fraction"), result.get("budget_seconds")
+        state.stopped_early += 1
+        if isinstance(fraction, (int, float)) and isinstance(budget, (int, float)):
+            state.saved_seconds += max(0.0, budget * (1 - fraction))
+    elif event.get("status") == schema.OK and isinstance(early.get("gaps"), dict) \
+            and isinstance(early.get("final"), (int, float)):
+        state.early_samples.append((early["gaps"], early["final"]))
+
+
+def _profiles(runs: list[dict | None], references: dict[int, float]) -> dict[int, dict]:
+    """A kept candidate's runs as the new best's on their seeds: each run's profile, with the
+    seed's reference val_bpb."""
+    out = {}
+    for run in runs:
+        result = (run or {}).get("result") or {}
+        seed, profile = result.get("seed"), result.get("profile")
+        if isinstance(seed, int) and isinstance(profile, dict) and seed in references:
+            out[seed] = {"profile": profile, "val": references[seed]}
+    return out
 
 
 def _append_history(state: LoopState, event: dict, decision: str, val: float | None,

@@ -90,6 +90,14 @@ def calibrate(samples: Sequence[tuple[dict[float, float], float]], prior: dict[f
     return out
 
 
+def points(train_log: Sequence[dict]) -> list[tuple[float, float]]:
+    """(elapsed, loss) of each logged step that says both as numbers."""
+    number = (int, float)
+    return [(float(r["elapsed"]), float(r["loss"])) for r in train_log
+            if isinstance(r.get("elapsed"), number) and isinstance(r.get("loss"), number)
+            and not isinstance(r.get("loss"), bool)]
+
+
 def profile(curve: Curve, budget: float) -> dict[str, float]:
     """What an exp_end records of a run's curve for later comparisons: its loss at each
     checkpoint and at the end, by name ("0.25", ..., "end")."""
