@@ -211,7 +211,8 @@ def _append_history(state: LoopState, event: dict, decision: str, val: float | N
         n=n, description=event.get("description", ""),
         status=event.get("status", schema.OK), decision=decision, val_bpb=val, delta=delta,
         changes=event.get("changes") or {}, margin=event.get("margin"),
-        kind=event.get("kind") or schema.CANDIDATE, diff=diff, result=_result(event)))
+        kind=event.get("kind") or schema.CANDIDATE, diff=diff, result=_result(event),
+        commit=event["commit"] if isinstance(event.get("commit"), str) else ""))
 
 
 def _result(event: dict) -> dict:
