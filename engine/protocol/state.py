@@ -147,7 +147,7 @@ def ran_unsandboxed(event: dict) -> bool:
     """An exp_end whose train.py ran (it finished ok or printed something) without bubblewrap,
     measured by the harness. Imports carry no `sandboxed`; compat runs report their own metric,
     which a sandbox could not vouch for, and say so as `metric_source: self_reported`."""
-    result = event.get("result") or {}
+    result = _dict(event.get("result"))
     return (result.get("sandboxed") is False
             and result.get("metric_source", "harness") == "harness"
             and (event.get("status") == schema.OK or bool(result.get("output_bytes"))))
@@ -162,14 +162,15 @@ def _apply_end(state: LoopState, event: dict) -> None:
     if decision == schema.RETRY:  # a lost worker: the same job runs again under a new number
         return
     if event.get("status") not in (schema.OK, None):
-        state.last_crash_tail = (event.get("result") or {}).get("tail", "")
+        tail = _dict(event.get("result")).get("tail", "")
+        state.last_crash_tail = tail if isinstance(tail, str) else ""
     if event.get("kind") == schema.BASELINE:
         if event.get("status") != schema.INTERRUPTED:  # an interrupted baseline run is run again
             state.baseline_runs += 1
         if val is not None and event.get("status") == "ok":
             state.baseline.append(val)
             state.best_bpb = statistics.mean(state.baseline)
-            seed = (event.get("result") or {}).get("seed")
+            seed = _dict(event.get("result")).get("seed")
             if isinstance(seed, int):
                 state.best_runs[seed] = val
             state.best_result = state.best_result or _result(event)
@@ -213,6 +214,11 @@ def _append_history(state: LoopState, event: dict, decision: str, val: float | N
         changes=event.get("changes") or {}, margin=event.get("margin"),
         kind=event.get("kind") or schema.CANDIDATE, diff=diff, result=_result(event),
         commit=event["commit"] if isinstance(event.get("commit"), str) else ""))
+
+
+def _dict(value: object) -> dict:
+    """A field that should hold an object; {} where a hand-edited or foreign line has other."""
+    return value if isinstance(value, dict) else {}
 
 
 def _result(event: dict) -> dict:
