@@ -237,6 +237,10 @@ def test_the_index_reads_every_other_session_past_bad_lines_and_a_torn_end(tmp_p
                 # a loop event in another layout (spaces, key order) still counts
                 + json.dumps({"type": "journal", "exp": 3, "t": 6.0,
                               "text": "written by hand"}).encode() + b"\n"
+                # valid JSON with fields of odd types: read with those fields emptied
+                b'{"t":8,"type":"exp_end","exp":5,"kind":"candidate","status":"ok",'
+                b'"decision":"discard","val_bpb":3.5,"description":7,"changes":[1],'
+                b'"diff":{},"result":"odd"}\n'
                 b'{"t":7,"type":"exp_end","exp":9,"kind":"candidate","status":"ok","val_b')
     write_session(runs, "now")  # the current session: left out
     (runs / "b-empty").mkdir()
@@ -249,7 +253,9 @@ def test_the_index_reads_every_other_session_past_bad_lines_and_a_torn_end(tmp_p
     found = index.read(runs, exclude="now", on_warning=warnings.append)
     assert found.sessions == ["a-good"]
     assert [(e.label, e.decision, e.commit) for e in found.entries] == [
-        ("a-good:2", "discard", "c2"), ("a-good:3", "keep", "c3")]
+        ("a-good:2", "discard", "c2"), ("a-good:3", "keep", "c3"), ("a-good:5", "discard", "")]
+    odd = found.entries[-1]
+    assert (odd.description, odd.changes, odd.diff, odd.result) == ("", {}, "", {})
     assert found.entries[0].diff == "-LR = 0.01\n+LR = 0.02"
     assert found.entries[0].changes == {"LR": 0.02}
     assert "tail" not in found.entries[0].result  # an ok run's output is its own session's
@@ -269,7 +275,7 @@ def test_the_index_reads_every_other_session_past_bad_lines_and_a_torn_end(tmp_p
                    val_bpb=None, commit="c4", description="LR 0.01 -> 0.5", changes={"LR": 0.5},
                    result={"error": "loss is nan", "tail": "y" * 4000 + "nan!"})
     grown = index.read(runs, exclude="now")
-    assert [e.label for e in grown.entries] == ["a-good:2", "a-good:3", "a-good:4"]
+    assert [e.label for e in grown.entries] == ["a-good:2", "a-good:3", "a-good:5", "a-good:4"]
     crashed = grown.entries[-1]
     assert crashed.result["tail"].endswith("nan!")  # a failed run keeps the end of its output
     assert len(crashed.result["tail"]) == index.FAILED_TAIL_CHARS
@@ -278,6 +284,24 @@ def test_the_index_reads_every_other_session_past_bad_lines_and_a_torn_end(tmp_p
     assert index.read(runs, exclude="now").entries == grown.entries
     assert index.read(runs, exclude="now", cache=False).entries == grown.entries
     assert index.read(tmp_path / "nowhere").entries == []
+
+
+def test_a_log_the_index_cannot_fold_is_left_out_with_a_warning(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    write_session(runs, "a-odd")
+    write_session(runs, "b-fine")
+    fold = index.fold_log
+
+    def failing(log: Path, session: str, on_warning=None):
+        if session == "a-odd":
+            raise RuntimeError("an event the fold cannot take")
+        return fold(log, session, on_warning)
+
+    monkeypatch.setattr(index, "fold_log", failing)
+    warnings: list[str] = []
+    found = index.read(runs, on_warning=warnings.append)
+    assert found.sessions == ["b-fine"]
+    assert len(warnings) == 1 and "a-odd" in warnings[0] and "cannot take" in warnings[0]
 
 
 def test_an_imported_autoresearch_session_is_an_earlier_session(tmp_path, monkeypatch):

@@ -64,10 +64,19 @@ def read(runs: Path, exclude: str = "", root: Path | None = None,
     """Every session under `runs` but `exclude` (the current one), oldest first; `root` is the
     repository their commits are in (the folder holding `runs` by default)."""
     found = Earlier(root=Path(root) if root is not None else Path(runs).parent)
-    for folder in paths.sessions(Path(runs)):
+    try:
+        folders = paths.sessions(Path(runs))
+    except OSError:
+        return found
+    for folder in folders:
         if folder.name == exclude:
             continue
-        entries, notes = session_memory(folder, on_warning, cache)
+        try:
+            entries, notes = session_memory(folder, on_warning, cache)
+        except Exception as exc:  # noqa: BLE001 - one odd log never costs the session its start
+            if on_warning is not None:
+                on_warning(f"{folder}: left out of the earlier sessions: {exc}")
+            continue
         if entries or notes:
             found.sessions.append(folder.name)
             found.entries.extend(entries)
@@ -126,21 +135,28 @@ def fold_log(log: Path, session: str,
         on_warning(f"{log}: skipped {bad} line{'s' if bad != 1 else ''} that "
                    f"{'are' if bad != 1 else 'is'} not a valid event")
     for entry in state.history:
+        _tidy(entry)
         entry.session = session
-        entry.result = _lighter(entry)
     for note in state.journal:
         note.session = session
     return state.history, state.journal
 
 
-def _lighter(entry: HistoryEntry) -> dict:
-    """An earlier run's result without what only its own session needed: an ok run's output
-    tail goes, a failed run's is shortened to its end (where the error is)."""
+def _tidy(entry: HistoryEntry) -> None:
+    """Fields of the types every agent reads (a hand-edited or foreign log may hold others),
+    and the result without what only its own session needed: an ok run's output tail goes, a
+    failed run's is shortened to its end (where the error is)."""
+    entry.description = entry.description if isinstance(entry.description, str) else ""
+    entry.diff = entry.diff if isinstance(entry.diff, str) else ""
+    entry.changes = entry.changes if isinstance(entry.changes, dict) else {}
+    for name in ("status", "decision", "kind"):
+        if not isinstance(getattr(entry, name), str):
+            setattr(entry, name, "")
     result = dict(entry.result)
     tail = result.pop("tail", "")
     if entry.status != "ok" and isinstance(tail, str) and tail.strip():
         result["tail"] = tail[-FAILED_TAIL_CHARS:]
-    return result
+    entry.result = result
 
 
 def _load_cache(path: Path, key: dict, session: str
