@@ -369,6 +369,47 @@ def autoresearch_checkout(root: Path) -> Path:
     return root
 
 
+def test_the_offline_agent_learns_only_runs_at_its_budget_and_marks_a_change_tried_before():
+    """Earlier runs of the trainer: UNUSED_A 6 -> 8 from this very code (at this budget, and
+    at another), and UNUSED_B 4 -> 5 from other constants (UNUSED_C 2)."""
+    config = configmod.Config()
+    config.experiment.budget_seconds = 11.0
+    files = {"same": TRAINER.replace("UNUSED_A = 6", "UNUSED_A = 8"),
+             "longer": TRAINER.replace("UNUSED_A = 6", "UNUSED_A = 9"),
+             "other": TRAINER.replace("UNUSED_B = 4", "UNUSED_B = 5").replace(
+                 "UNUSED_C = 3", "UNUSED_C = 2")}
+    runs = [HistoryEntry(1, "UNUSED_A 6 -> 8", "ok", "discard", 3.1, 0.1, {"UNUSED_A": 8},
+                         result={"budget_seconds": 11.0}, commit="same", session="s1"),
+            HistoryEntry(2, "UNUSED_A 6 -> 9", "ok", "discard", 3.1, 0.1, {"UNUSED_A": 9},
+                         result={"budget_seconds": 60.0}, commit="longer", session="s1"),
+            HistoryEntry(3, "UNUSED_B 4 -> 5", "ok", "discard", 3.1, 0.1, {"UNUSED_B": 5},
+                         result={"budget_seconds": 11.0}, commit="other", session="s2"),
+            HistoryEntry(4, "UNUSED_C 3 -> 4", "ok", "discard", 3.1, 0.1, {"UNUSED_C": 4},
+                         result={"budget_seconds": 11.0}, commit="gone", session="s2")]
+    agent = OfflineAgent.from_config(config)
+    agent.start_session("s3")
+    streamed: list[str] = []
+    proposals = []
+    for _ in range(12):
+        context = Context(files={"train.py": TRAINER}, program="", history=[], best_bpb=3.0,
+                          margin=0.0, earlier=runs,
+                          earlier_files=lambda commits, _name: {c: files[c] for c in commits
+                                                                if c in files})
+        proposals.append(agent.propose(context, streamed.append))
+    said = "".join(streamed)
+    assert "Earlier sessions: 4 runs in 2 sessions; learned from 2 (left out: 1 whose " \
+           "train.py git does not have, 1 run at another budget);" in said
+    assert {"UNUSED_A": 8} not in [p.changes for p in proposals]  # that code ran already
+    assert len(agent.study.trials) >= 2
+    # the same change from other constants, at another budget, or of a file git lost: marked
+    marked = {p.tried_before: p for p in proposals if p.tried_before}
+    assert marked and set(marked) <= {"s2:3", "s1:2", "s2:4"}
+    for label, p in marked.items():
+        assert p.changes == next(r.changes for r in runs if r.label == label)
+        assert f"an earlier session tried this change, not from this same code as far as git " \
+               f"shows: {label} (discard, val_bpb 3.1000)" in p.rationale
+
+
 # --- what the agents are shown --------------------------------------------------------------
 
 

@@ -122,8 +122,8 @@ class OfflineAgent(Agent):
         self._tries[name] += 1
         before = self._recall.changes.get((name, float(value)))
         if before is not None:
-            rationale += f"; an earlier session made this change from other code or " \
-                         f"constants: {recallmod.describe(before)}"
+            rationale += f"; an earlier session tried this change, not from this same code " \
+                         f"as far as git shows: {recallmod.describe(before)}"
         emit(f"Proposing {description}: {rationale}\n")
         return Proposal(description=description, files={self.target: new_source},
                         rationale=rationale, changes={name: value},
@@ -138,17 +138,21 @@ class OfflineAgent(Agent):
             return found
         budget = getattr(self.settings, "budget_seconds", None) or \
             context.best_result.get("budget_seconds")
-        learned = other_budget = outside = 0
-        for entry, config, _shape in found.runs:
-            theirs = entry.result.get("budget_seconds")
+        learned = outside = 0
+        # a run at another budget was another experiment: it is neither learned nor a repeat
+        runs, found.runs = found.runs, []
+        for run in runs:
+            theirs = run[0].result.get("budget_seconds")
             if budget and isinstance(theirs, (int, float)) and theirs and theirs != budget:
-                other_budget += 1
-            elif self.memory.learn_earlier(entry, config):
+                continue
+            found.runs.append(run)
+            if self.memory.learn_earlier(run[0], run[1]):
                 learned += 1
             else:
                 outside += 1
+        other_budget = len(runs) - len(found.runs)
         skipped = [f"{count} {why}" for count, why in (
-            (found.unreadable, "whose file git no longer has"),
+            (found.unreadable, f"whose {self.target} git does not have"),
             (other_budget, "run at another budget"),
             (outside, "with a constant outside the search ranges")) if count]
         emit(f"Earlier sessions: {len(context.earlier)} runs in {found.sessions} session"
