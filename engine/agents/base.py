@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,12 @@ class Context:
     based_on: str = ""  # commit of the files above
     journal: list[JournalNote] = field(default_factory=list)  # the agent's notes, oldest first
     best_result: dict = field(default_factory=dict)  # the best run's result (its curve, ...)
+    # Memory across sessions: the workspace's earlier sessions' experiments and notes, oldest
+    # session first, each naming its session (`entry.session`, `entry.label` is session:n);
+    # `earlier_files(commits, name)` is file `name`'s text at those commits git still has.
+    earlier: list[HistoryEntry] = field(default_factory=list)
+    earlier_journal: list[JournalNote] = field(default_factory=list)
+    earlier_files: Callable[[Iterable[str], str], dict[str, str]] = lambda _commits, _name: {}
 
 
 @dataclass
@@ -50,6 +56,7 @@ class Proposal:
     files: dict[str, str]  # editable file name -> full new content (changed files only)
     rationale: str = ""
     changes: dict[str, object] = field(default_factory=dict)  # handed back in HistoryEntry
+    tried_before: str = ""  # the earlier experiment (session:n) this change repeats, if known
 
 
 Emit = Callable[[str], None]  # streams reasoning text to the dashboard as it is produced

@@ -86,14 +86,14 @@ def full_row(entry: HistoryEntry, best: Sequence[float | None]) -> str:
     spent, budget = r.get("trainer_seconds"), r.get("budget_seconds")
     time = f"{_num(spent, 0)}/{_num(budget, 0)}" if budget else "-"
     mfu = f"{r['mfu']:.0f}%" if isinstance(r.get("mfu"), (int, float)) else "-"
-    return " | ".join([str(entry.n), verdict(entry), _num(entry.val_bpb, 4),
+    return " | ".join([entry.label, verdict(entry), _num(entry.val_bpb, 4),
                        delta_margin(entry), str(r.get("steps") or "-"), _rate(r),
                        _mem(r.get("peak_memory_mb")), mfu, time, against, _num(final, 3),
                        tried(entry)])
 
 
 def short_row(entry: HistoryEntry) -> str:
-    return " | ".join([str(entry.n), verdict(entry), _num(entry.val_bpb, 4),
+    return " | ".join([entry.label, verdict(entry), _num(entry.val_bpb, 4),
                        delta_margin(entry), tried(entry)])
 
 

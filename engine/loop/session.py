@@ -11,6 +11,7 @@ the log (`ledger`). A full disk is the engine's error, never a candidate's (`rec
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import signal
@@ -30,6 +31,7 @@ from ratchet.engine.protocol import control, paths, schema
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers import pool, telemetry
 from ratchet.engine.workspace import agent_kinds as kinds
+from ratchet.engine.workspace import earlier
 from ratchet.engine.workspace.config import Config
 from ratchet.engine.workspace.layout import PROGRAM, Workspace
 
@@ -251,6 +253,11 @@ class Session:
                             start.get("description", ""), decision=schema.INTERRUPTED,
                             **({"worker": start["worker"]} if "worker" in start else {}))
 
+    @functools.cached_property
+    def earlier_sessions(self) -> earlier.Earlier:
+        """The workspace's earlier sessions (memory across sessions), read once."""
+        return earlier.read(self.ws.runs_dir(), self.options.session, self.ws.root)
+
     def context_for(self, files: dict[str, str], based_on: str,
                  in_flight: list[str] | None = None) -> Context:
         """What the agent sees: the files at `based_on`, the history, and what is running."""
@@ -268,7 +275,9 @@ class Session:
                        last_crash_tail=self.state.last_crash_tail[-4000:],
                        in_flight=in_flight or [],
                        check=lambda candidate: self.check_files(candidate, files),
-                       based_on=based_on)
+                       based_on=based_on, earlier=self.earlier_sessions.entries,
+                       earlier_journal=self.earlier_sessions.journal,
+                       earlier_files=self.earlier_sessions.files_at)
 
     def check(self, proposal: Proposal, context: Context) -> str:
         """Why the proposal cannot be applied, or '' (then it keeps only the changed files)."""

@@ -26,6 +26,13 @@ class HistoryEntry:
     kind: str = schema.CANDIDATE  # candidate | confirm
     diff: str = ""  # the change as a unified diff against the best it was based on
     result: dict = field(default_factory=dict)  # exp_end's result, RESULT_KEYS only
+    commit: str = ""  # the commit it ran (what git may still show of its files)
+    session: str = ""  # an earlier session's id; "" for the session's own experiments
+
+    @property
+    def label(self) -> str:
+        """How agents name it: its number, or `session:number` for an earlier session's."""
+        return f"{self.session}:{self.n}" if self.session else str(self.n)
 
 
 @dataclass
@@ -35,6 +42,7 @@ class JournalNote:
     exp: int
     text: str
     t: float = 0.0
+    session: str = ""  # an earlier session's id; "" for the session's own notes
 
 
 def memory_gb(result: object) -> float | None:

@@ -155,7 +155,7 @@ def ran_unsandboxed(event: dict) -> bool:
     """An exp_end whose train.py ran (it finished ok or printed something) without bubblewrap,
     measured by the harness. Imports carry no `sandboxed`; compat runs report their own metric,
     which a sandbox could not vouch for, and say so as `metric_source: self_reported`."""
-    result = event.get("result") or {}
+    result = _dict(event.get("result"))
     return (result.get("sandboxed") is False
             and result.get("metric_source", "harness") == "harness"
             and (event.get("status") == schema.OK or bool(result.get("output_bytes"))))
@@ -170,7 +170,8 @@ def _apply_end(state: LoopState, event: dict) -> None:
     if decision == schema.RETRY:  # a lost worker: the same job runs again under a new number
         return
     if event.get("status") not in (schema.OK, schema.STOPPED_EARLY, None):
-        state.last_crash_tail = (event.get("result") or {}).get("tail", "")
+        tail = _dict(event.get("result")).get("tail", "")
+        state.last_crash_tail = tail if isinstance(tail, str) else ""
     _fold_early(state, event)
     if event.get("kind") == schema.BASELINE:
         if event.get("status") != schema.INTERRUPTED:  # an interrupted baseline run is run again
@@ -178,10 +179,10 @@ def _apply_end(state: LoopState, event: dict) -> None:
         if val is not None and event.get("status") == "ok":
             state.baseline.append(val)
             state.best_bpb = statistics.mean(state.baseline)
-            seed = (event.get("result") or {}).get("seed")
+            seed = _dict(event.get("result")).get("seed")
             if isinstance(seed, int):
                 state.best_runs[seed] = val
-                profile = (event.get("result") or {}).get("profile")
+                profile = _dict(event.get("result")).get("profile")
                 if isinstance(profile, dict):
                     state.best_profiles[seed] = {"profile": profile, "val": val}
                     state.baseline_profiles.append((profile, val))
@@ -219,7 +220,7 @@ def _apply_end(state: LoopState, event: dict) -> None:
 
 def _fold_early(state: LoopState, event: dict) -> None:
     """What early stopping recorded on a run: a stopped one's savings, a finished one's gaps."""
-    early, result = event.get("early_stop"), event.get("result") or {}
+    early, result = event.get("early_stop"), _dict(event.get("result"))
     if not isinstance(early, dict):
         return
     if event.get("status") == schema.STOPPED_EARLY:
@@ -237,7 +238,7 @@ def _profiles(runs: list[dict | None], references: dict[int, float]) -> dict[int
     seed's reference val_bpb."""
     out = {}
     for run in runs:
-        result = (run or {}).get("result") or {}
+        result = _dict((run or {}).get("result"))
         seed, profile = result.get("seed"), result.get("profile")
         if isinstance(seed, int) and isinstance(profile, dict) and seed in references:
             out[seed] = {"profile": profile, "val": references[seed]}
@@ -253,7 +254,13 @@ def _append_history(state: LoopState, event: dict, decision: str, val: float | N
         n=n, description=event.get("description", ""),
         status=event.get("status", schema.OK), decision=decision, val_bpb=val, delta=delta,
         changes=event.get("changes") or {}, margin=event.get("margin"),
-        kind=event.get("kind") or schema.CANDIDATE, diff=diff, result=_result(event)))
+        kind=event.get("kind") or schema.CANDIDATE, diff=diff, result=_result(event),
+        commit=event["commit"] if isinstance(event.get("commit"), str) else ""))
+
+
+def _dict(value: object) -> dict:
+    """A field that should hold an object; {} where a hand-edited or foreign line has other."""
+    return value if isinstance(value, dict) else {}
 
 
 def _result(event: dict) -> dict:

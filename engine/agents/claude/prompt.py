@@ -2,12 +2,14 @@
 
 The system prompt (Ratchet's instructions and the workspace's program.md) does not change during
 a session, so it is marked for prompt caching; the files, the diagnostics table, the journal,
-the crash tail and the person's notes come after it in the user message.
+the crash tail and the person's notes come after it in the user message, and, where the
+workspace has earlier sessions, what they tried and learned (`earlier`), which takes its share
+of the diagnostics table's budget.
 """
 
 from __future__ import annotations
 
-from ratchet.engine.agents import diagnostics, journal
+from ratchet.engine.agents import diagnostics, earlier, journal
 from ratchet.engine.agents.base import Context
 from ratchet.prompts import text as prompt_text
 
@@ -34,16 +36,21 @@ def _number(value: float | None) -> str:
 
 
 def user_message(context: Context, ask: str = ASK, lookup: str = LOOKUP,
-                 with_files: bool = True) -> str:
-    """The per-proposal state; `lookup` says how to read a past run in full, and an agent that
-    reads the files itself (Claude Code) gets them `with_files=False`."""
+                 with_files: bool = True, earlier_lookup: str = earlier.LOOKUP) -> str:
+    """The per-proposal state; `lookup` and `earlier_lookup` say how to read a past run in
+    full, and an agent that reads the files itself (Claude Code) gets them `with_files=False`."""
+    before = earlier.render(context.earlier, context.earlier_journal, lookup=earlier_lookup)
     parts = [f"Best val_bpb so far: {_number(context.best_bpb)}; a change must beat it by more "
-             f"than {context.margin:.6f} to be kept.",
-             "## Results so far (kept changes form the current code)\n" + TABLE_NOTE + " "
-             + lookup + "\n"
-             + diagnostics.table(context.history, context.best_result),
-             "## Your research journal (your notes from earlier proposals)\n"
-             + journal.render(context.journal)]
+             f"than {context.margin:.6f} to be kept."]
+    if before:
+        parts.append("## Earlier sessions of this workspace (what they tried and learned: do "
+                     "not repeat on the same code what they discarded)\n" + before)
+    parts += ["## Results so far (kept changes form the current code)\n" + TABLE_NOTE + " "
+              + lookup + "\n"
+              + diagnostics.table(context.history, context.best_result,
+                                  budget_chars=diagnostics.TABLE_CHARS - len(before)),
+              "## Your research journal (your notes from earlier proposals)\n"
+              + journal.render(context.journal)]
     if context.in_flight:
         parts.append("## Running right now (do not propose these again)\n"
                      + "\n".join(f"- {d}" for d in context.in_flight))

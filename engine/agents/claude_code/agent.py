@@ -48,6 +48,8 @@ class ClaudeCodeAgent(Agent):
         prompt = user_message(
             context, with_files=False,
             lookup=f"{EXPERIMENTS}/exp-NNNN.txt holds any row's diff, curve and output in full.",
+            earlier_lookup=f"{EXPERIMENTS}/SESSION/exp-NNNN.txt holds any of them in full, and "
+                           f"{EXPERIMENTS}/SESSION/{JOURNAL} that session's notes.",
             ask=f"The editable files ({files}) are in the current folder, with {EXPERIMENTS}/ "
                 f"and {JOURNAL}. Propose the next experiment: edit the files, then end with "
                 "the DESCRIPTION line.")

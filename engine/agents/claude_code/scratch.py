@@ -1,5 +1,7 @@
 """The folder Claude Code works in: a copy of the editable files, the past experiments to read,
 and the journal to write; nothing else of the workspace, so its edit tools reach nothing else.
+Earlier sessions' experiments and notes are there too: `experiments/<session>/exp-NNNN.txt`
+and `experiments/<session>/journal.md`.
 
 Ratchet reads back only the editable files (the engine checks and commits them) and the notes
 added to journal.md; the folder is removed after the proposal.
@@ -35,6 +37,15 @@ class Scratch:
         folder.mkdir()
         for entry in context.history:
             (folder / f"exp-{entry.n:04d}.txt").write_text(archive.view(entry), encoding="utf-8")
+        for entry in context.earlier:  # memory across sessions, a folder per earlier session
+            where = folder / _folder_name(entry.session)
+            where.mkdir(exist_ok=True)
+            (where / f"exp-{entry.n:04d}.txt").write_text(archive.view(entry), encoding="utf-8")
+        for note in context.earlier_journal:
+            where = folder / _folder_name(note.session)
+            where.mkdir(exist_ok=True)
+            with open(where / JOURNAL, "a", encoding="utf-8") as f:
+                f.write(f"[exp {note.exp}] {note.text.strip()}\n\n")
         self.journal_before = "".join(f"[exp {note.exp}] {note.text.strip()}\n\n"
                                       for note in context.journal)
         (self.root / JOURNAL).write_text(self.journal_before, encoding="utf-8")
@@ -64,6 +75,12 @@ class Scratch:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _folder_name(session: str) -> str:
+    """A session id as one plain folder name (ids are folder names under runs/ already)."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in session).lstrip(".")
+    return name or "_"
 
 
 def _paragraphs(text: str) -> list[str]:

@@ -7,7 +7,8 @@ the results table is readable ("LEARNING_RATE 0.01 -> 0.0173") and a kept change
 
 The pieces, one module each: `constants` (reading and rewriting the file), `ranges` (the search
 space), `moves` (which changes are allowed), `sampler` (TPE and which constant to change),
-`steering` (notes from the person) and `memory` (learning from outcomes).
+`steering` (notes from the person), `memory` (learning from outcomes) and `recall` (the
+workspace's earlier sessions, learned before the first proposal).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from optuna.distributions import BaseDistribution
 
 from ratchet.engine.agents.base import Agent, AgentError, Context, Emit, HistoryEntry, Proposal
 from ratchet.engine.agents.offline import moves as movesmod
+from ratchet.engine.agents.offline import recall as recallmod
 from ratchet.engine.agents.offline import sampler
 from ratchet.engine.agents.offline.changes import describe
 from ratchet.engine.agents.offline.constants import (
@@ -36,7 +38,7 @@ from ratchet.engine.agents.offline.steering import Steering
 from ratchet.engine.protocol import schema
 
 if TYPE_CHECKING:
-    from ratchet.engine.workspace.config import Config
+    from ratchet.engine.workspace.config import Config, ExperimentConfig
 
 
 class OfflineAgent(Agent):
@@ -44,9 +46,14 @@ class OfflineAgent(Agent):
 
     name = "offline"
 
-    def __init__(self, seed: int = 0, target: str = "train.py") -> None:
+    def __init__(self, seed: int = 0, target: str = "train.py",
+                 settings: ExperimentConfig | None = None) -> None:
         self.seed = seed
         self.target = target
+        self.settings = settings  # the session's [experiment] (its budget, as run)
+        self._recall: recallmod.Recall | None = None  # earlier sessions, read at the first look
+        # best file hash -> the changes from it that earlier runs made (that code ran already)
+        self._repeats: dict[str, dict[movesmod.Change, HistoryEntry]] = {}
         self.study = sampler.create_study(seed)
         self._ranges: dict[str, BaseDistribution] = {}  # fixed once a constant is first seen
         self.memory = Memory(self.study, self._ranges)
@@ -60,7 +67,7 @@ class OfflineAgent(Agent):
     @classmethod
     def from_config(cls, config: Config) -> OfflineAgent:
         """The registry's factory; the search is seeded by `[experiment] seed`."""
-        return cls(seed=config.experiment.seed)
+        return cls(seed=config.experiment.seed, settings=config.experiment)
 
     def start_session(self, session_id: str) -> None:
         """Seed the search from the session too, so sessions do not all begin with the same
@@ -92,10 +99,16 @@ class OfflineAgent(Agent):
                 self._ranges[name] = search_range(name, config[name])
         self._best = config
         self._best_key = hashlib.sha256(source.encode()).hexdigest()
+        if self._recall is None:
+            self._recall = self._learn_earlier(context, emit)
         self.memory.catch_up(context, config)
         self._emit_study(config, emit)
 
-        excluded = movesmod.excluded(self._tried.get(self._best_key, set()), context)
+        if self._best_key not in self._repeats:
+            self._repeats[self._best_key] = self._recall.repeats(config, recallmod.shape(source))
+        repeats = self._repeats[self._best_key]
+        excluded = movesmod.excluded(self._tried.get(self._best_key, set()) | set(repeats),
+                                     context)
         moves = movesmod.Moves(self._ranges, config, excluded, self.memory.crash_limit)
         self._steering.take(context, constants, emit)
         choice = self._steering.follow(self.study, moves, names, emit)
@@ -107,9 +120,46 @@ class OfflineAgent(Agent):
         self._tried.setdefault(self._best_key, set()).add((name, float(value)))
         self._proposed[description] = (self._best_key, name, float(value))
         self._tries[name] += 1
+        before = self._recall.changes.get((name, float(value)))
+        if before is not None:
+            rationale += f"; an earlier session tried this change, not from this same code " \
+                         f"as far as git shows: {recallmod.describe(before)}"
         emit(f"Proposing {description}: {rationale}\n")
         return Proposal(description=description, files={self.target: new_source},
-                        rationale=rationale, changes={name: value})
+                        rationale=rationale, changes={name: value},
+                        tried_before=before.label if before is not None else "")
+
+    def _learn_earlier(self, context: Context, emit: Emit) -> recallmod.Recall:
+        """Learn every readable earlier run measured at this session's budget (memory across
+        sessions); say what was learned and what was left out, and why."""
+        found = recallmod.recall(context.earlier,
+                                 lambda commits: context.earlier_files(commits, self.target))
+        if not context.earlier:
+            return found
+        budget = getattr(self.settings, "budget_seconds", None) or \
+            context.best_result.get("budget_seconds")
+        learned = outside = 0
+        # a run at another budget was another experiment: it is neither learned nor a repeat
+        runs, found.runs = found.runs, []
+        for run in runs:
+            theirs = run[0].result.get("budget_seconds")
+            if budget and isinstance(theirs, (int, float)) and theirs and theirs != budget:
+                continue
+            found.runs.append(run)
+            if self.memory.learn_earlier(run[0], run[1]):
+                learned += 1
+            else:
+                outside += 1
+        other_budget = len(runs) - len(found.runs)
+        skipped = [f"{count} {why}" for count, why in (
+            (found.unreadable, f"whose {self.target} git does not have"),
+            (other_budget, "run at another budget"),
+            (outside, "with a constant outside the search ranges")) if count]
+        emit(f"Earlier sessions: {len(context.earlier)} runs in {found.sessions} session"
+             f"{'s' * (found.sessions != 1)}; learned from {learned}"
+             + (f" (left out: {', '.join(skipped)})" if skipped else "")
+             + "; a change an earlier run made from this same code is not proposed again.\n")
+        return found
 
     def observe(self, proposal: Proposal, entry: HistoryEntry) -> None:
         if not self.memory.first_sight(entry):  # already learned from the history

@@ -60,6 +60,15 @@ class Memory:
             return
         self._learn(entry, config)
 
+    def learn_earlier(self, entry: HistoryEntry, config: Values) -> bool:
+        """An earlier session's run with the configuration it ran, learned as this session's
+        own (never marked seen: its number is another session's); False when a constant the
+        study searches lies outside its range there, so the run is not learned."""
+        if any(n in self.ranges and not contains(self.ranges[n], v) for n, v in config.items()):
+            return False
+        self._learn(entry, config)
+        return True
+
     def catch_up(self, context: Context, config: Values) -> None:
         """Learn what was reported before the first proposal, then the history not reported."""
         steps = context.best_result.get("steps")
