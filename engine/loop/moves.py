@@ -45,7 +45,8 @@ class Moves:
         self.rec.emit(schema.PROPOSAL, exp=raw.exp, description=p.description,
                       rationale=p.rationale, diff=gitops.diff(self.repo, raw.based_on, commit),
                       files=sorted(p.files), based_on=raw.based_on, changes=p.changes,
-                      steer=raw.steer, commit=commit)
+                      steer=raw.steer, commit=commit,
+                      **({"tried_before": p.tried_before} if p.tried_before else {}))
         return Candidate(raw.exp, p, commit, raw.based_on, tally)
 
     def onto_best(self, c: Candidate, stage: str) -> bool:

@@ -147,7 +147,9 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         "files": "the names of the files changed", "based_on": "the best commit it starts from",
         "changes": "agent-specific summary, e.g. {LEARNING_RATE: 0.02}",
         "steer": "the person's notes handed to the agent with it"}, {
-        "commit": "the candidate's commit: a child of based_on, on no branch until kept"}),
+        "commit": "the candidate's commit: a child of based_on, on no branch until kept",
+        "tried_before": "the earlier run (session:exp) this change repeats, as the agent "
+                        "recognised it"}),
     _spec(PROPOSAL_REBASED, "a candidate moved onto a newer best", {
         **_EXP, "commit": "the new candidate commit", "based_on": "the best it now sits on",
         "previous_commit": "the commit it replaces", "diff": "against the new base",
