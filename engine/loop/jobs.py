@@ -25,6 +25,7 @@ class Candidate:
     commit: str
     based_on: str  # the best commit it sits on
     tally: Tally  # its keep rule's record of its runs
+    diff: str = ""  # its change, as proposed
 
 
 class Numbers:

@@ -43,7 +43,19 @@ def rows_for(event: dict, pending: Mapping[int, dict],
         waiting = pending.get(event.get("confirms", 0))
         if waiting is not None:
             rows += [row(end, *tsv_confirmed(decision)) for end in (waiting, *runs)]
-    return rows + [row(event, *tsv_row(decision, event.get("status", "")))]
+    note = tsv_row(decision, event.get("status", ""))
+    if event.get("status") == schema.STOPPED_EARLY:
+        note = ("discard", _stopped(event.get("early_stop")))
+    return rows + [row(event, *note)]
+
+
+def _stopped(early: object) -> str:
+    """' (stopped early at 25%: loss +0.123 behind the best)', from the exp_end's early_stop."""
+    early = early if isinstance(early, dict) else {}
+    fraction, gap = early.get("fraction"), early.get("gap")
+    if isinstance(fraction, (int, float)) and isinstance(gap, (int, float)):
+        return f" (stopped early at {fraction:.0%}: loss {gap:+.3f} behind the best)"
+    return " (stopped early)"
 
 
 def tsv_row(decision: str, run_status: str) -> tuple[str, str]:

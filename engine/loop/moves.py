@@ -42,12 +42,13 @@ class Moves:
         p = raw.proposal
         commit = gitops.commit_tree(self.repo, raw.based_on, p.files,
                                     f"exp {raw.exp}: {p.description}")
+        diff = gitops.diff(self.repo, raw.based_on, commit)
         self.rec.emit(schema.PROPOSAL, exp=raw.exp, description=p.description,
-                      rationale=p.rationale, diff=gitops.diff(self.repo, raw.based_on, commit),
+                      rationale=p.rationale, diff=diff,
                       files=sorted(p.files), based_on=raw.based_on, changes=p.changes,
                       steer=raw.steer, commit=commit,
                       **({"tried_before": p.tried_before} if p.tried_before else {}))
-        return Candidate(raw.exp, p, commit, raw.based_on, tally)
+        return Candidate(raw.exp, p, commit, raw.based_on, tally, diff)
 
     def onto_best(self, c: Candidate, stage: str) -> bool:
         """Rebase the candidate onto the current best if it is based on an older one; one

@@ -16,7 +16,9 @@ from ratchet.engine.loop.jobs import Candidate, Jobs, Numbers
 from ratchet.engine.loop.moves import Moves
 from ratchet.engine.loop.proposer import POLL_S, Proposer
 from ratchet.engine.loop.recorder import Recorder
+from ratchet.engine.loop.rules import early_stop as es
 from ratchet.engine.loop.rules.base import Finished, Rule
+from ratchet.engine.loop.stopper import Stopper, Watch
 from ratchet.engine.protocol import schema
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers.backend import Backend, Job, Outcome
@@ -26,10 +28,11 @@ from ratchet.engine.workspace.config import Config
 class Scheduler:
     def __init__(self, controls: Controls, recorder: Recorder, rule: Rule, moves: Moves,
                  backend: Backend, config: Config, handoff: Handoff, numbers: Numbers,
-                 proposer: Proposer):
+                 proposer: Proposer, stopper: Stopper | None = None):
         self.c, self.rec, self.rule, self.moves = controls, recorder, rule, moves
         self.backend, self.config, self.handoff = backend, config, handoff
         self.numbers, self.proposer = numbers, proposer
+        self.stopper = stopper  # early stopping, where it is on
         self.state = recorder.state  # read only: the recorder folds every event into it
         self.limit = handoff.limit
         self.jobs = Jobs(backend.workers)
@@ -130,7 +133,8 @@ class Scheduler:
             proposal = Proposal(event.get("description", ""), files, event.get("rationale", ""),
                                 event.get("changes") or {})
             self.jobs.ready.append(Candidate(n, proposal, event.get("commit", ""),
-                                             event.get("based_on", ""), self.rule.tally()))
+                                             event.get("based_on", ""), self.rule.tally(),
+                                             event.get("diff") or ""))
 
     def _drop_unstarted(self) -> None:
         why = f"the session ended ({self.c.stop_reason}) before"
@@ -156,6 +160,7 @@ class Scheduler:
                           description=job.description, worker=worker,
                           **({"retry_of": job.retry_of} if job.retry_of is not None else {}))
             self.rec.log.sync()
+            self._watch(job)
             self.backend.start(job, worker)
 
     def _next_job(self) -> Job | None:
@@ -191,12 +196,45 @@ class Scheduler:
 
     # --- applying results, one at a time -------------------------------------------------
 
+    def _watch(self, job: Job) -> None:
+        """Early stopping watches a candidate's run where the best has a run on its seed."""
+        if self.stopper is None or job.kind == schema.BASELINE:
+            return
+        best = self.state.best_profiles.get(job.seed)
+        baseline = es.Baseline.of(self.state.baseline_profiles)
+        if best is None or baseline is None:
+            return
+        samples = [(es.checkpoints_of(gaps), final) for gaps, final in self.state.early_samples]
+        first = es.LATE if es.touches_schedule(job.candidate.diff) else 0.0
+        self.stopper.watch(job.exp, Watch(
+            self.config.experiment.budget_seconds, es.floor(best["profile"], best["val"], baseline),
+            best["val"], es.calibrate(samples, es.PRIOR), first))
+
+    def _early(self, job: Job, result: experiment.Result) -> dict:
+        """The run's early_stop record: where it was stopped, or its gaps for the calibration."""
+        watch = self.stopper.done(job.exp) if self.stopper is not None else None
+        if watch is None:
+            return {}
+        if watch.stop is not None:
+            result.status = schema.STOPPED_EARLY
+            result.error = (f"stopped early at {watch.stop.fraction:.0%}: training loss "
+                            f"{watch.stop.gap:+.3f} behind the best's run on seed {job.seed} "
+                            f"(threshold {watch.stop.threshold:.3f})")
+            return {"early_stop": watch.stop.to_json()}
+        if result.status != schema.OK or result.val_bpb is None:
+            return {}
+        mine = es.checkpoints_of(es.profile(es.points(result.train_log), watch.budget))
+        gaps = es.gaps(mine, watch.reference)
+        return {"early_stop": {"gaps": {f"{f:g}": round(g, 5) for f, g in gaps.items()},
+                               "final": round(result.val_bpb - watch.reference_val, 6)}}
+
     def _apply(self, outcome: Outcome) -> None:
         job, result = outcome.job, outcome.result
         self.jobs.release(job)
         if job.kind == schema.CANDIDATE and not self._baseline_done() and not self.c.stop_reason:
             self.jobs.deferred.append(outcome)  # judged once the baseline's noise is known
             return
+        early = self._early(job, result)
         if result.status == schema.KILLED and self.c.stop_reason:
             result.status = schema.INTERRUPTED
             result.error = f"engine stopping ({self.c.stop_reason})"
@@ -208,7 +246,7 @@ class Scheduler:
             self.rec.end(job.exp, schema.BASELINE, job.commit, result, job.description,
                          decision=schema.BASELINE, worker=job.worker)
         else:
-            self._judge(job, result)
+            self._judge(job, result, early)
 
     def _retry(self, job: Job, result: experiment.Result) -> bool:
         """Record a lost worker's job and run it again under a new number (once)."""
@@ -222,7 +260,7 @@ class Scheduler:
         self.jobs.retries.append(again)
         return True
 
-    def _judge(self, job: Job, result: experiment.Result) -> None:
+    def _judge(self, job: Job, result: experiment.Result, early: dict) -> None:
         """A candidate's run, or a further one: the rule's ruling, carried out."""
         c: Candidate = job.candidate
         first = job.kind == schema.CANDIDATE
@@ -230,12 +268,13 @@ class Scheduler:
                        val_bpb=result.val_bpb if result.status == schema.OK else None,
                        fresh=c.based_on == self.state.best_commit,
                        moved=not self.moves.measured_on_best(job.commit),
-                       stopping=bool(self.c.stop_reason))
+                       stopping=bool(self.c.stop_reason),
+                       stopped_early=result.status == schema.STOPPED_EARLY)
         ruling = self.rule.judge(run, c.tally, self.state)
         where = {"based_on": c.based_on} if first else {"confirms": c.exp}
         event = self.rec.end(job.exp, job.kind, job.commit, result, c.proposal.description,
                              ruling.decision, changes=c.proposal.changes, **ruling.fields,
-                     worker=job.worker, **where)
+                             worker=job.worker, **where, **early)
         if ruling.again:
             if self.c.stop_reason and ruling.decision != schema.CONFIRM_AGAIN:
                 self.rec.dropped(c.exp, f"the session stopped before {self.rule.waiting_for}",

@@ -27,9 +27,11 @@ from ratchet.engine.loop.moves import Moves
 from ratchet.engine.loop.proposer import Proposer
 from ratchet.engine.loop.recorder import Recorder
 from ratchet.engine.loop.scheduler import Scheduler
+from ratchet.engine.loop.stopper import Stopper
 from ratchet.engine.protocol import control, paths, schema
 from ratchet.engine.runner import experiment
 from ratchet.engine.workers import pool, telemetry
+from ratchet.engine.workers.backend import Job
 from ratchet.engine.workspace import agent_kinds as kinds
 from ratchet.engine.workspace import earlier
 from ratchet.engine.workspace.config import Config
@@ -182,9 +184,15 @@ class Session:
     def _loop(self) -> str:
         for entry in self.state.history:  # a resumed agent relearns what the log knows
             self.agent.observe(Proposal(entry.description, {}, changes=entry.changes), entry)
+        stopper = Stopper() if self.config.loop.early_stop else None
+
+        def on_log(job: Job, record: dict) -> None:
+            self.recorder.stream(schema.TRAIN_LOG, exp=job.exp, worker=job.worker, **record)
+            if stopper is not None:
+                stopper.observe(job.exp, record)
+
         backend = pool.create(self.ws, self.config, self.repo, self.dir, pool.Hooks(
-            on_log=lambda job, record: self.recorder.stream(
-                schema.TRAIN_LOG, exp=job.exp, worker=job.worker, **record),
+            on_log=on_log,
             on_phase=lambda job, name: self.emit(
                 schema.PHASE, exp=job.exp, phase=name, worker=job.worker)))
         moves = Moves(self.repo, self.config.experiment.editable, self.recorder)
@@ -192,8 +200,10 @@ class Session:
         handoff = Handoff((best, moves.files_at(best)), self.state.proposals,
                           len(backend.workers), self.options.max_experiments)
         numbers = Numbers(self.last_exp)
+        if stopper is not None:
+            stopper.backend = backend
         return Scheduler(self.controls, self.recorder, self.rule, moves, backend, self.config,
-                         handoff, numbers, Proposer(self, numbers, handoff)).run()
+                         handoff, numbers, Proposer(self, numbers, handoff), stopper).run()
 
     def _finish(self, reason: str, error: str = "") -> str:
         """Leave the branch at the best commit (moved only where it is not) and record the end;

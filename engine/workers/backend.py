@@ -56,6 +56,11 @@ class Backend(ABC):
     def kill(self) -> None:
         """Stop every running experiment; each still comes back from `wait`, as killed."""
 
+    def stop(self, exp: int) -> bool:
+        """Stop one running experiment (it comes back from `wait` as killed); False where this
+        backend cannot stop one alone, or it is not running. Any thread may call it."""
+        return False
+
     @abstractmethod
     def wait(self, timeout: float) -> list[Outcome]:
         """Finished jobs, waiting up to `timeout` seconds for the first."""

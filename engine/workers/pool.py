@@ -87,8 +87,14 @@ class LocalBackend(Backend):
         self.done.put(Outcome(job, result))
 
     def kill(self) -> None:
-        for event in self.kills.values():
+        for event in list(self.kills.values()):
             event.set()
+
+    def stop(self, exp: int) -> bool:
+        kill = self.kills.get(exp)
+        if kill is not None:
+            kill.set()
+        return kill is not None
 
     def wait(self, timeout: float) -> list[Outcome]:
         try:

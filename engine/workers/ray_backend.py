@@ -124,9 +124,17 @@ class RayBackend(Backend):
         self.refs[ref] = job
 
     def kill(self) -> None:
-        for ref, job in self.refs.items():
+        for ref, job in list(self.refs.items()):
             self.killed.add(job.exp)
             self.ray.cancel(ref, force=True)
+
+    def stop(self, exp: int) -> bool:
+        for ref, job in list(self.refs.items()):
+            if job.exp == exp:
+                self.killed.add(exp)
+                self.ray.cancel(ref, force=True)
+                return True
+        return False
 
     def _drain(self) -> None:
         by_exp = {job.exp: job for job in self.refs.values()}

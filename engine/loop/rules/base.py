@@ -49,6 +49,7 @@ class Finished:
     fresh: bool  # the candidate was based on the best when its first run was judged
     moved: bool  # the measured commit's parent is no longer the best
     stopping: bool  # the session is stopping: no further runs
+    stopped_early: bool = False  # trailed the best on its seed too far: stopped (`stopper`)
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,10 @@ class Rule(ABC):
 
 
 def no_verdict(run: Finished, state: LoopState) -> Ruling | None:
-    """The rulings every rule shares: a failed run is a crash, and with no baseline measured
-    nothing can be kept."""
+    """The rulings every rule shares: a run stopped early is a discard, a failed run is a
+    crash, and with no baseline measured nothing can be kept."""
+    if run.stopped_early:
+        return Ruling(schema.DISCARD)
     if run.val_bpb is None:
         return Ruling(schema.CRASH)
     if state.best_bpb is None:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 CHECKPOINTS = (0.25, 0.5, 0.75)
 WINDOW = 0.1  # the share of the budget averaged around each checkpoint
 MARGIN = 0.02  # added to the largest gap a winner had (training loss, nats per token)
+# never stop a run trailing by less than this (training loss), whatever the data says yet
+PRIOR = {f: 0.05 for f in CHECKPOINTS}
 
 Curve = Sequence[tuple[float, float]]  # (elapsed seconds, training loss)
 
