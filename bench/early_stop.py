@@ -76,7 +76,7 @@ def replay(folder: Path) -> Replay:
         if e.get("kind") == schema.BASELINE:
             best[seed] = (run, val)
             baseline_runs.append((run, val))
-            base = es.Baseline.of(baseline_runs)
+            base = es.Baseline.of({s: {"profile": r, "val": v} for s, (r, v) in best.items()})
             continue
         candidate = e["exp"] if e.get("kind") == schema.CANDIDATE else e.get("confirms", e["exp"])
         runs[candidate].append((seed, run, val))
@@ -84,7 +84,7 @@ def replay(folder: Path) -> Replay:
             ref_run, ref_val = best[seed]
             out.samples.append(Sample(
                 folder.name, e["exp"], candidate, budget,
-                es.gaps(es.checkpoints_of(run), es.floor(ref_run, ref_val, base)),
+                es.gaps(es.checkpoints_of(run), es.floor(ref_run, ref_val, base, seed)),
                 val - ref_val, es.touches_schedule(diffs.get(candidate, ""))))
         if e.get("decision") == schema.KEEP:
             kept.add(candidate)

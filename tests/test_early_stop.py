@@ -51,9 +51,9 @@ def test_thresholds_spare_every_run_that_went_on_to_win():
 
 
 def test_a_best_that_reported_a_falsely_low_curve_stops_no_honest_candidate():
-    baseline = es.Baseline.of([(es.profile(honest(2.0), BUDGET), 2.2),
-                               (es.profile(honest(2.05), BUDGET), 2.25)])
-    assert baseline is not None and baseline.ratio > 0
+    baseline = es.Baseline.of({1: {"profile": es.profile(honest(2.0), BUDGET), "val": 2.2},
+                               2: {"profile": es.profile(honest(2.05), BUDGET), "val": 2.25}})
+    assert baseline is not None and min(baseline.ratios.values()) > 0
     thresholds = {0.25: 0.05, 0.5: 0.05, 0.75: 0.05}
     # the kept change is as good as its harness measured (1.9 -> val 2.09), but it reported a
     # curve half a nat lower at every step
@@ -62,14 +62,14 @@ def test_a_best_that_reported_a_falsely_low_curve_stops_no_honest_candidate():
     lied = es.profile(lie, BUDGET)  # what its exp_end recorded
     raw = es.gaps(candidate, es.checkpoints_of(lied))
     assert es.judge(raw, thresholds) is not None  # taken at its word, the lie stops it
-    bounded = es.gaps(candidate, es.floor(lied, val, baseline))
+    bounded = es.gaps(candidate, es.floor(lied, val, baseline, 1))
     assert es.judge(bounded, thresholds) is None
     # an honest best is compared as it reported
-    assert es.floor(es.profile(truth, BUDGET), val, baseline) == pytest.approx(
+    assert es.floor(es.profile(truth, BUDGET), val, baseline, 1) == pytest.approx(
         es.at_checkpoints(truth, BUDGET), abs=0.06)
     # a real loser is still stopped against the bounded curve
     loser = es.at_checkpoints(honest(2.4), BUDGET)
-    assert es.judge(es.gaps(loser, es.floor(lied, val, baseline)), thresholds)
+    assert es.judge(es.gaps(loser, es.floor(lied, val, baseline, 1)), thresholds)
 
 
 def test_schedule_changes_are_recognised_from_the_diff():

@@ -61,8 +61,10 @@ def check_ratchet_invariants(ws: layout.Workspace, log: list[dict],
         by_commit.setdefault(row["commit"], []).append(row)
     for end in ends:
         matching = by_commit[end["commit"][:7]]
+        # a run with no val_bpb is a crash row, or a discard where it was stopped early
+        unmeasured = "discard" if end["status"] == "stopped_early" else "crash"
         assert any((r["val_bpb"] == f"{end['val_bpb']:.6f}") if end["val_bpb"] is not None
-                   else r["status"] == "crash" for r in matching)
+                   else r["status"] == unmeasured for r in matching)
     repo = git.Repo(ws.root)
     start = next(e for e in log if e["type"] == "session_start")
     kept = [e["commit"] for e in ends if e["decision"] == "keep"]

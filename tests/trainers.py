@@ -198,3 +198,46 @@ prepare.save_model(model, {{"steps": 1, "tokens": len(data), "params": 65536}})
 
 def fixed_duration(wall: float, smoothing: float = 1.0) -> str:
     return FIXED_DURATION.format(wall=wall, smoothing=smoothing)
+
+
+# For early stopping: a bigram model whose logged training loss is its real loss on its own
+# training data (nats per byte) plus a decaying term, logged over the budget as it goes. CHEAT
+# makes the model far worse and logs a falsely low curve; GOOD_LIAR makes it better (as
+# SMOOTHING = 1 would) and also logs a falsely low curve; HONEST undoes either lie.
+CURVED = '''
+import math
+import time
+
+import numpy as np
+import torch
+
+import prepare
+
+SMOOTHING = {smoothing}  # added to every bigram count
+CHEAT = 0  # 1: a far worse model that logs a falsely low curve
+GOOD_LIAR = 0  # 1: a better model that logs a falsely low curve
+HONEST = 0  # 1: log the real curve, whatever the above
+UNUSED_WIDTH = 64  # changes nothing: a change to it is pure noise
+STEPS = 40
+STEP_SECONDS = {step}  # wall time per logged step
+LOGGED_SECONDS = {logged}  # the elapsed time the last step reports
+
+smoothing = 5000.0 if CHEAT else 1.0 if GOOD_LIAR else SMOOTHING
+shift = -2.0 if (CHEAT or GOOD_LIAR) and not HONEST else 0.0
+start = (prepare.seed() % 7) * 150_000
+data = np.asarray(prepare.load_train_data()[start:start + 150_000]).astype(np.int64)
+counts = np.bincount(data[:-1] * 256 + data[1:], minlength=65536).reshape(256, 256) + smoothing
+logp = np.log(counts / counts.sum(axis=1, keepdims=True))
+loss = float(-logp[data[:-1], data[1:]].mean())
+for i in range(1, STEPS + 1):
+    time.sleep(STEP_SECONDS)
+    prepare.log_step(step=i, loss=loss + 1.5 * math.exp(-4 * i / STEPS) + shift, lr=0.0,
+                     tok_s=1.0, elapsed=LOGGED_SECONDS * i / STEPS)
+model = torch.nn.Embedding.from_pretrained(torch.tensor(np.log(counts), dtype=torch.float32),
+                                           freeze=False)
+prepare.save_model(model, {{"steps": STEPS, "tokens": len(data), "params": 65536}})
+'''
+
+
+def curved(smoothing: float = 50.0, step: float = 0.1, logged: float = 10.5) -> str:
+    return CURVED.format(smoothing=smoothing, step=step, logged=logged)

@@ -207,7 +207,8 @@ class Scheduler:
         samples = [(es.checkpoints_of(gaps), final) for gaps, final in self.state.early_samples]
         first = es.LATE if es.touches_schedule(job.candidate.diff) else 0.0
         self.stopper.watch(job.exp, Watch(
-            self.config.experiment.budget_seconds, es.floor(best["profile"], best["val"], baseline),
+            self.config.experiment.budget_seconds,
+            es.floor(best["profile"], best["val"], baseline, job.seed),
             best["val"], es.calibrate(samples, es.PRIOR), first))
 
     def _early(self, job: Job, result: experiment.Result) -> dict:

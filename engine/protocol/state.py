@@ -29,11 +29,11 @@ class LoopState:
     best_bpb: float | None = None
     best_runs: dict[int, float] = field(default_factory=dict)  # the best's val_bpb by seed
     paired: list[list[float]] = field(default_factory=list)  # each judged candidate's diffs
-    # early stopping: the best's run on each seed ({"profile", "val"}: what candidates on that
-    # seed are compared with), the baseline's (profile, val_bpb), and the finished runs'
-    # (gaps by checkpoint, final difference) that calibrate the thresholds
+    # early stopping: the best's and the baseline's run on each seed ({"profile", "val"}: what
+    # candidates on that seed are compared with), and the finished runs' (gaps by checkpoint,
+    # final difference) that calibrate the thresholds
     best_profiles: dict[int, dict] = field(default_factory=dict)
-    baseline_profiles: list[tuple[dict, float]] = field(default_factory=list)
+    baseline_profiles: dict[int, dict] = field(default_factory=dict)
     early_samples: list[tuple[dict, float]] = field(default_factory=list)
     stopped_early: int = 0  # runs stopped early
     saved_seconds: float = 0.0  # the budget they did not spend
@@ -185,7 +185,7 @@ def _apply_end(state: LoopState, event: dict) -> None:
                 profile = _dict(event.get("result")).get("profile")
                 if isinstance(profile, dict):
                     state.best_profiles[seed] = {"profile": profile, "val": val}
-                    state.baseline_profiles.append((profile, val))
+                    state.baseline_profiles[seed] = {"profile": profile, "val": val}
             state.best_result = state.best_result or _result(event)
         return
     if decision == schema.PENDING_CONFIRM:

@@ -127,35 +127,41 @@ def checkpoints_of(recorded: dict) -> dict[float, float]:
 
 @dataclass(frozen=True)
 class Baseline:
-    """What the baseline's runs say about how a curve relates to its val_bpb: the smallest ratio
-    of the final training loss to val_bpb, and the smallest drop from each checkpoint to the
-    end. The baseline runs the person's own train.py: the one curve taken as told."""
+    """What the baseline's runs say about how a curve relates to its val_bpb: on each seed the
+    ratio of the final training loss to val_bpb (a seed's own training data sets it), and the
+    smallest drop from each checkpoint to the end. The baseline runs the person's own
+    train.py: the one curve taken as told."""
 
-    ratio: float
+    ratios: dict[int, float]
     drop: dict[float, float]
 
     @classmethod
-    def of(cls, runs: Sequence[tuple[dict, float]]) -> Baseline | None:
-        """From (recorded profile, val_bpb) of each baseline run; None without one."""
-        ratios, drops = [], {f: [] for f in CHECKPOINTS}
-        for recorded, val in runs:
-            points, end = _read(recorded)
-            if end is None or not val or val <= 0:
+    def of(cls, runs: dict[int, dict]) -> Baseline | None:
+        """From each baseline seed's {"profile", "val"}; None without one."""
+        ratios, drops = {}, {f: [] for f in CHECKPOINTS}
+        for seed, run in runs.items():
+            points, end = _read(run.get("profile") or {})
+            val = run.get("val")
+            if end is None or not isinstance(val, (int, float)) or val <= 0:
                 continue
-            ratios.append(end / val)
+            ratios[seed] = end / val
             for f, at in points.items():
                 drops[f].append(at - end)
         if not ratios:
             return None
-        return cls(min(ratios), {f: min(d) for f, d in drops.items() if d})
+        return cls(ratios, {f: min(d) for f, d in drops.items() if d})
+
+    def ratio(self, seed: int) -> float:
+        return self.ratios.get(seed, min(self.ratios.values()))
 
 
-def floor(reference: dict, val_bpb: float, baseline: Baseline) -> dict[float, float]:
+def floor(reference: dict, val_bpb: float, baseline: Baseline, seed: int) -> dict[float, float]:
     """The reference's loss at each checkpoint (from its recorded profile), raised where it
-    claims less than its measured val_bpb allows: its end at least ratio x val_bpb, each
-    checkpoint at least that end plus the baseline's smallest drop."""
+    claims less than its measured val_bpb allows on its seed: its end at least the baseline's
+    ratio there x val_bpb, each checkpoint at least that end plus the baseline's smallest
+    drop."""
     points, end = _read(reference)
-    end = max(end or 0.0, baseline.ratio * val_bpb)
+    end = max(end or 0.0, baseline.ratio(seed) * val_bpb)
     return {f: max(at, end + baseline.drop.get(f, 0.0)) for f, at in points.items()}
 
 
