@@ -10,9 +10,10 @@ engine would: each candidate run is compared with the best's run on its seed at 
 val_bpb (`early_stop.floor`), and thresholds calibrated only from the runs that finished before
 it and were not stopped (as a session would know them). It prints, per session and overall:
 runs stopped, training compute saved (the budget share a stopped run would not have spent),
-runs of eventually kept candidates that would have been stopped, and runs whose final gain was
-past 2 sigma of the paired noise that would have been stopped; then the same for candidates
-whose change touched the learning-rate schedule, and for the others.
+runs of eventually kept candidates that would have been stopped, runs whose final gain was
+past 2 sigma of the paired noise that would have been stopped, and runs that ended better than
+the best's run on their seed that would have been stopped; then the same for candidates whose
+change touched the learning-rate schedule, and for the others.
 """
 
 from __future__ import annotations
@@ -114,14 +115,16 @@ def decide(samples: list[Sample], margin: float, min_gap: float, late: bool) -> 
 
 def summary(label: str, samples: list[Sample], sigma: float) -> str:
     if not samples:
-        return f"| {label} | 0 | | | | |"
+        return f"| {label} | 0 | | | | | |"
     stopped = [s for s in samples if s.stop]
     saved = sum(1 - s.stop.fraction for s in stopped) / len(samples)
     keeps = [s for s in samples if s.kept]
     gains = [s for s in samples if s.final < -2 * sigma]
+    better = [s for s in samples if s.final < 0]
     return (f"| {label} | {len(samples)} | {len(stopped)} | {saved:.0%} | "
             f"{sum(1 for s in keeps if s.stop)} of {len(keeps)} | "
-            f"{sum(1 for s in gains if s.stop)} of {len(gains)} |")
+            f"{sum(1 for s in gains if s.stop)} of {len(gains)} | "
+            f"{sum(1 for s in better if s.stop)} of {len(better)} |")
 
 
 def main() -> int:
@@ -142,8 +145,9 @@ def main() -> int:
         return 2
     print(f"margin {args.margin}, min gap {args.min_gap}; checkpoints {es.CHECKPOINTS}; schedule "
           f"changes judged {'at every checkpoint' if args.early_schedule else 'late'}\n")
-    print("| runs | compared | stopped | compute saved | keeps stopped | 2-sigma gains stopped |")
-    print("|---|---|---|---|---|---|")
+    print("| runs | compared | stopped | compute saved | keeps stopped | 2-sigma gains stopped "
+          "| runs that beat the best, stopped |")
+    print("|---|---|---|---|---|---|---|")
     everything, sigmas = [], []
     for folder in folders:
         result = replay(folder)
