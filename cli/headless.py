@@ -25,6 +25,8 @@ def experiment_line(event: dict) -> str:
     delta = event.get("delta")
     decision = event.get("decision", "")
     label = decision if decision not in ("", schema.CRASH) else event.get("status", "")
+    if event.get("status") == schema.STOPPED_EARLY:
+        label = "stopped early"
     memory = memory_text(memory_gb(event.get("result")), "")
     return (f"#{event.get('exp', 0):<4} {label:<15} "
             f"{f'{val:.6f}' if val is not None else '-':>9} "

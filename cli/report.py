@@ -64,6 +64,9 @@ class Figures:
     baseline_memory_gb: float | None = None  # the first baseline run's peak memory
     best_memory_gb: float | None = None  # the best run's
     most_memory: tuple[int, float] | None = None  # (exp, GB): the run that took the most
+    stopped_early: int = 0  # runs stopped early (a discard each)
+    saved_seconds: float = 0.0  # the training budget they did not spend
+    tried_before: int = 0  # proposals the agent recognised as tried in an earlier session
 
     @property
     def improvement(self) -> float | None:
@@ -97,6 +100,8 @@ def figures(log: Iterable[dict]) -> Figures:
             fig.ended = t
         elif kind == schema.PROPOSAL_FAILED:
             fig.failed_proposals += 1
+        elif kind == schema.PROPOSAL and event.get("tried_before"):
+            fig.tried_before += 1
         elif kind == schema.EXP_START:
             starts[event.get("exp", 0)] = t
         elif kind == schema.EXP_END:
@@ -114,6 +119,7 @@ def figures(log: Iterable[dict]) -> Figures:
     fig.baseline_bpb, fig.best_bpb, fig.best_commit = (state.baseline_bpb, state.best_bpb,
                                                        state.best_commit)
     fig.proposals, fig.unsandboxed = state.proposals, state.unsandboxed
+    fig.stopped_early, fig.saved_seconds = state.stopped_early, state.saved_seconds
     fig.noise = noise.of(state).line()
     fig.journal = list(state.journal)
     fig.best_memory_gb = memory_gb(state.best_result)
@@ -135,7 +141,8 @@ def _count_end(fig: Figures, state: statemod.LoopState, event: dict) -> None:
         fig.interrupted += 1  # says nothing of the change: neither kept, discarded nor crashed
     if kind == schema.CANDIDATE:
         fig.candidates += 1
-        if event.get("status") != schema.OK and decision != schema.INTERRUPTED:
+        if event.get("status") not in (schema.OK, schema.STOPPED_EARLY) \
+                and decision != schema.INTERRUPTED:
             fig.crashed += 1
         elif decision in (schema.DISCARD, schema.NEAR_MISS):
             fig.discarded += 1
@@ -202,6 +209,11 @@ def _headline(fig: Figures) -> list[tuple[str, str]]:
                 if fig.interrupted else "")),
             ("noise", fig.noise + (f"; {fig.trials / fig.candidates:.2f} runs per candidate"
                                    if fig.candidates else "")),
+            *([("early stop", f"{fig.stopped_early} run{'s' * (fig.stopped_early != 1)} "
+                f"stopped early, {fig.saved_seconds / 60:.1f} min of training saved")]
+              if fig.stopped_early else []),
+            *([("tried before", f"{fig.tried_before} proposal{'s' * (fig.tried_before != 1)} "
+                "repeated a change tried in an earlier session")] if fig.tried_before else []),
             ("time", _time_text(fig))]
     return rows
 

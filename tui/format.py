@@ -77,5 +77,6 @@ STATUS_STYLES = {
     schema.OVER_LIMIT: "red",
     schema.KILLED: "red",
     schema.INTERRUPTED: "red",
+    "stopped": "yellow",
     schema.FAILED: "red",
 }

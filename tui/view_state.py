@@ -90,6 +90,8 @@ class Experiment:
         """What the status column says: the decision once known, else the run's status."""
         if self.status in (schema.PHASE_PROPOSING, schema.RUNNING):
             return self.status
+        if self.status == schema.STOPPED_EARLY:
+            return "stopped"  # a discard, cut short: it trailed the best on its seed
         if self.status != schema.OK or self.decision in ("", schema.CRASH):
             return self.status
         label = {schema.PENDING_CONFIRM: "confirming", schema.NEAR_MISS: "near miss",

@@ -28,6 +28,7 @@ class StatusLine(Static):
             "budget": budget,
             "best": loop.best_bpb,
             "kept": loop.kept,
+            "stopped": loop.stopped_early,
             "total": loop.proposals,
             "cost": loop.cost_usd,
             "noise": noise.of(loop),
@@ -71,6 +72,8 @@ class StatusLine(Static):
         text.append("best ")
         text.append(fmt.bpb(f["best"]), style="bold green")
         text.append(f"  kept {f['kept']}/{f['total']}")
+        if f["stopped"]:  # runs stopped early: what they saved shows in `ratchet report`
+            text.append(f" stop {f['stopped']}" if wide else f"/{f['stopped']}s", style="yellow")
         text.append(f"  ${f['cost']:.2f}")
         measured = f["noise"]
         if measured.sigma is not None:  # last, so a narrow terminal crops it first

@@ -136,7 +136,7 @@ class Memory:
             if moved and slow:
                 self.slow.append((change[0], float(old), float(change[1])))
                 self.reasons[(change[0], float(change[1]))] = slow
-        elif moved:
+        elif moved and entry.status != schema.STOPPED_EARLY:  # a loser, not a crash
             self.crashes.append((change[0], float(old), float(change[1])))
             self.reasons[(change[0], float(change[1]))] = failure_reason(entry)
         if entry.decision != schema.BASELINE and change and entry.delta is not None:
@@ -153,10 +153,13 @@ class Memory:
         return f"slow: {steps} steps against the best run's {self.best_steps}"
 
     def _score(self, entry: HistoryEntry) -> float | None:
-        """What the study records: val_bpb, a penalty for crashes, nothing for killed runs."""
+        """What the study records: val_bpb, a penalty for crashes, the worst so far for a run
+        stopped early (a clear loser), nothing for killed runs."""
         if entry.status == schema.OK and entry.val_bpb is not None:
             self._worst = max(self._worst or entry.val_bpb, entry.val_bpb)
             return entry.val_bpb
+        if entry.status == schema.STOPPED_EARLY:
+            return self._worst
         if entry.status in OWN_FAILURES or entry.decision == schema.CRASH:
             if self._worst is None:
                 return NO_RESULT_PENALTY
