@@ -44,7 +44,8 @@ def test_every_field_of_a_type_is_in_its_docs_row(spec):
 def test_constants_name_their_types():
     constants = {v for k, v in vars(schema).items() if k.isupper() and isinstance(v, str)}
     words = set(schema.DECISIONS) | set(schema.KINDS) | set(schema.STATUSES) | set(
-        schema.STOP_REASONS) | set(schema.PHASES) | set(schema.STAGES) | set(schema.SHOWN)
+        schema.STOP_REASONS) | set(schema.PHASES) | set(schema.STAGES) | set(schema.SHOWN) | set(
+        schema.STUDY_KINDS) | set(schema.STUDIES) | set(schema.VERDICTS) | set(schema.FLAGS)
     assert constants - (words - set(schema.EVENTS)) == set(schema.EVENTS)
     assert all(getattr(schema, t.upper()) == t for t in schema.EVENTS)
     assert set(schema.STREAMS) <= set(schema.EVENTS)

@@ -32,14 +32,42 @@ RETRY = "retry"  # the worker was lost: the same job runs again under a new numb
 ANOTHER_RUN = "another_run"  # the paired rule's close call (or unconfirmed win): one more seed
 # the run was cut short as the engine stopped, or its keep could not move the branch: no verdict
 INTERRUPTED = "interrupted"
+MEASURED = "measured"  # a study's run (validate, ablate): measured, judged with its group
 DECISIONS = (BASELINE, KEEP, DISCARD, NEAR_MISS, CRASH, PENDING_CONFIRM, CONFIRM_AGAIN, RETRY,
-             ANOTHER_RUN, INTERRUPTED)
+             ANOTHER_RUN, INTERRUPTED, MEASURED)
 
 # Job kinds: what an experiment is for (exp_start's and exp_end's `kind`). A baseline run is
 # also decided BASELINE: the same word.
 CANDIDATE = "candidate"  # a proposal's first run
 CONFIRM = "confirm"  # a further run of a candidate: a confirmation, or one more seed
 KINDS = (BASELINE, CANDIDATE, CONFIRM)
+# A study's runs (`ratchet validate`, `ratchet ablate`): sessions of their own that measure
+# commits of another session (docs/validate-and-ablate.md).
+STUDY_BASE = "study_base"  # validate: the studied session's base commit
+STUDY_BEST = "study_best"  # validate and ablate: its best commit
+STUDY_ABLATED = "study_ablated"  # ablate: the best without one kept change
+STUDY_PRUNED = "study_pruned"  # ablate --prune: the best without every change that did not help
+STUDY_KINDS = (STUDY_BASE, STUDY_BEST, STUDY_ABLATED, STUDY_PRUNED)
+
+# The studies (session_start's and study_result's `study`).
+STUDY_VALIDATE = "validate"
+STUDY_ABLATE = "ablate"
+STUDIES = (STUDY_VALIDATE, STUDY_ABLATE)
+
+# What validate says of the effect at a budget (study_result's `verdict`); study_stats defines
+# them.
+HOLDS = "holds"
+SHRINKS = "shrinks"
+VANISHES = "vanishes"
+REVERSES = "reverses"
+VERDICTS = (HOLDS, SHRINKS, VANISHES, REVERSES)
+
+# What ablate says of a kept change in the final stack (study_result's `flag`).
+HELPS = "helps"
+WITHIN_NOISE = "within_noise"
+HARMFUL = "harmful"
+NOT_APPLIED = "not_applied"  # its reverse no longer applies onto the best (`why` says so)
+FLAGS = (HELPS, WITHIN_NOISE, HARMFUL, NOT_APPLIED)
 
 # Run statuses: how a run ended (exp_end's `status`). INTERRUPTED is also a decision.
 OK = "ok"
@@ -59,7 +87,9 @@ STOP_STOPPED = "stopped"  # the person stopped it
 STOP_SIGNAL = "signal"  # SIGTERM or SIGINT
 STOP_ERROR = "error"
 STOP_IMPORTED = "imported"  # written by `ratchet import`
-STOP_REASONS = (STOP_MAX_EXPERIMENTS, STOP_STOPPED, STOP_SIGNAL, STOP_ERROR, STOP_IMPORTED)
+STOP_COMPLETE = "complete"  # a study ran every run it planned
+STOP_REASONS = (STOP_MAX_EXPERIMENTS, STOP_STOPPED, STOP_SIGNAL, STOP_ERROR, STOP_IMPORTED,
+                STOP_COMPLETE)
 
 # What the engine or a worker does (phase's `phase`, and the folded state's).
 PHASE_STARTING = "starting"
@@ -103,6 +133,7 @@ PAUSED = "paused"
 RESUMED = "resumed"
 PHASE = "phase"
 SESSION_END = "session_end"
+STUDY_RESULT = "study_result"
 
 # The three streams that make up almost all of a long log; everything else is the loop's own.
 STREAMS = (TRAIN_LOG, AGENT_DELTA, RESOURCES)
@@ -138,7 +169,14 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         "imported": "true for a session written by `ratchet import`",
         "source": "imports: the results.tsv path",
         "timing": "imports: commits | interpolated | none (how `t` was found)",
-        "columns": "imports: the results.tsv header"}),
+        "columns": "imports: the results.tsv header",
+        "study": "a study's session: validate | ablate",
+        "of": "studies: the session studied",
+        "best_commit": "studies: the studied session's best commit",
+        "seeds": "studies: the seeds every commit runs on",
+        "multiples": "validate: the budgets, as multiples of the session's budget",
+        "changes": "ablate: the kept changes [{exp, commit, description, ablated, why}]",
+        "prune": "ablate: true with --prune"}),
     _spec(AGENT_DELTA, "a batch of the agent's streamed reasoning (concatenate in order)",
           {**_EXP, "text": "the text"}),
     _spec(PROPOSAL, "the agent's change, committed as a candidate", {
@@ -177,15 +215,17 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
     _spec(AGENT_GAVE_UP, "proposals failed 10 times in a row; the session ends with an error",
           {"error": "why"}),
     _spec(EXP_START, "an experiment starts training", {
-        **_EXP, "kind": " | ".join(KINDS), "commit": "the experiment's commit",
+        **_EXP, "kind": " | ".join(KINDS + STUDY_KINDS), "commit": "the experiment's commit",
         "seed": "the training seed", "budget": "the training budget in seconds",
         "description": "what it tries"}, {
-        **_WORKER, "retry_of": "on a retry: the exp whose worker was lost"}),
+        **_WORKER, "retry_of": "on a retry: the exp whose worker was lost",
+        "multiple": "validate: the budget as a multiple of the session's",
+        "ablates": "ablate: the exp of the kept change this run leaves out"}),
     _spec(TRAIN_LOG, "one logged training step", {**_EXP, "step": "the training step"}, {
         "loss": "the training loss", "lr": "the learning rate", "tok_s": "tokens per second",
         "elapsed": "seconds since training began", **_WORKER}),
     _spec(EXP_END, "an experiment's result and the loop's decision", {
-        **_EXP, "kind": " | ".join(KINDS),
+        **_EXP, "kind": " | ".join(KINDS + STUDY_KINDS),
         "status": " | ".join(STATUSES),
         "decision": " | ".join(DECISIONS),
         "val_bpb": "the measured metric (null on a crash)",
@@ -207,7 +247,9 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
                   "candidate - best on the same seeds), se, sigma (noise of one paired "
                   "difference), runs, why, diffs; on a keep also seeds (seed -> the new "
                   "best's reference val_bpb)",
-        "row": "imports: the results.tsv row by column name"}),
+        "row": "imports: the results.tsv row by column name",
+        "multiple": "validate: the budget as a multiple of the session's",
+        "ablates": "ablate: the exp of the kept change this run leaves out"}),
     _spec(RESOURCES, "a sample of the machine's load", {
         "cpu_percent": "0-100", "memory_percent": "0-100",
         "memory_used_gb": "GiB: total minus available",
@@ -225,6 +267,22 @@ EVENTS: dict[str, EventSpec] = {spec.type: spec for spec in (
         "experiments": "the last experiment number", "kept": "changes kept",
         "best_bpb": "the best val_bpb", "baseline_bpb": "the baseline's mean val_bpb",
         "best_commit": "the best commit"}, {"error": "with reason error: what went wrong"}),
+    _spec(STUDY_RESULT, "a study's reading of one group of its runs, once they have all run", {
+        "study": " | ".join(STUDIES),
+        "effect": "the mean paired difference (val_bpb, the same seeds): validate best - base; "
+                  "ablate best - ablated (the change's contribution); pruned - best",
+        "se": "its standard error (null under 2 pairs)", "runs": "pairs measured",
+        "diffs": "the paired differences, by seed order"}, {
+        "multiple": "validate: the budget multiple", "budget": "validate: seconds",
+        "verdict": "validate: " + " | ".join(VERDICTS),
+        "trend": "validate: {slope, se, budgets}: the effect's least-squares slope per "
+                 "doubling of the budget, over the budgets so far",
+        "change": "ablate: the kept change's exp", "commit": "ablate: its commit",
+        "description": "ablate: its description", "flag": "ablate: " + " | ".join(FLAGS),
+        "why": "ablate: why its reverse does not apply, or why the pruned stack was not kept",
+        "pruned": "ablate --prune: the exps of the changes left out",
+        "no_worse": "ablate --prune: whether the pruned stack is no worse than the best",
+        "branch": "ablate --prune: the branch it was committed on, or null"}),
 )}
 
 
