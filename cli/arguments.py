@@ -51,6 +51,29 @@ def devices(text: str) -> list[int]:
     return [int(p) for p in parts]
 
 
+def budget_multiples(text: str) -> list[float]:
+    """--budgets 1x,2x,4x: distinct multiples of a session's budget, smallest first."""
+    found = []
+    for part in (p.strip().lower().removesuffix("x") for p in text.split(",")):
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected multiples such as 1x,2x,4x, got "
+                                             f"{text!r}") from None
+        if not 0 < value <= 1000:
+            raise argparse.ArgumentTypeError(f"a multiple is above 0x and at most 1000x, "
+                                             f"got {part}x")
+        found.append(value)
+    if len(set(found)) != len(found):
+        raise argparse.ArgumentTypeError(f"a multiple is listed twice in {text!r}")
+    return sorted(found)
+
+
+def seed_count(text: str) -> int:
+    return _whole(text, "a number of seeds", 2, None,
+                  "at least 2 seeds (one pair has no standard error)")
+
+
 def shard_count(text: str) -> int:
     return _whole(text, "a number of shards", 1, None, "must be at least 1")
 

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from ratchet.cli import arguments as a
 from ratchet.cli import session_commands as session
+from ratchet.cli import study_commands as study
 from ratchet.cli import view_commands as view
 from ratchet.cli import workspace_commands as workspace
 from ratchet.cli.arguments import UserError
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md", action="store_true", help="print markdown instead of text")
     p.add_argument("--no-chart", action="store_true", help="leave the terminal chart out")
     p.set_defaults(func=view.cmd_report)
+
+    study.add_parsers(sub)
 
     p = sub.add_parser("import", help="turn an autoresearch run (results.tsv + git history) "
                        "into a session")

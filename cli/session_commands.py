@@ -12,7 +12,7 @@ from ratchet.cli import headless
 from ratchet.cli.arguments import UserError
 from ratchet.cli.workspace_commands import warn_if_unsandboxed
 from ratchet.engine.agents import registry
-from ratchet.engine.loop import daemon, gitops, lock, resume
+from ratchet.engine.loop import daemon, gitops, lock, resume, study
 from ratchet.engine.loop.session import RunOptions, session_dir
 from ratchet.engine.protocol import control, paths
 from ratchet.engine.runner import compat
@@ -67,8 +67,9 @@ def cmd_run(args) -> int:
     tag = args.tag or free_tag(ws, time.strftime("%b%d").lower())
     recorded = resume.Recorded()
     if args.resume:
-        previous = [p for p in paths.sessions(ws.runs_dir()) if paths.session_tag(p) == tag] \
-            if args.tag else paths.sessions(ws.runs_dir())
+        research = [p for p in paths.sessions(ws.runs_dir()) if not study.study_of(p)]
+        previous = [p for p in research if paths.session_tag(p) == tag] if args.tag \
+            else research
         if not previous:
             raise UserError("nothing to resume: no earlier session" +
                             (f" with tag {tag!r}" if args.tag else ""))

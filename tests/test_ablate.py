@@ -1,0 +1,75 @@
+"""`ratchet ablate`: each kept change undone on the best, paired against it; changes that do not
+help flagged, one whose reverse no longer applies reported, and `--prune` putting the stack
+without them on a new branch only where its own runs show it no worse."""
+
+from __future__ import annotations
+
+import git
+import study_trainers as trainers
+from test_validate import FAST, ratchet, read
+
+from ratchet.engine.protocol import paths, schema
+
+
+def ablation(ws) -> tuple[list[dict], dict[int, dict], dict | None]:
+    folder = next(p for p in paths.sessions(ws.runs_dir()) if "ablate" in p.name)
+    log = read(folder)
+    results = [e for e in log if e["type"] == schema.STUDY_RESULT]
+    changes = {e["change"]: e for e in results if "change" in e}
+    pruned = next((e for e in results if e.get("pruned") is not None), None)
+    return log, changes, pruned
+
+
+def test_ablate_flags_each_change_and_prunes_what_does_not_help(make_workspace, tmp_path):
+    ws = make_workspace("prune", **FAST)
+    studied = trainers.studied_session(ws, ["STEADY", "HARMFUL", "UNUSED"], tag="p")
+    repo = git.Repo(ws.root)
+    head = repo.head.commit.hexsha
+    done = ratchet("ablate", studied, "--seeds", "2", "--prune", "--yes", cwd=ws.root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "8 runs (and up to 2 more for the pruned stack)" in done.stdout
+    log, changes, pruned = ablation(ws)
+    assert {n: c["flag"] for n, c in changes.items()} == {1: "helps", 2: "harmful",
+                                                           3: "within_noise"}
+    assert changes[1]["effect"] < 0 < changes[2]["effect"] and changes[3]["effect"] == 0.0
+    assert all(c["runs"] == 2 and c["se"] is not None for c in changes.values())
+    # the stack without #2 and #3 is no worse (better: #2 hurt), so a branch holds it
+    assert pruned["pruned"] == [2, 3] and pruned["no_worse"] is True
+    assert pruned["effect"] < 0 and pruned["branch"] == "ratchet/p-pruned"
+    text = repo.git.show("ratchet/p-pruned:train.py")
+    assert "STEADY = 1\n" in text and "HARMFUL = 0\n" in text and "UNUSED = 0\n" in text
+    best = repo.heads["ratchet/p"].commit
+    assert repo.commit("ratchet/p-pruned").parents[0].parents[0] == best  # one undo each
+    assert repo.head.commit.hexsha == head and not repo.is_dirty()  # the checkout untouched
+    kinds = [e["kind"] for e in log if e["type"] == "exp_end"]
+    assert kinds.count("study_best") == 2 and kinds.count("study_ablated") == 6
+    assert kinds.count("study_pruned") == 2
+    # the report: the table, and the chart
+    done = ratchet("report", "--png", str(tmp_path / "a.png"), cwd=ws.root)
+    assert done.returncode == 0, done.stderr
+    for word in ("helps", "harmful", "within noise", "ratchet/p-pruned", "STEADY"):
+        assert word in done.stdout
+    assert (tmp_path / "a.png").stat().st_size > 10_000
+    done = ratchet("report", "--md", cwd=ws.root)
+    assert "## Contribution per change" in done.stdout and "| #2 |" in done.stdout
+
+
+def test_redundant_changes_are_not_pruned_together(make_workspace):
+    # TWIN_A and TWIN_B each cover for the other; STEADY=2 rewrote the line STEADY's keep made
+    ws = make_workspace("twins", **FAST)
+    studied = trainers.studied_session(ws, ["STEADY", "TWIN_A", "TWIN_B", "STEADY=2"],
+                                       tag="w")
+    done = ratchet("ablate", studied, "--seeds", "2", "--prune", "--yes", cwd=ws.root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "STEADY -> 1  [does not apply:" in done.stdout  # said before it starts
+    log, changes, pruned = ablation(ws)
+    assert changes[1]["flag"] == "not_applied"
+    assert "a later change rewrote the same lines" in changes[1]["why"]
+    assert {n: c["flag"] for n, c in changes.items() if n > 1} == {
+        2: "within_noise", 3: "within_noise", 4: "within_noise"}
+    # pruned together, the twins' gain goes: worse than the best, so no branch
+    assert pruned["pruned"] == [2, 3, 4] and pruned["no_worse"] is False
+    assert pruned["effect"] > 0 and pruned["branch"] is None
+    assert "help together" in pruned["why"]
+    assert not [h for h in git.Repo(ws.root).heads if h.name.endswith("-pruned")]
+    assert sum(1 for e in log if e["type"] == "exp_end") == 4 * 2 + 2
