@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ratchet.cli import report
+from ratchet.cli import report, study_report
 from ratchet.engine.protocol import events, noise, paths, schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.protocol.history import memory_gb, memory_text
@@ -147,6 +147,8 @@ def status_text(folder: Path, on_warning: Callable[[str], None] | None = None) -
     log = catalog.load(folder, on_warning)
     state = statemod.fold(log)
     running = paths.is_running(folder) and not state.ended
+    if study_report.is_study(log):  # validate, ablate: their plan and readings so far
+        return study_report.text(log, running=running)
     where = "running" if running else ("finished" if state.ended else "not running (crashed?)")
     best = f"{state.best_bpb:.6f}" if state.best_bpb is not None else "-"
     base = state.baseline_bpb

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ratchet.cli.report import ReportError
+from ratchet.engine.loop import study_plan as sp
 from ratchet.engine.protocol import schema, study_log
 from ratchet.engine.protocol import study_stats as st
 
@@ -69,11 +70,24 @@ def _state_line(study: study_log.StudyLog, running: bool) -> str:
     return f"{when}, {why}: `ratchet {study.study} --resume` runs the rest"
 
 
+def progress(study: study_log.StudyLog) -> str:
+    """'12 of 16 finished, 1 running' (and the pruned stack's runs, once planned)."""
+    try:
+        planned = {s.key for s in sp.from_log(study).specs}
+    except sp.StudyError:
+        planned = set()
+    planned |= {k for k in study.done if k[0] == schema.STUDY_PRUNED}
+    done = sum(1 for k in study.done if k in planned)
+    running = f", {len(study.running)} running" if study.running else ""
+    return f"{done} of {len(planned)} finished{running}"
+
+
 def headline(study: study_log.StudyLog, running: bool = False) -> list[tuple[str, str]]:
     plan = study.plan
     budget = float((plan.get("options") or {}).get("budget") or 0.0)
     rows = [("study", f"{study.study} of session {plan.get('of', '-')} ({study.session})"),
             ("started", _state_line(study, running)),
+            ("runs", progress(study)),
             ("commits", f"base {str(plan.get('base_commit', ''))[:7]}, best "
                         f"{str(plan.get('best_commit', ''))[:7]}"),
             ("seeds", ", ".join(str(s) for s in study.seeds) + f"; budget {budget:g} s")]

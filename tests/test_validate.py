@@ -104,7 +104,7 @@ def test_validate_recovers_each_verdict_and_resumes_after_kill_9(make_workspace)
     starts = {e["exp"]: e for e in log if e["type"] == "exp_start"}
     keys = [study_log.key_of(starts[e["exp"]]) for e in ends if e["status"] == "ok"]
     assert len(keys) == len(set(keys)) == 16  # each planned run finished exactly once
-    assert sum(1 for e in log if e["type"] == "session_start") == 2
+    assert [e["tag"] for e in log if e["type"] == "session_start"] == ["validate-t"] * 2
     assert log[-1]["type"] == "session_end" and log[-1]["reason"] == "complete"
     # the verdicts: FADES gains at 1x, half as much at 2x, nothing at 4x, and hurts at 8x
     results = {e["multiple"]: e for e in log if e["type"] == schema.STUDY_RESULT}

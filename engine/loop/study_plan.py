@@ -198,7 +198,9 @@ def from_log(log: study_log.StudyLog) -> Plan:
     except configmod.ConfigError as exc:
         raise StudyError(f"study {log.session}: its recorded settings do not load: {exc}") \
             from None
-    plan = Plan(log.study, str(start.get("of", "")), str(start.get("tag", "")), config,
+    recorded = str(start.get("tag", ""))  # the study's own: <study>-<the studied session's>
+    tag = "" if recorded == log.study else recorded.removeprefix(f"{log.study}-")
+    plan = Plan(log.study, str(start.get("of", "")), tag, config,
                 str(start.get("base_commit", "")), str(start.get("best_commit", "")),
                 log.seeds, [], multiples=log.multiples, changes=log.changes,
                 prune=bool(start.get("prune")))
