@@ -321,9 +321,12 @@ class Study:
         if e is None:
             notes = [*notes, "the pruned stack has no ok runs to compare"]
         elif not ok:
+            why = ("the change left out helps after all: its own ablation could not tell it "
+                   "from noise" if len(done) == 1 else
+                   "the changes left out help together: one covers for another, or each helps "
+                   "by less than its own ablation could tell from noise")
             notes = [*notes, f"the pruned stack is worse than the best ({e.text()}, tolerance "
-                             f"{tolerance:g}): the changes left out help together (one covers "
-                             f"for another), so no branch was made"]
+                             f"{tolerance:g}): {why} (more seeds would tell); no branch made"]
         self.emit(schema.STUDY_RESULT, study=schema.STUDY_ABLATE, pruned=done,
                   effect=e.mean if e else None, se=e.se if e else None,
                   runs=e.runs if e else 0, diffs=list(e.diffs) if e else [], no_worse=ok,
