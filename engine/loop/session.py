@@ -220,6 +220,8 @@ class Session:
         with self._unless_full():
             self._close_running(f"engine stopping ({error or reason})")
             self.write_rows()
+        if self.sampler is not None:  # no resources sample may follow the session's end
+            self.sampler.stop()
         self.emit(schema.SESSION_END, reason=reason, experiments=self.state.last_exp,
                   kept=self.state.kept, best_bpb=self.state.best_bpb,
                   baseline_bpb=self.state.baseline_bpb, best_commit=self.state.best_commit,
