@@ -8,7 +8,9 @@ import git
 import study_trainers as trainers
 from test_validate import FAST, ratchet, read
 
+from ratchet.engine.agents import earlier as earlier_text
 from ratchet.engine.protocol import paths, schema
+from ratchet.engine.workspace import earlier
 
 
 def ablation(ws) -> tuple[list[dict], dict[int, dict], dict | None]:
@@ -52,6 +54,17 @@ def test_ablate_flags_each_change_and_prunes_what_does_not_help(make_workspace, 
     assert (tmp_path / "a.png").stat().st_size > 10_000
     done = ratchet("report", "--md", cwd=ws.root)
     assert "## Contribution per change" in done.stdout and "| #2 |" in done.stdout
+    # a later session's agents read what the study concluded
+    found = earlier.read(ws.runs_dir(), exclude="later")
+    (note,) = found.studies
+    assert earlier.read(ws.runs_dir(), exclude="later").studies == [note]  # from its cache
+    assert note.study == "ablate" and note.of == studied and note.complete
+    text = earlier_text.render(found.entries, found.journal, studies=found.studies)
+    assert f"- ablate of the best of session {studied}, each kept change undone: " \
+           "'STEADY -> 1' helps (-0." in text
+    assert "'HARMFUL -> 1' harmful (+0." in text and "'UNUSED -> 1' within noise (+0.0000" \
+        in text
+    assert "the stack without those that did not help measured no worse" in text
 
 
 def test_redundant_changes_are_not_pruned_together(make_workspace):

@@ -27,6 +27,7 @@ from ratchet.engine.agents.offline.agent import OfflineAgent
 from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import events
 from ratchet.engine.protocol.events import EventLog
+from ratchet.engine.protocol.history import StudyNote
 from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import earlier as index
 from ratchet.engine.workspace import layout
@@ -148,9 +149,29 @@ def test_a_second_session_proposes_none_of_the_first_sessions_discarded_changes(
 # --- the Claude agent: its first request holds the first session's outcomes ----------------
 
 
+def write_ablation(runs: Path, of: str, changes: list[tuple[int, str, str, float]]) -> str:
+    """An ablate study of session `of` as the engine logs one: (exp, description, flag,
+    contribution) per kept change."""
+    study = "20991231-000000-ablate-x-0001"
+    log = events.EventLog(runs / study / "events.jsonl")
+    log.record({"t": 1.0, "type": "session_start", "session": study, "tag": "x",
+                "study": "ablate", "of": of, "best_commit": "", "seeds": [1, 2],
+                "changes": [{"exp": n, "description": d} for n, d, _, _ in changes],
+                "prune": False})
+    for n, description, flag, effect in changes:
+        log.record({"t": 2.0, "type": "study_result", "study": "ablate", "change": n,
+                    "description": description, "effect": effect, "se": 0.002, "runs": 2,
+                    "diffs": [effect, effect], "flag": flag})
+    log.record({"t": 3.0, "type": "session_end", "reason": "complete"})
+    log.close()
+    return study
+
+
 def test_the_claude_agents_first_request_holds_the_first_sessions_outcomes(workspace):
     ends = candidate_ends(log_of(workspace, FIRST))
     looked_at = ends[1]
+    write_ablation(workspace.runs_dir(), FIRST, [(2, "UNUSED_B -> 5", "helps", -0.0123),
+                                                 (3, "UNUSED_C -> 1", "harmful", 0.0081)])
     config = workspace.config()
     config.agent.claude.thinking_budget, config.agent.claude.max_tokens = 1024, 4096
     config.agent.claude.max_retries, config.agent.claude.retry_base_seconds = 1, 0.01
@@ -177,6 +198,10 @@ def test_the_claude_agents_first_request_holds_the_first_sessions_outcomes(works
         assert end["description"] in text
     # the earlier section comes before the session's own (empty) table
     assert text.index("## Earlier sessions") < text.index("## Results so far")
+    # and it says what a study of the first session concluded
+    assert "What studies of earlier sessions concluded" in text
+    assert f"- ablate of the best of session {FIRST}, each kept change undone: 'UNUSED_B -> 5'" \
+           " helps (-0.0123 +- 0.0020); 'UNUSED_C -> 1' harmful (+0.0081 +- 0.0020)" in text
 
     viewed = tool_text(requests[1])
     assert viewed.startswith(f"Experiment {FIRST}:{looked_at['exp']}: "
@@ -429,6 +454,51 @@ def own_history(count: int) -> list[HistoryEntry]:
                          result={"budget_seconds": 60.0, "steps": 100,
                                  "curve": [[t, t, 3.0] for t in range(1, 25)]})
             for n in range(1, count + 1)]
+
+
+def validated(session: str, of: str, readings: list[tuple[float, float, str]],
+              complete: bool = True) -> StudyNote:
+    """A validate study's note: (multiple, effect, verdict) per budget, a trend from 2 on."""
+    rows = [{"study": "validate", "multiple": m, "budget": 20 * m, "effect": e, "se": 0.004,
+             "runs": 4, "verdict": v,
+             "trend": {"slope": 0.008, "se": 0.003, "budgets": i + 1} if i else None}
+            for i, (m, e, v) in enumerate(readings)]
+    return StudyNote(session, "validate", of, rows, complete)
+
+
+def test_what_studies_concluded_leads_the_earlier_section_within_its_share():
+    entries = [HistoryEntry(4, "LEARNING_RATE 0.01 -> 0.02", "ok", "keep", 2.9, -0.01,
+                            session="night-1"),
+               HistoryEntry(5, "WIDTH 64 -> 96", "ok", "discard", 3.1, 0.02, session="night-1")]
+    studies = [validated("study-1", "night-1", [(1.0, -0.0312, "holds"), (2.0, -0.015,
+                                                                         "shrinks")]),
+               StudyNote("study-2", "ablate", "night-1", [], False),  # it read nothing yet
+               validated("study-3", "night-1", [(1.0, -0.03, "holds")], complete=False)]
+    section = earlier.render(entries, [], studies=studies)
+    lines = section.splitlines()
+    assert lines[0].startswith("What studies of earlier sessions concluded")
+    # newest first; the one that read nothing is left out; an unfinished one says so
+    assert lines[1] == ("- validate (unfinished): the best of session night-1 (its kept "
+                        "changes: LEARNING_RATE 0.01 -> 0.02) against its base: 1x the budget: "
+                        "-0.0300 +- 0.0040 holds")
+    assert lines[2] == ("- validate: the best of session night-1 (its kept changes: "
+                        "LEARNING_RATE 0.01 -> 0.02) against its base: 1x the budget: -0.0312 "
+                        "+- 0.0040 holds; 2x the budget: -0.0150 +- 0.0040 shrinks; trend "
+                        "+0.0080 per doubling")
+    assert lines[3].startswith("1 earlier session of this workspace ran 2 experiments")
+    # many studies: the newest fit in their share, and the section in its budget
+    many = [validated(f"study-{n:03d}", "night-1", [(1.0, -0.03, "holds"), (2.0, -0.01,
+                                                                           "shrinks")])
+            for n in range(300)]
+    section = earlier.render(entries, [], studies=many)
+    assert len(section) <= earlier.EARLIER_CHARS
+    concluded = earlier.render_studies(many, entries)
+    assert len(concluded) <= earlier.EARLIER_CHARS // earlier.STUDIES_SHARE
+    assert concluded in section and "older studies left out)" in concluded
+    # a Context carries them into the Claude agents' message, even with no earlier experiment
+    context = Context(files={"train.py": "A = 1\n"}, program="", history=[], best_bpb=3.0,
+                      margin=0.005, earlier_studies=studies[:1])
+    assert "1x the budget: -0.0312 +- 0.0040 holds" in prompt.user_message(context)
 
 
 def test_the_earlier_section_shares_the_tables_budget():

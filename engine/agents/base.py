@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ratchet.engine.protocol.history import HistoryEntry, JournalNote
+from ratchet.engine.protocol.history import HistoryEntry, JournalNote, StudyNote
 
 __all__ = ["Agent", "AgentError", "AgentPaused", "Context", "Emit", "HistoryEntry", "JournalNote",
            "Proposal"]
@@ -48,6 +48,8 @@ class Context:
     earlier: list[HistoryEntry] = field(default_factory=list)
     earlier_journal: list[JournalNote] = field(default_factory=list)
     earlier_files: Callable[[Iterable[str], str], dict[str, str]] = lambda _commits, _name: {}
+    # what studies (validate, ablate) of earlier sessions concluded, oldest first
+    earlier_studies: list[StudyNote] = field(default_factory=list)
 
 
 @dataclass

@@ -4,7 +4,9 @@ One short row per earlier experiment (named `session:number`) under a line per s
 the notes those sessions wrote, within a share of the diagnostics table's character budget
 (`prompt` gives the session's own table the rest): the notes get at most a third, newest first;
 of the rows, every kept change stays, and the oldest of the others go first, with a count of
-what was left out, which `search_experiments` still finds.
+what was left out, which `search_experiments` still finds. What studies of those sessions
+concluded (`ratchet validate`: did the best's gain hold at longer budgets; `ratchet ablate`:
+which kept changes still mattered) comes first, newest first, within a share of its own.
 """
 
 from __future__ import annotations
@@ -12,20 +14,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ratchet.engine.agents import diagnostics
-from ratchet.engine.protocol.history import HistoryEntry, JournalNote
+from ratchet.engine.protocol import schema
+from ratchet.engine.protocol.history import HistoryEntry, JournalNote, StudyNote
 
 EARLIER_CHARS = diagnostics.TABLE_CHARS // 4  # the earlier sessions' share of the table budget
 NOTES_SHARE = 3  # the notes take at most 1/NOTES_SHARE of it
+STUDIES_SHARE = 4  # the studies' conclusions at most 1/STUDIES_SHARE
 NOTE_LINE = 80  # what a line saying how many rows were left out costs, at most
 LOOKUP = ("view_experiment with the session and exp shows any of them in full; "
           "search_experiments searches them too.")
 
 
 def render(entries: Sequence[HistoryEntry], notes: Sequence[JournalNote],
-           budget_chars: int = EARLIER_CHARS, lookup: str = LOOKUP) -> str:
+           budget_chars: int = EARLIER_CHARS, lookup: str = LOOKUP,
+           studies: Sequence[StudyNote] = ()) -> str:
     """The section's text, '' when there were no earlier sessions."""
+    concluded = render_studies(studies, entries, budget_chars // STUDIES_SHARE)
+    budget_chars -= len(concluded) + 1 if concluded else 0
     if not entries and not notes:
-        return ""
+        return concluded
     sessions = list(dict.fromkeys([e.session for e in entries] + [n.session for n in notes]))
     kept = sum(1 for e in entries if e.decision == "keep")
     head = (f"{len(sessions)} earlier session{'s' * (len(sessions) != 1)} of this workspace "
@@ -38,7 +45,65 @@ def render(entries: Sequence[HistoryEntry], notes: Sequence[JournalNote],
     body = _rows(entries, sessions, rows_budget)
     if note_lines:
         body += ["Their journal notes:", *note_lines]
-    return "\n".join([head, *body])
+    return "\n".join(([concluded] if concluded else []) + [head, *body])
+
+
+def render_studies(studies: Sequence[StudyNote], entries: Sequence[HistoryEntry] = (),
+                   budget_chars: int = EARLIER_CHARS // STUDIES_SHARE) -> str:
+    """A line per study that read anything, newest first while they fit; '' for none. A
+    validate line names the studied session's kept changes (from `entries`) it measured."""
+    head = ("What studies of earlier sessions concluded (effect = val_bpb of the change minus "
+            "without it, paired on the same seeds, +- its standard error; negative helps):")
+    read = [note for note in reversed(studies) if note.readings]
+    lines: list[str] = []
+    size = len(head) + NOTE_LINE  # room kept for the line saying how many were left out
+    for note in read:
+        line = _study_line(note, entries)
+        if size + len(line) + 1 > budget_chars:
+            lines.append(f"({len(read) - len(lines)} older studies left out)")
+            break
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join([head, *lines]) if lines else ""
+
+
+def _study_line(note: StudyNote, entries: Sequence[HistoryEntry]) -> str:
+    unfinished = "" if note.complete else " (unfinished)"
+    if note.study == schema.STUDY_VALIDATE:
+        kept = [e.description for e in entries if e.session == note.of and e.decision == "keep"]
+        what = f"the best of session {note.of}" + (
+            f" (its kept changes: {'; '.join(kept)})" if kept else "")
+        readings = sorted((r for r in note.readings if isinstance(r.get("multiple"), (int, float))),
+                          key=lambda r: r["multiple"])
+        parts = [f"{r['multiple']:g}x the budget: {_effect(r)} {r.get('verdict') or ''}".rstrip()
+                 for r in readings]
+        trend = readings[-1].get("trend") if readings else None
+        if isinstance(trend, dict) and isinstance(trend.get("slope"), (int, float)) \
+                and (trend.get("budgets") or 0) >= 2:
+            parts.append(f"trend {trend['slope']:+.4f} per doubling")
+        return f"- validate{unfinished}: {what} against its base: " + "; ".join(parts)
+    parts = []
+    for r in note.readings:
+        if "change" not in r:
+            pruned = r.get("pruned")
+            if isinstance(pruned, list) and pruned:
+                parts.append("the stack without those that did not help measured "
+                             + ("no worse" if r.get("no_worse") else "worse"))
+            continue
+        flag = str(r.get("flag") or "").replace("_", " ")
+        if r.get("flag") == schema.NOT_APPLIED:
+            parts.append(f"'{r.get('description', '')}' could not be undone")
+        else:
+            parts.append(f"'{r.get('description', '')}' {flag} ({_effect(r)})")
+    return f"- ablate{unfinished} of the best of session {note.of}, each kept change " \
+        f"undone: " + "; ".join(parts)
+
+
+def _effect(reading: dict) -> str:
+    effect, se = reading.get("effect"), reading.get("se")
+    if not isinstance(effect, (int, float)):
+        return "no reading"
+    return f"{effect:+.4f}" + (f" +- {se:.4f}" if isinstance(se, (int, float)) else "")
 
 
 def _notes(notes: Sequence[JournalNote], budget: int) -> list[str]:

@@ -289,7 +289,8 @@ class Session:
                        check=lambda candidate: self.check_files(candidate, files),
                        based_on=based_on, earlier=self.earlier_sessions.entries,
                        earlier_journal=self.earlier_sessions.journal,
-                       earlier_files=self.earlier_sessions.files_at)
+                       earlier_files=self.earlier_sessions.files_at,
+                       earlier_studies=self.earlier_sessions.studies)
 
     def check(self, proposal: Proposal, context: Context) -> str:
         """Why the proposal cannot be applied, or '' (then it keeps only the changed files)."""

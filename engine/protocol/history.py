@@ -45,6 +45,19 @@ class JournalNote:
     session: str = ""  # an earlier session's id; "" for the session's own notes
 
 
+@dataclass
+class StudyNote:
+    """What a study (`ratchet validate` or `ratchet ablate`) of an earlier session concluded:
+    its latest reading of each group (validate: a budget; ablate: a kept change, and the
+    pruned stack), as its study_result events record them, less their per-seed differences."""
+
+    session: str  # the study's own session
+    study: str  # validate | ablate
+    of: str  # the studied session
+    readings: list[dict] = field(default_factory=list)
+    complete: bool = False  # it ran every planned run
+
+
 def memory_gb(result: object) -> float | None:
     """An exp_end result's peak memory in GB, autoresearch's `memory_gb` (1024 MB a GB); None
     where the run reported none (a crash, a train.py that prints no peak_vram_mb)."""

@@ -4,7 +4,9 @@ Each session's log folds (`state`) into its history and journal; `read` gathers 
 session under `runs/` but the current one, oldest session first, imported autoresearch sessions
 included, each entry and note tagged with its session (`HistoryEntry.session`). The agents read
 them (`Context.earlier`): the Claude agents as a compact table and through their tools, the
-offline agent as earlier observations of the same constants.
+offline agent as earlier observations of the same constants. A study's session (`ratchet
+validate`, `ratchet ablate`) has no experiments of its own: what it concluded is kept instead
+(`Earlier.studies`), which kinds of change held at longer budgets and which still mattered.
 
 Only the loop's own events are parsed: the streams (training logs, agent text, resource samples,
 phases), almost all of a log, are skipped by a regular expression without decoding them. Bad
@@ -26,12 +28,12 @@ from pathlib import Path
 
 import git
 
-from ratchet.engine.protocol import events, paths, schema
+from ratchet.engine.protocol import events, paths, schema, study_log
 from ratchet.engine.protocol import state as statemod
-from ratchet.engine.protocol.history import HistoryEntry, JournalNote
+from ratchet.engine.protocol.history import HistoryEntry, JournalNote, StudyNote
 
 CACHE = "memory.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FAILED_TAIL_CHARS = 1500  # of a failed run's output tail kept; an ok run's tail is left out
 
 # Lines of these types never change a session's history or journal: skipped unparsed.
@@ -45,12 +47,22 @@ Warn = Callable[[str], None]
 
 
 @dataclass
+class Memory:
+    """One session's share: its experiments and notes, or what it concluded if a study."""
+
+    entries: list[HistoryEntry] = field(default_factory=list)
+    journal: list[JournalNote] = field(default_factory=list)
+    study: StudyNote | None = None
+
+
+@dataclass
 class Earlier:
     """The earlier sessions of a workspace, as the agents read them."""
 
     entries: list[HistoryEntry] = field(default_factory=list)  # oldest session first
     journal: list[JournalNote] = field(default_factory=list)
     sessions: list[str] = field(default_factory=list)  # their ids, oldest first
+    studies: list[StudyNote] = field(default_factory=list)  # oldest first
     root: Path | None = None  # the workspace's git repository, for `files_at`
 
     def files_at(self, commits: Iterable[str], name: str) -> dict[str, str]:
@@ -72,49 +84,49 @@ def read(runs: Path, exclude: str = "", root: Path | None = None,
         if folder.name == exclude:
             continue
         try:
-            entries, notes = session_memory(folder, on_warning, cache)
+            memory = session_memory(folder, on_warning, cache)
         except Exception as exc:  # noqa: BLE001 - one odd log never costs the session its start
             if on_warning is not None:
                 on_warning(f"{folder}: left out of the earlier sessions: {exc}")
             continue
-        if entries or notes:
+        if memory.entries or memory.journal:
             found.sessions.append(folder.name)
-            found.entries.extend(entries)
-            found.journal.extend(notes)
+            found.entries.extend(memory.entries)
+            found.journal.extend(memory.journal)
+        if memory.study is not None:
+            found.studies.append(memory.study)
     return found
 
 
-def session_memory(folder: Path, on_warning: Warn | None = None,
-                   cache: bool = True) -> tuple[list[HistoryEntry], list[JournalNote]]:
-    """One session's experiments and notes, tagged with its id: from the cache beside its log
-    while that is current, else folded from the log (and cached)."""
+def session_memory(folder: Path, on_warning: Warn | None = None, cache: bool = True) -> Memory:
+    """One session's experiments and notes (or study), tagged with its id: from the cache
+    beside its log while that is current, else folded from the log (and cached)."""
     log = folder / paths.EVENTS
     try:
         stat = log.stat()
     except OSError:
-        return [], []
+        return Memory()
     key = {"version": CACHE_VERSION, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if cache:
         cached = _load_cache(folder / CACHE, key, folder.name)
         if cached is not None:
             return cached
-    entries, notes = fold_log(log, folder.name, on_warning)
+    memory = fold_log(log, folder.name, on_warning)
     if cache:
-        _save_cache(folder / CACHE, key, entries, notes)
-    return entries, notes
+        _save_cache(folder / CACHE, key, memory)
+    return memory
 
 
-def fold_log(log: Path, session: str,
-             on_warning: Warn | None = None) -> tuple[list[HistoryEntry], list[JournalNote]]:
+def fold_log(log: Path, session: str, on_warning: Warn | None = None) -> Memory:
     """The history and journal a log folds to, from its loop events only (see the module's
-    docstring), each tagged with `session`."""
+    docstring), each tagged with `session`; a study's log, what it concluded."""
     try:
         with open(log, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             data: bytes | mmap.mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) \
                 if size else b""
     except OSError:
-        return [], []
+        return Memory()
     try:
         end = data.rfind(b"\n") + 1  # a torn last line (an engine killed mid-write) is left out
         lines = _REST.findall(data, 0, end)
@@ -124,13 +136,14 @@ def fold_log(log: Path, session: str,
     finally:
         if isinstance(data, mmap.mmap):
             data.close()
-    state = statemod.LoopState()
+    state, study = statemod.LoopState(), study_log.StudyLog()
     bad = 0
     for event in events.parse_lines(lines):
         if event is None:
             bad += 1
         else:
             statemod.apply(state, event)
+            study_log.apply(study, event)
     if bad and on_warning is not None:
         on_warning(f"{log}: skipped {bad} line{'s' if bad != 1 else ''} that "
                    f"{'are' if bad != 1 else 'is'} not a valid event")
@@ -139,7 +152,28 @@ def fold_log(log: Path, session: str,
         entry.session = session
     for note in state.journal:
         note.session = session
-    return state.history, state.journal
+    if study.study in schema.STUDIES:
+        return Memory(study=conclusions(study, session))
+    return Memory(state.history, state.journal)
+
+
+# a study_result's fields an agent reads (its per-seed differences are left out)
+READING_FIELDS = ("study", "multiple", "budget", "effect", "se", "runs", "verdict", "trend",
+                  "change", "description", "flag", "why", "pruned", "no_worse", "branch")
+
+
+def conclusions(study: study_log.StudyLog, session: str) -> StudyNote:
+    """A study's latest reading of each group: per budget, per change, and of the pruning."""
+    latest: dict[object, dict] = {}
+    for event in study.results:
+        group = event.get("multiple") if study.study == schema.STUDY_VALIDATE else \
+            event.get("change", "pruned")
+        latest[group] = {k: event[k] for k in READING_FIELDS if k in event}
+    planned = len(study.multiples) if study.study == schema.STUDY_VALIDATE else \
+        len(study.changes)
+    complete = study.ended and study.end_reason == schema.STOP_COMPLETE
+    return StudyNote(session, study.study, str(study.plan.get("of") or ""),
+                     list(latest.values()), complete or len(latest) >= planned > 0)
 
 
 def _tidy(entry: HistoryEntry) -> None:
@@ -159,8 +193,7 @@ def _tidy(entry: HistoryEntry) -> None:
     entry.result = result
 
 
-def _load_cache(path: Path, key: dict, session: str
-                ) -> tuple[list[HistoryEntry], list[JournalNote]] | None:
+def _load_cache(path: Path, key: dict, session: str) -> Memory | None:
     """The cached fold, if it is of this very log; None when missing, stale or unreadable."""
     try:
         found = json.loads(path.read_bytes())
@@ -168,16 +201,19 @@ def _load_cache(path: Path, key: dict, session: str
             return None
         entries = [HistoryEntry(**{**e, "session": session}) for e in found["entries"]]
         notes = [JournalNote(**{**n, "session": session}) for n in found["journal"]]
+        study = found.get("study")
+        study = StudyNote(**{**study, "session": session}) if study is not None else None
     except (OSError, ValueError, TypeError, KeyError, RecursionError):
         return None
-    return entries, notes
+    return Memory(entries, notes, study)
 
 
-def _save_cache(path: Path, key: dict, entries: list[HistoryEntry],
-                notes: list[JournalNote]) -> None:
+def _save_cache(path: Path, key: dict, memory: Memory) -> None:
     """Written whole or not at all (a temporary file renamed); a folder that cannot be written
     goes without (the log is folded again next time)."""
-    body = {**key, "entries": [asdict(e) for e in entries], "journal": [asdict(n) for n in notes]}
+    body = {**key, "entries": [asdict(e) for e in memory.entries],
+            "journal": [asdict(n) for n in memory.journal],
+            "study": asdict(memory.study) if memory.study is not None else None}
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         temporary.write_text(json.dumps(body, separators=(",", ":"), allow_nan=False))

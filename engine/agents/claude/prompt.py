@@ -3,8 +3,8 @@
 The system prompt (Ratchet's instructions and the workspace's program.md) does not change during
 a session, so it is marked for prompt caching; the files, the diagnostics table, the journal,
 the crash tail and the person's notes come after it in the user message, and, where the
-workspace has earlier sessions, what they tried and learned (`earlier`), which takes its share
-of the diagnostics table's budget.
+workspace has earlier sessions, what they tried and learned and what studies of them concluded
+(`earlier`), which takes its share of the diagnostics table's budget.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def user_message(context: Context, ask: str = ASK, lookup: str = LOOKUP,
                  with_files: bool = True, earlier_lookup: str = earlier.LOOKUP) -> str:
     """The per-proposal state; `lookup` and `earlier_lookup` say how to read a past run in
     full, and an agent that reads the files itself (Claude Code) gets them `with_files=False`."""
-    before = earlier.render(context.earlier, context.earlier_journal, lookup=earlier_lookup)
+    before = earlier.render(context.earlier, context.earlier_journal, lookup=earlier_lookup,
+                            studies=context.earlier_studies)
     parts = [f"Best val_bpb so far: {_number(context.best_bpb)}; a change must beat it by more "
              f"than {context.margin:.6f} to be kept."]
     if before:
