@@ -1,15 +1,22 @@
 """`ratchet ablate`: each kept change undone on the best, paired against it; changes that do not
 help flagged, one whose reverse no longer applies reported, and `--prune` putting the stack
-without them on a new branch only where its own runs show it no worse."""
+without them on a new branch only where its own runs show it no worse; kill -9 and --resume
+lose nothing and run nothing twice."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import git
 import study_trainers as trainers
 from test_validate import FAST, ratchet, read
 
 from ratchet.engine.agents import earlier as earlier_text
-from ratchet.engine.protocol import paths, schema
+from ratchet.engine.protocol import paths, schema, study_log
 from ratchet.engine.workspace import earlier
 
 
@@ -22,15 +29,51 @@ def ablation(ws) -> tuple[list[dict], dict[int, dict], dict | None]:
     return log, changes, pruned
 
 
+def kill_mid_run(ws, args: list[str]) -> list[dict]:
+    """Start `ratchet ARGS`, kill -9 it while a run is in flight after two have finished, and
+    return the study's log as it was left."""
+    proc = subprocess.Popen([sys.executable, "-m", "ratchet.cli.main", *args], cwd=ws.root,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline, log = time.monotonic() + 300, []
+    try:
+        while time.monotonic() < deadline:
+            found = [p for p in paths.sessions(ws.runs_dir()) if args[0] in p.name]
+            log = read(found[-1]) if found else []
+            if sum(e["type"] == "exp_end" for e in log) >= 2 and log[-1]["type"] in (
+                    "exp_start", "train_log", "phase"):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"no run in flight: {[e['type'] for e in log[-10:]]}")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return log
+
+
 def test_ablate_flags_each_change_and_prunes_what_does_not_help(make_workspace, tmp_path):
     ws = make_workspace("prune", **FAST)
-    studied = trainers.studied_session(ws, ["STEADY", "HARMFUL", "UNUSED"], tag="p")
+    studied = trainers.studied_session(ws, ["STEADY", "HARMFUL", "UNUSED"], tag="p", hold=0.5)
     repo = git.Repo(ws.root)
     head = repo.head.commit.hexsha
-    done = ratchet("ablate", studied, "--seeds", "2", "--prune", "--yes", cwd=ws.root)
+    # killed with -9 mid-run, then resumed: the in-flight run is recorded as interrupted and
+    # runs again; nothing that finished runs twice or is rewritten
+    before = kill_mid_run(ws, ["ablate", studied, "--seeds", "2", "--prune", "--yes"])
+    finished = sum(e["type"] == "exp_end" for e in before)
+    assert before[-1]["type"] != "session_end"
+    done = ratchet("ablate", "--resume", "--yes", cwd=ws.root)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "8 runs (and up to 2 more for the pruned stack)" in done.stdout
+    assert f"{8 - finished} runs (and up to 2 more for the pruned stack)" in done.stdout
     log, changes, pruned = ablation(ws)
+    assert log[: len(before)] == before
+    assert [e["status"] for e in log if e["type"] == "exp_end"][finished] == "interrupted"
+    starts = {e["exp"]: e for e in log if e["type"] == "exp_start"}
+    keys = [study_log.key_of(starts[e["exp"]]) for e in log
+            if e["type"] == "exp_end" and e["status"] == "ok"]
+    assert len(keys) == len(set(keys)) == 10  # 8 planned, then the pruned stack's 2, once each
     assert {n: c["flag"] for n, c in changes.items()} == {1: "helps", 2: "harmful",
                                                            3: "within_noise"}
     assert changes[1]["effect"] < 0 < changes[2]["effect"] and changes[3]["effect"] == 0.0
@@ -43,7 +86,7 @@ def test_ablate_flags_each_change_and_prunes_what_does_not_help(make_workspace, 
     best = repo.heads["ratchet/p"].commit
     assert repo.commit("ratchet/p-pruned").parents[0].parents[0] == best  # one undo each
     assert repo.head.commit.hexsha == head and not repo.is_dirty()  # the checkout untouched
-    kinds = [e["kind"] for e in log if e["type"] == "exp_end"]
+    kinds = [e["kind"] for e in log if e["type"] == "exp_end" and e["status"] == "ok"]
     assert kinds.count("study_best") == 2 and kinds.count("study_ablated") == 6
     assert kinds.count("study_pruned") == 2
     # the report: the table, and the chart
