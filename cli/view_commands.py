@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 from ratchet.cli import headless, report, study_report
 from ratchet.cli.arguments import UserError
@@ -35,38 +36,31 @@ def cmd_report(args) -> int:
     folder = find_session(ws, args.session)
     log = catalog.load(folder, on_warning=catalog.warn_stderr)
     if study_report.is_study(log):
-        return _study_report(args, log, paths.is_running(folder))
+        running = paths.is_running(folder)
+        return _write(args, lambda path: study_report.write_png(log, path),
+                      lambda png: study_report.markdown(log, png=png, running=running),
+                      lambda width: study_report.text(log, width=width, running=running))
     fig = report.figures(log)
+    return _write(args, lambda path: report.write_png(fig, path),
+                  lambda png: report.markdown(fig, png=png),
+                  lambda width: report.text(fig, width=width, chart=not args.no_chart))
+
+
+def _write(args, png: Callable[[str], None], markdown: Callable[[str | None], str],
+           text: Callable[[int], str]) -> int:
+    """A report's chart to --png, then the report as markdown (--md) or text to the terminal's
+    width."""
     if args.png:
         try:
-            report.write_png(fig, args.png)
+            png(args.png)
         except report.ReportError as exc:
             raise UserError(str(exc)) from None
     if args.md:
-        print(report.markdown(fig, png=str(args.png) if args.png else None), end="")
+        print(markdown(str(args.png) if args.png else None), end="")
     else:
         width = min(max(os.get_terminal_size(sys.stdout.fileno()).columns, 60), 120) \
             if sys.stdout.isatty() else 80
-        print(report.text(fig, width=width, chart=not args.no_chart))
-    if args.png:
-        print(f"chart written to {args.png}", file=sys.stderr)
-    return 0
-
-
-def _study_report(args, log: list[dict], running: bool) -> int:
-    """A validate or ablate study: its tables (and its chart with --png)."""
-    if args.png:
-        try:
-            study_report.write_png(log, args.png)
-        except report.ReportError as exc:
-            raise UserError(str(exc)) from None
-    if args.md:
-        print(study_report.markdown(log, png=str(args.png) if args.png else None,
-                                    running=running), end="")
-    else:
-        width = min(max(os.get_terminal_size(sys.stdout.fileno()).columns, 60), 120) \
-            if sys.stdout.isatty() else 80
-        print(study_report.text(log, width=width, running=running))
+        print(text(width))
     if args.png:
         print(f"chart written to {args.png}", file=sys.stderr)
     return 0

@@ -132,9 +132,6 @@ class Recorder:
         if result.budget_seconds > 0:
             summary["profile"] = early_stop.profile(early_stop.points(result.train_log),
                                                     result.budget_seconds)
-        if result.budget_seconds > 0:
-            summary["profile"] = early_stop.profile(early_stop.points(result.train_log),
-                                                    result.budget_seconds)
         event = self.emit(schema.EXP_END, exp=n, kind=kind, status=result.status,
                           decision=decision, val_bpb=result.val_bpb, best_before=best,
                           delta=delta, margin=self.margin(), commit=commit,
