@@ -4,7 +4,10 @@ own workers, sandbox and harness; the cost refused without a terminal or --yes; 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -131,6 +134,46 @@ def test_validate_recovers_each_verdict_and_resumes_after_kill_9(make_workspace)
     done = ratchet("run", "--resume", "--headless", "--tag", "validate-t", cwd=ws.root)
     assert done.returncode == 2
     assert "nothing to resume: no earlier session with tag 'validate-t'" in done.stderr
+
+
+def in_a_terminal(args: list[str], cwd, answer: bytes) -> tuple[int, str]:
+    """Run `ratchet ARGS` on a pseudo-terminal, answer its question, return (code, output)."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ratchet.cli.main", *args], cwd=cwd,
+                            stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    output = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"[y/N]" not in output and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.5)[0]:
+                output += os.read(leader, 4096)
+        os.write(leader, answer)
+        code = proc.wait(timeout=60)
+        with contextlib.suppress(OSError):  # the terminal closes with the process
+            while select.select([leader], [], [], 0.2)[0]:
+                chunk = os.read(leader, 4096)
+                if not chunk:
+                    break
+                output += chunk
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+    return code, output.decode(errors="replace")
+
+
+def test_in_a_terminal_it_states_the_cost_and_asks_first(make_workspace):
+    ws = make_workspace("ask", **FAST)
+    trainers.studied_session(ws, ["STEADY"])
+    for answer in (b"n\n", b"\n"):  # no, and the default, start nothing
+        code, output = in_a_terminal(["validate", "--budgets", "1x,2x", "--seeds", "2"],
+                                     ws.root, answer)
+        assert code == 2, output
+        assert "8 runs: 2.0 device-minutes of training" in output
+        assert output.index("device-minutes") < output.index("start it? [y/N]")
+        assert "ratchet: error: not started" in output
+        assert studies(ws) == []
 
 
 @pytest.mark.parametrize("flag", ["--budgets", "--seeds"])
