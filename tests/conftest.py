@@ -119,3 +119,11 @@ def honest_bpb(template_workspace, tmp_path_factory) -> float:
     assert result.status == "ok", result.error + result.tail
     assert 2.0 < result.val_bpb < 6.0
     return result.val_bpb
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with a test marked slow (real sessions, minutes each) go first, each kept whole
+    (its module fixtures are set up once): the two workers of `make test` share them out while
+    plenty of short tests remain to even out the end."""
+    slow = {item.module for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.module not in slow)
