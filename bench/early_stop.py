@@ -2,6 +2,7 @@
 and which eventual keeps and real gains it would have cut short.
 
     python bench/early_stop.py RUNS_DIR_OR_SESSION... [--margin M] [--min-gap G]
+        [--schedule-gap G] [--schedule floor|late|same] [--checkpoints 0.25,0.5,0.75]
 
 Each session must have run its candidates to the end (early stopping off), with its train_log
 events: every run's curve is then known to the end. The replay walks each log in order as the
@@ -14,6 +15,11 @@ runs of eventually kept candidates that would have been stopped, runs whose fina
 past 2 sigma of the paired noise that would have been stopped, and runs that ended better than
 the best's run on their seed that would have been stopped; then the same for candidates whose
 change touched the learning-rate schedule, and for the others.
+
+By default it replays the engine's rule: every checkpoint of `early_stop.CHECKPOINTS`, and a
+schedule change against its own, higher floor (`SCHEDULE_PRIOR`). `--schedule late` judges
+schedule changes only at the last checkpoint, `--schedule same` against the common floor;
+`--checkpoints` judges at a subset of the engine's checkpoints only.
 """
 
 from __future__ import annotations
@@ -100,17 +106,23 @@ def replay(folder: Path) -> Replay:
     return out
 
 
-def decide(samples: list[Sample], margin: float, min_gap: float, late: bool) -> None:
-    """Stop each run as a session would: thresholds from the runs finished before it; with
-    `late`, a schedule change only at the last checkpoint."""
+SCHEDULE_MODES = ("floor", "late", "same")
+
+
+def decide(samples: list[Sample], margin: float, min_gap: float, schedule_gap: float,
+           schedule: str = "floor", checkpoints: tuple[float, ...] = es.CHECKPOINTS) -> None:
+    """Stop each run as a session would, at `checkpoints` only: thresholds from the runs
+    finished before it; a schedule change against `schedule_gap` as the floor ("floor", the
+    engine's rule), only at the last checkpoint ("late"), or as any other ("same")."""
     finished: list[tuple[dict[float, float], float]] = []
-    prior = {f: min_gap for f in es.CHECKPOINTS}
     for sample in samples:
-        thresholds = es.calibrate(finished, prior, margin)
-        first = es.LATE if late and sample.schedule else 0.0
-        sample.stop = es.judge(sample.gaps, thresholds, first)
+        gaps = {f: g for f, g in sample.gaps.items() if f in checkpoints}
+        own = sample.schedule and schedule == "floor"
+        prior = {f: schedule_gap if own else min_gap for f in checkpoints}
+        first = max(checkpoints) if sample.schedule and schedule == "late" else 0.0
+        sample.stop = es.judge(gaps, es.calibrate(finished, prior, margin), first)
         if sample.stop is None:
-            finished.append((sample.gaps, sample.final))
+            finished.append((gaps, sample.final))
 
 
 def summary(label: str, samples: list[Sample], sigma: float) -> str:
@@ -131,11 +143,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--margin", type=float, default=es.MARGIN)
-    parser.add_argument("--min-gap", type=float, default=0.05,
-                        help="never stop a run trailing by less (training loss, default 0.05)")
-    parser.add_argument("--early-schedule", action="store_true",
-                        help="judge schedule changes at every checkpoint, not only the last")
+    parser.add_argument("--min-gap", type=float, default=es.PRIOR[es.CHECKPOINTS[0]],
+                        help="never stop a run trailing by less (training loss)")
+    parser.add_argument("--schedule-gap", type=float,
+                        default=es.SCHEDULE_PRIOR[es.CHECKPOINTS[0]],
+                        help="never stop a schedule change trailing by less")
+    parser.add_argument("--schedule", choices=SCHEDULE_MODES, default="floor",
+                        help="schedule changes: against their own floor (the engine), only at "
+                             "the last checkpoint, or as any other")
+    parser.add_argument("--checkpoints", default=",".join(f"{f:g}" for f in es.CHECKPOINTS),
+                        help="judge at these of the engine's checkpoints only")
     args = parser.parse_args()
+    try:
+        checkpoints = tuple(sorted(float(f) for f in args.checkpoints.split(",")))
+    except ValueError:
+        parser.error(f"--checkpoints: not numbers: {args.checkpoints!r}")
+    if not set(checkpoints) <= set(es.CHECKPOINTS):
+        parser.error(f"--checkpoints: each must be one of the engine's {es.CHECKPOINTS}")
     folders = []
     for path in args.paths:
         folders += [path] if (path / paths.EVENTS).exists() else sorted(
@@ -143,15 +167,16 @@ def main() -> int:
     if not folders:
         print("bench/early_stop.py: no session folder with an events.jsonl", file=sys.stderr)
         return 2
-    print(f"margin {args.margin}, min gap {args.min_gap}; checkpoints {es.CHECKPOINTS}; schedule "
-          f"changes judged {'at every checkpoint' if args.early_schedule else 'late'}\n")
+    print(f"margin {args.margin}, min gap {args.min_gap} (schedule changes: "
+          f"{args.schedule}, {args.schedule_gap}); checkpoints {checkpoints}\n")
     print("| runs | compared | stopped | compute saved | keeps stopped | 2-sigma gains stopped "
           "| runs that beat the best, stopped |")
     print("|---|---|---|---|---|---|---|")
     everything, sigmas = [], []
     for folder in folders:
         result = replay(folder)
-        decide(result.samples, args.margin, args.min_gap, not args.early_schedule)
+        decide(result.samples, args.margin, args.min_gap, args.schedule_gap, args.schedule,
+               checkpoints)
         print(summary(folder.name, result.samples, result.sigma))
         everything += result.samples
         sigmas += [result.sigma] * len(result.samples)

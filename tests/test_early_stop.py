@@ -77,3 +77,8 @@ def test_schedule_changes_are_recognised_from_the_diff():
                                "+WARMUP_FRAC = 0.1\n")
     assert not es.touches_schedule("-MLP_RATIO = 4\n+MLP_RATIO = 8\n WARMUP_FRAC = 0.05\n")
     assert not es.touches_schedule("-WEIGHT_DECAY = 0.1\n+WEIGHT_DECAY = 0.03\n")
+    # a schedule change is judged at every checkpoint, but against a higher floor
+    assert es.prior_for("-WARMUP_FRAC = 0.05\n+WARMUP_FRAC = 0.2\n") == es.SCHEDULE_PRIOR
+    assert es.prior_for("-MLP_RATIO = 4\n+MLP_RATIO = 8\n") == es.PRIOR
+    assert set(es.SCHEDULE_PRIOR) == set(es.PRIOR) == set(es.CHECKPOINTS)
+    assert all(es.SCHEDULE_PRIOR[f] > es.PRIOR[f] for f in es.CHECKPOINTS)

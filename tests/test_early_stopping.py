@@ -37,21 +37,23 @@ def test_a_clear_loser_is_stopped_early_and_discarded(make_workspace):
     log, ws = run(make_workspace, "loser", [("SMOOTHING", 5000.0)], 2)
     loser, noise = [e for e in ends_of(log) if e["kind"] == schema.CANDIDATE]
     assert loser["status"] == schema.STOPPED_EARLY and loser["decision"] == schema.DISCARD
-    assert loser["early_stop"]["fraction"] == 0.25
+    fraction = loser["early_stop"]["fraction"]
+    assert fraction == es.CHECKPOINTS[0]  # at the first checkpoint: an eighth of the budget
     assert loser["early_stop"]["gap"] > loser["early_stop"]["threshold"] >= 0.05
-    assert "stopped early at 25%" in loser["result"]["error"]
+    assert "stopped early at 12.5%" in loser["result"]["error"]
     # it stopped at once: far less training than a full run's logged steps
     steps = [e for e in log if e["type"] == schema.TRAIN_LOG and e["exp"] == loser["exp"]]
     assert len(steps) < 25
     # the change that does nothing ran to the end, and its gaps calibrate later thresholds
     assert noise["status"] == schema.OK and set(noise["early_stop"]) == {"gaps", "final"}
     state = statemod.fold(log)
-    assert state.stopped_early == 1 and state.saved_seconds == FAST["budget_seconds"] * 0.75
+    assert state.stopped_early == 1
+    assert state.saved_seconds == FAST["budget_seconds"] * (1 - fraction)
     assert len(state.early_samples) >= 1
     row = [r for r in results_tsv.read(ws.root / "results.tsv")
            if r["commit"] == loser["commit"][:7]]
     assert [r["status"] for r in row] == ["discard"]
-    assert "(stopped early at 25%: loss +" in row[0]["description"]
+    assert "(stopped early at 12.5%: loss +" in row[0]["description"]
     check_ratchet_invariants(ws, log)
 
 

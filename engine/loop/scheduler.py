@@ -205,11 +205,10 @@ class Scheduler:
         if best is None or baseline is None:
             return
         samples = [(es.checkpoints_of(gaps), final) for gaps, final in self.state.early_samples]
-        first = es.LATE if es.touches_schedule(job.candidate.diff) else 0.0
         self.stopper.watch(job.exp, Watch(
             self.config.experiment.budget_seconds,
             es.floor(best["profile"], best["val"], baseline, job.seed),
-            best["val"], es.calibrate(samples, es.PRIOR), first))
+            best["val"], es.calibrate(samples, es.prior_for(job.candidate.diff))))
 
     def _early(self, job: Job, result: experiment.Result) -> dict:
         """The run's early_stop record: where it was stopped, or its gaps for the calibration."""
@@ -218,7 +217,7 @@ class Scheduler:
             return {}
         if watch.stop is not None:
             result.status = schema.STOPPED_EARLY
-            result.error = (f"stopped early at {watch.stop.fraction:.0%}: training loss "
+            result.error = (f"stopped early at {watch.stop.fraction * 100:g}%: training loss "
                             f"{watch.stop.gap:+.3f} behind the best's run on seed {job.seed} "
                             f"(threshold {watch.stop.threshold:.3f})")
             return {"early_stop": watch.stop.to_json()}

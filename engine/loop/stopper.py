@@ -23,7 +23,6 @@ class Watch:
     reference: dict[float, float]  # the best's loss at each checkpoint, bounded below
     reference_val: float  # the best's val_bpb on this seed
     thresholds: dict[float, float]
-    first: float  # the first checkpoint judged (a schedule change: only the last)
     points: list[tuple[float, float]] = field(default_factory=list)
     judged: set[float] = field(default_factory=set)
     stop: es.Stop | None = None
@@ -54,7 +53,7 @@ class Stopper:
                     continue
                 watch.judged.add(f)
                 mine = es.loss_at(watch.points, f, watch.budget)
-                if mine is None or f < watch.first or f not in watch.reference:
+                if mine is None or f not in watch.reference:
                     continue
                 watch.stop = es.judge({f: mine - watch.reference[f]}, watch.thresholds)
                 if watch.stop is not None:

@@ -23,11 +23,16 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-CHECKPOINTS = (0.25, 0.5, 0.75)
+# every eighth of the budget to three quarters: a clear loser seen at an eighth saves 7/8 of
+# its run (bench/early_stop.py: denser checkpoints save more with no keep stopped)
+CHECKPOINTS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
 WINDOW = 0.1  # the share of the budget averaged around each checkpoint
 MARGIN = 0.02  # added to the largest gap a winner had (training loss, nats per token)
 # never stop a run trailing by less than this (training loss), whatever the data says yet
 PRIOR = {f: 0.05 for f in CHECKPOINTS}
+# a change to the schedule itself (warm-up, decay, time planning) trails early by design and
+# catches up late: it is judged at every checkpoint too, but against twice the floor
+SCHEDULE_PRIOR = {f: 0.10 for f in CHECKPOINTS}
 
 Curve = Sequence[tuple[float, float]]  # (elapsed seconds, training loss)
 
@@ -167,7 +172,7 @@ def floor(reference: dict, val_bpb: float, baseline: Baseline, seed: int) -> dic
 
 def touches_schedule(diff: str) -> bool:
     """Whether a change's diff touches the learning-rate schedule or the time planning, whose
-    early losses say little of its end (bench/early_stop.py measures it): judged only late."""
+    early losses say less of its end (bench/early_stop.py measures it): `prior_for` it."""
     changed = [line[1:] for line in diff.splitlines()
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     return any(word in line.upper() for line in changed for word in SCHEDULE_WORDS)
@@ -176,4 +181,9 @@ def touches_schedule(diff: str) -> bool:
 # learning-rate warm-up and decay (not weight decay), and how train.py plans its time
 SCHEDULE_WORDS = ("WARMUP", "MIN_LR", "LR_DECAY", "DECAY_FRAC", "COOLDOWN", "SCHEDULE", "LR_FRAC",
                   "ANNEAL", "TIME_LEFT", "BUDGET", "HANDOFF_RESERVE")
-LATE = CHECKPOINTS[-1]  # the only checkpoint a schedule change is judged at
+LATE = CHECKPOINTS[-1]  # the last checkpoint (the bench's alternative: schedule changes only)
+
+
+def prior_for(diff: str) -> dict[float, float]:
+    """The floor under the thresholds for a candidate with this diff."""
+    return SCHEDULE_PRIOR if touches_schedule(diff) else PRIOR
