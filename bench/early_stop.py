@@ -16,10 +16,11 @@ past 2 sigma of the paired noise that would have been stopped, and runs that end
 the best's run on their seed that would have been stopped; then the same for candidates whose
 change touched the learning-rate schedule, and for the others.
 
-By default it replays the engine's rule: every checkpoint of `early_stop.CHECKPOINTS`, and a
-schedule change against its own, higher floor (`SCHEDULE_PRIOR`). `--schedule late` judges
-schedule changes only at the last checkpoint, `--schedule same` against the common floor;
-`--checkpoints` judges at a subset of the engine's checkpoints only.
+By default it replays the engine's rule: the checkpoints of `early_stop.JUDGED`, and a schedule
+change against its own, higher floor (`SCHEDULE_PRIOR`). `--schedule late` judges schedule
+changes only at the last checkpoint, `--schedule same` against the common floor;
+`--checkpoints` judges at other checkpoints of those every run records
+(`early_stop.CHECKPOINTS`: every eighth of the budget to three quarters).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ SCHEDULE_MODES = ("floor", "late", "same")
 
 
 def decide(samples: list[Sample], margin: float, min_gap: float, schedule_gap: float,
-           schedule: str = "floor", checkpoints: tuple[float, ...] = es.CHECKPOINTS) -> None:
+           schedule: str = "floor", checkpoints: tuple[float, ...] = es.JUDGED) -> None:
     """Stop each run as a session would, at `checkpoints` only: thresholds from the runs
     finished before it; a schedule change against `schedule_gap` as the floor ("floor", the
     engine's rule), only at the last checkpoint ("late"), or as any other ("same")."""
@@ -143,23 +144,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--margin", type=float, default=es.MARGIN)
-    parser.add_argument("--min-gap", type=float, default=es.PRIOR[es.CHECKPOINTS[0]],
+    parser.add_argument("--min-gap", type=float, default=es.PRIOR[es.LATE],
                         help="never stop a run trailing by less (training loss)")
     parser.add_argument("--schedule-gap", type=float,
-                        default=es.SCHEDULE_PRIOR[es.CHECKPOINTS[0]],
+                        default=es.SCHEDULE_PRIOR[es.LATE],
                         help="never stop a schedule change trailing by less")
     parser.add_argument("--schedule", choices=SCHEDULE_MODES, default="floor",
                         help="schedule changes: against their own floor (the engine), only at "
                              "the last checkpoint, or as any other")
-    parser.add_argument("--checkpoints", default=",".join(f"{f:g}" for f in es.CHECKPOINTS),
-                        help="judge at these of the engine's checkpoints only")
+    parser.add_argument("--checkpoints", default=",".join(f"{f:g}" for f in es.JUDGED),
+                        help="judge at these checkpoints (of those every run records)")
     args = parser.parse_args()
     try:
         checkpoints = tuple(sorted(float(f) for f in args.checkpoints.split(",")))
     except ValueError:
         parser.error(f"--checkpoints: not numbers: {args.checkpoints!r}")
     if not set(checkpoints) <= set(es.CHECKPOINTS):
-        parser.error(f"--checkpoints: each must be one of the engine's {es.CHECKPOINTS}")
+        parser.error(f"--checkpoints: each must be one of those recorded, {es.CHECKPOINTS}")
     folders = []
     for path in args.paths:
         folders += [path] if (path / paths.EVENTS).exists() else sorted(

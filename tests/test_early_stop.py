@@ -80,5 +80,5 @@ def test_schedule_changes_are_recognised_from_the_diff():
     # a schedule change is judged at every checkpoint, but against a higher floor
     assert es.prior_for("-WARMUP_FRAC = 0.05\n+WARMUP_FRAC = 0.2\n") == es.SCHEDULE_PRIOR
     assert es.prior_for("-MLP_RATIO = 4\n+MLP_RATIO = 8\n") == es.PRIOR
-    assert set(es.SCHEDULE_PRIOR) == set(es.PRIOR) == set(es.CHECKPOINTS)
-    assert all(es.SCHEDULE_PRIOR[f] > es.PRIOR[f] for f in es.CHECKPOINTS)
+    assert set(es.SCHEDULE_PRIOR) == set(es.PRIOR) == set(es.JUDGED) <= set(es.CHECKPOINTS)
+    assert all(es.SCHEDULE_PRIOR[f] > es.PRIOR[f] for f in es.JUDGED)

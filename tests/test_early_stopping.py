@@ -38,9 +38,9 @@ def test_a_clear_loser_is_stopped_early_and_discarded(make_workspace):
     loser, noise = [e for e in ends_of(log) if e["kind"] == schema.CANDIDATE]
     assert loser["status"] == schema.STOPPED_EARLY and loser["decision"] == schema.DISCARD
     fraction = loser["early_stop"]["fraction"]
-    assert fraction == es.CHECKPOINTS[0]  # at the first checkpoint: an eighth of the budget
+    assert fraction == es.JUDGED[0]  # at the first checkpoint judged: a quarter of the budget
     assert loser["early_stop"]["gap"] > loser["early_stop"]["threshold"] >= 0.05
-    assert "stopped early at 12.5%" in loser["result"]["error"]
+    assert "stopped early at 25%" in loser["result"]["error"]
     # it stopped at once: far less training than a full run's logged steps
     steps = [e for e in log if e["type"] == schema.TRAIN_LOG and e["exp"] == loser["exp"]]
     assert len(steps) < 25
@@ -53,7 +53,7 @@ def test_a_clear_loser_is_stopped_early_and_discarded(make_workspace):
     row = [r for r in results_tsv.read(ws.root / "results.tsv")
            if r["commit"] == loser["commit"][:7]]
     assert [r["status"] for r in row] == ["discard"]
-    assert "(stopped early at 12.5%: loss +" in row[0]["description"]
+    assert "(stopped early at 25%: loss +" in row[0]["description"]
     check_ratchet_invariants(ws, log)
 
 

@@ -50,7 +50,7 @@ def rows_for(event: dict, pending: Mapping[int, dict],
 
 
 def _stopped(early: object) -> str:
-    """' (stopped early at 12.5%: loss +0.123 behind the best)', from the exp_end's early_stop."""
+    """' (stopped early at 25%: loss +0.123 behind the best)', from the exp_end's early_stop."""
     early = early if isinstance(early, dict) else {}
     fraction, gap = early.get("fraction"), early.get("gap")
     if isinstance(fraction, (int, float)) and isinstance(gap, (int, float)):

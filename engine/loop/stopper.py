@@ -48,7 +48,7 @@ class Stopper:
             if not watch.points:
                 return
             now = watch.points[-1][0]
-            for f in es.CHECKPOINTS:
+            for f in es.JUDGED:
                 if f in watch.judged or now < (f + es.WINDOW / 2) * watch.budget:
                     continue
                 watch.judged.add(f)
