@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import git
 import psutil
 import pytest
 import trainers
@@ -40,6 +41,16 @@ def template_workspace(tmp_path_factory) -> Path:
     """One CPU workspace on the stdlib corpus, initialised once; copy it with `make_workspace`."""
     root = tmp_path_factory.mktemp("template") / "ws"
     layout.init(root, device="cpu", echo=lambda *_: None)
+    # The suites judge their trainers by full runs; early stopping (on by default) has its own
+    # (test_early_stopping.py), and the workspaces `ratchet init` makes in tests keep it on.
+    ws = layout.Workspace(root)
+    config = ws.config()
+    config.loop.early_stop = False
+    configmod.save(root, config)
+    repo = git.Repo(root)
+    repo.index.add([configmod.CONFIG_NAME])
+    repo.index.commit("tests: every run goes to the end")
+    repo.close()
     return root
 
 

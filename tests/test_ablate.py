@@ -12,12 +12,15 @@ import sys
 import time
 
 import git
+import pytest
 import study_trainers as trainers
 from test_validate import FAST, ratchet, read
 
 from ratchet.engine.agents import earlier as earlier_text
 from ratchet.engine.protocol import paths, schema, study_log
 from ratchet.engine.workspace import earlier
+
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
 
 
 def ablation(ws) -> tuple[list[dict], dict[int, dict], dict | None]:

@@ -82,3 +82,16 @@ def test_schedule_changes_are_recognised_from_the_diff():
     assert es.prior_for("-MLP_RATIO = 4\n+MLP_RATIO = 8\n") == es.PRIOR
     assert set(es.SCHEDULE_PRIOR) == set(es.PRIOR) == set(es.JUDGED) <= set(es.CHECKPOINTS)
     assert all(es.SCHEDULE_PRIOR[f] > es.PRIOR[f] for f in es.JUDGED)
+
+
+def test_early_stopping_is_on_by_default_and_the_margin_rule_goes_without():
+    from ratchet.engine.loop import rules
+    from ratchet.engine.workspace import config as configmod
+
+    config = configmod.Config()
+    assert config.loop.early_stop and config.loop.rule == "paired"
+    assert rules.create(config).stops_early
+    # a workspace switched to the margin rule keeps its early_stop line: accepted, not applied
+    config.loop.rule = "margin"
+    configmod.validate(config)
+    assert not rules.create(config).stops_early

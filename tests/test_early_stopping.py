@@ -4,6 +4,7 @@ curve cannot get honest candidates stopped."""
 
 from __future__ import annotations
 
+import pytest
 import trainers
 from paced_agent import PacedAgent
 from test_loop import FAST, check_ratchet_invariants, commit_workspace, read_log
@@ -14,6 +15,8 @@ from ratchet.engine.protocol import schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import results_tsv
+
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
 
 
 def run(make_workspace, name: str, plan: list[tuple[str, float]], proposals: int,

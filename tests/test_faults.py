@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from fault_checks import KillRun, keeping_workspace
+
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
 
 SEED = 20240607
 PLAN = ["random"] * 5 + ["keep", "branch"]  # 5 kills at random moments, 2 at keeps

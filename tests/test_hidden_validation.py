@@ -20,6 +20,8 @@ from ratchet.cli import main
 from ratchet.engine.data import corpus
 from ratchet.engine.runner import experiment, sandbox, workspace_probes
 
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
+
 # What the attacking train.py runs: every regular file outside /proc, /sys and /dev, searched
 # for the samples (each the start of a line) at every line start. For time (a walk reads about
 # 2 GB on a machine with torch) it skips files over 16 MB, ELF binaries, static libraries,

@@ -32,6 +32,8 @@ from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import earlier as index
 from ratchet.engine.workspace import layout
 
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
+
 FAKE_KEY = "sk-ant-fake-memory"
 
 # A bigram whose result depends only on the seed: every change to its constants is pure noise,

@@ -18,6 +18,8 @@ from ratchet.engine.workspace import results_tsv
 from ratchet.tui.panes.experiments import _cells
 from ratchet.tui.view_state import DashboardState
 
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
+
 
 def test_a_real_gain_is_kept_on_the_best_seeds_and_noise_is_never_kept(make_workspace):
     ws = make_workspace("paired", **{**FAST, "budget_seconds": 31.0}, min_improvement=0.0)

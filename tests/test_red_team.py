@@ -22,6 +22,8 @@ from ratchet.engine.protocol import events
 from ratchet.engine.runner import cpu_clock
 from ratchet.model import prepare
 
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
+
 
 @pytest.mark.parametrize("source, reason", [
     # torch.export cannot trace from_file; a hand-written program can hold it (test below)

@@ -24,6 +24,8 @@ from test_red_team import run_attacks
 
 from ratchet.engine.runner import cgroup, cpu_clock, experiment, sandbox
 
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
+
 # A CPU-clocked allowance of 3 s per core (the wall clock kept out of the way by patient_wall).
 CLOCKED = {"budget_seconds": 3.0, "eval_tokens": 65536}
 

@@ -7,6 +7,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import trainers
 from paced_agent import PacedAgent
 from test_loop import FAST, check_ratchet_invariants, commit_workspace, read_log
@@ -17,6 +18,8 @@ from ratchet.engine.loop.session import RunOptions, Session
 from ratchet.engine.protocol import schema
 from ratchet.engine.protocol import state as statemod
 from ratchet.engine.workspace import config as configmod
+
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
 
 
 @dataclass

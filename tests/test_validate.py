@@ -19,6 +19,8 @@ import study_trainers as trainers
 
 from ratchet.engine.protocol import events, paths, schema, study_log
 
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
+
 FAST = {"eval_tokens": 65536}
 
 

@@ -184,7 +184,7 @@ class Session:
     def _loop(self) -> str:
         for entry in self.state.history:  # a resumed agent relearns what the log knows
             self.agent.observe(Proposal(entry.description, {}, changes=entry.changes), entry)
-        stopper = Stopper() if self.config.loop.early_stop else None
+        stopper = Stopper() if self.config.loop.early_stop and self.rule.stops_early else None
 
         def on_log(job: Job, record: dict) -> None:
             self.recorder.stream(schema.TRAIN_LOG, exp=job.exp, worker=job.worker, **record)

@@ -68,8 +68,9 @@ class LoopConfig:
     noise_k: float = 2.0
     confirm: bool = True
     rule: str = "paired"  # paired (sequential, same seeds) or margin (docs/keep-rules.md)
-    # stop a candidate that trails the best's run on its seed by a clear margin (paired only)
-    early_stop: bool = False
+    # stop a candidate that trails the best's run on its seed by a clear margin (paired rule
+    # only: the margin rule has no run on the same seed to compare with, and ignores it)
+    early_stop: bool = True
     max_tool_rounds: int = 20
     gpus: list[int] = field(default_factory=list)  # one worker per device; [] = one worker
     backend: str = "local"  # local (threads on this machine) or ray (tasks on a Ray cluster)
@@ -261,8 +262,6 @@ def validate(config: Config) -> None:
     _check(loop.noise_k >= 0, "[loop] noise_k must not be negative")
     _check(loop.rule in RULES, f"[loop] rule must be one of {', '.join(RULES)}, "
                                f"got {loop.rule!r}")
-    _check(not loop.early_stop or loop.rule == "paired",
-           "[loop] early_stop needs rule = \"paired\": it compares runs on the same seed")
     _check(loop.max_tool_rounds >= 1, "[loop] max_tool_rounds must be at least 1")
     _check(len(set(loop.gpus)) == len(loop.gpus), f"[loop] gpus lists a device twice: {loop.gpus}")
     _check(bool(loop.ray_resource), "[loop] ray_resource must not be empty")

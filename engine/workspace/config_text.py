@@ -89,8 +89,8 @@ def render(config) -> str:
         f"rule = {toml(loop.rule)}  # paired: candidate and best on the same seeds, a run more "
         "for a close call or a win, up to baseline_seeds; margin: beat the best by noise_k x "
         "seed spread, then confirm",
-        f"early_stop = {toml(loop.early_stop)}  # paired rule: stop a candidate trailing the "
-        "best's run on its seed by a clear margin",
+        f"early_stop = {toml(loop.early_stop)}  # paired rule only: stop a candidate trailing "
+        "the best's run on its seed by a clear margin",
         f"max_tool_rounds = {toml(loop.max_tool_rounds)}  # agent tool calls per proposal",
         f"gpus = {toml(loop.gpus)}  # devices to train on at once, one experiment each; [] = one",
         f"backend = {toml(loop.backend)}  # local, or ray for tasks on a Ray cluster",

@@ -65,6 +65,8 @@ class Rule(ABC):
     name = ""
     # why a winner waiting for its further runs is dropped when the session stops
     waiting_for = "its further runs"
+    # early stopping applies ([loop] early_stop): the best has a run on each candidate's seed
+    stops_early = False
 
     def __init__(self, settings: Settings):
         self.settings = settings

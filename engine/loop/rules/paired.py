@@ -141,6 +141,7 @@ class PairedTally(Tally):
 
 class PairedRule(Rule):
     name = "paired"
+    stops_early = True
 
     def tally(self) -> PairedTally:
         return PairedTally()
