@@ -3,6 +3,7 @@ and which eventual keeps and real gains it would have cut short.
 
     python bench/early_stop.py RUNS_DIR_OR_SESSION... [--margin M] [--min-gap G]
         [--schedule-gap G] [--schedule floor|late|same] [--checkpoints 0.25,0.5,0.75]
+        [--pool separate|shared]
 
 Each session must have run its candidates to the end (early stopping off), with its train_log
 events: every run's curve is then known to the end. The replay walks each log in order as the
@@ -16,11 +17,13 @@ past 2 sigma of the paired noise that would have been stopped, and runs that end
 the best's run on their seed that would have been stopped; then the same for candidates whose
 change touched the learning-rate schedule, and for the others.
 
-By default it replays the engine's rule: the checkpoints of `early_stop.JUDGED`, and a schedule
-change against its own, higher floor (`SCHEDULE_PRIOR`). `--schedule late` judges schedule
-changes only at the last checkpoint, `--schedule same` against the common floor;
-`--checkpoints` judges at other checkpoints of those every run records
-(`early_stop.CHECKPOINTS`: every eighth of the budget to three quarters).
+By default it replays the engine's rule: other changes at the checkpoints of
+`early_stop.JUDGED` against `PRIOR`, a schedule change at `SCHEDULE_JUDGED` against its own,
+higher floor (`SCHEDULE_PRIOR`), each calibrated only from finished runs of its own kind.
+`--schedule late` judges schedule changes only at the last checkpoint, `--schedule same` as any
+other; `--checkpoints` judges other changes at other checkpoints of those every run records
+(`early_stop.CHECKPOINTS`: every eighth of the budget to three quarters); `--pool shared`
+calibrates every run from all finished runs.
 """
 
 from __future__ import annotations
@@ -108,22 +111,42 @@ def replay(folder: Path) -> Replay:
 
 
 SCHEDULE_MODES = ("floor", "late", "same")
+POOLS = ("separate", "shared")
 
 
-def decide(samples: list[Sample], margin: float, min_gap: float, schedule_gap: float,
-           schedule: str = "floor", checkpoints: tuple[float, ...] = es.JUDGED) -> None:
-    """Stop each run as a session would, at `checkpoints` only: thresholds from the runs
-    finished before it; a schedule change against `schedule_gap` as the floor ("floor", the
-    engine's rule), only at the last checkpoint ("late"), or as any other ("same")."""
-    finished: list[tuple[dict[float, float], float]] = []
+def _floor(fraction: float, given: float | None, engine: dict[float, float]) -> float:
+    """The floor at a checkpoint: the one given, else the engine's (its latest before, where
+    the engine judges no such checkpoint)."""
+    if given is not None:
+        return given
+    return engine.get(fraction, engine[max((f for f in engine if f <= fraction),
+                                           default=min(engine))])
+
+
+def decide(samples: list[Sample], margin: float, min_gap: float | None = None,
+           schedule_gap: float | None = None,
+           schedule: str = "floor", checkpoints: tuple[float, ...] = es.JUDGED,
+           pool: str = "separate") -> None:
+    """Stop each run as a session would: thresholds from the runs finished before it (of its
+    own kind, schedule change or not, with `pool` "separate": the engine's rule). Other changes
+    are judged at `checkpoints`; a schedule change at the engine's (`SCHEDULE_JUDGED`) against
+    `schedule_gap` ("floor", the engine's rule), only at the last of them ("late"), or as any
+    other ("same")."""
+    finished: list[es.Sample] = []
     for sample in samples:
-        gaps = {f: g for f, g in sample.gaps.items() if f in checkpoints}
-        own = sample.schedule and schedule == "floor"
-        prior = {f: schedule_gap if own else min_gap for f in checkpoints}
-        first = max(checkpoints) if sample.schedule and schedule == "late" else 0.0
-        sample.stop = es.judge(gaps, es.calibrate(finished, prior, margin), first)
+        own = sample.schedule and schedule != "same"
+        judged = es.SCHEDULE_JUDGED if own else checkpoints
+        if own and schedule == "late":
+            judged = judged[-1:]
+        floors = (schedule_gap, es.SCHEDULE_PRIOR) if own and schedule == "floor" \
+            else (min_gap, es.PRIOR)
+        prior = {f: _floor(f, *floors) for f in judged}
+        gaps = {f: g for f, g in sample.gaps.items() if f in judged}
+        calibration = es.samples_for(finished, sample.schedule) if pool == "separate" \
+            else [(g, final) for g, final, _ in finished]
+        sample.stop = es.judge(gaps, es.calibrate(calibration, prior, margin))
         if sample.stop is None:
-            finished.append((gaps, sample.final))
+            finished.append((sample.gaps, sample.final, sample.schedule))
 
 
 def summary(label: str, samples: list[Sample], sigma: float) -> str:
@@ -144,16 +167,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--margin", type=float, default=es.MARGIN)
-    parser.add_argument("--min-gap", type=float, default=es.PRIOR[es.LATE],
-                        help="never stop a run trailing by less (training loss)")
+    parser.add_argument("--min-gap", type=float,
+                        help="never stop a run trailing by less (training loss; default: the "
+                             f"engine's, {es.PRIOR})")
     parser.add_argument("--schedule-gap", type=float,
-                        default=es.SCHEDULE_PRIOR[es.LATE],
-                        help="never stop a schedule change trailing by less")
+                        help="never stop a schedule change trailing by less (default: the "
+                             f"engine's, {es.SCHEDULE_PRIOR})")
     parser.add_argument("--schedule", choices=SCHEDULE_MODES, default="floor",
                         help="schedule changes: against their own floor (the engine), only at "
                              "the last checkpoint, or as any other")
     parser.add_argument("--checkpoints", default=",".join(f"{f:g}" for f in es.JUDGED),
-                        help="judge at these checkpoints (of those every run records)")
+                        help="judge other changes at these checkpoints (of those every run "
+                             "records)")
+    parser.add_argument("--pool", choices=POOLS, default="separate",
+                        help="calibrate each kind of change from its own kind's runs (the "
+                             "engine) or from all")
     args = parser.parse_args()
     try:
         checkpoints = tuple(sorted(float(f) for f in args.checkpoints.split(",")))
@@ -168,8 +196,9 @@ def main() -> int:
     if not folders:
         print("bench/early_stop.py: no session folder with an events.jsonl", file=sys.stderr)
         return 2
-    print(f"margin {args.margin}, min gap {args.min_gap} (schedule changes: "
-          f"{args.schedule}, {args.schedule_gap}); checkpoints {checkpoints}\n")
+    print(f"margin {args.margin}, min gap {args.min_gap or es.PRIOR} (schedule changes: "
+          f"{args.schedule}, {args.schedule_gap or es.SCHEDULE_PRIOR}); checkpoints {checkpoints}; "
+          f"calibration pools {args.pool}\n")
     print("| runs | compared | stopped | compute saved | keeps stopped | 2-sigma gains stopped "
           "| runs that beat the best, stopped |")
     print("|---|---|---|---|---|---|---|")
@@ -177,7 +206,7 @@ def main() -> int:
     for folder in folders:
         result = replay(folder)
         decide(result.samples, args.margin, args.min_gap, args.schedule_gap, args.schedule,
-               checkpoints)
+               checkpoints, args.pool)
         print(summary(folder.name, result.samples, result.sigma))
         everything += result.samples
         sigmas += [result.sigma] * len(result.samples)

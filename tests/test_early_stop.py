@@ -48,6 +48,22 @@ def test_thresholds_spare_every_run_that_went_on_to_win():
         if final < 0:
             assert es.judge(gaps, thresholds) is None
     assert es.calibrate([], prior) == prior
+    # a checkpoint the prior does not judge gets no threshold, whatever the runs recorded
+    assert set(es.calibrate([({0.125: 0.4, 0.25: 0.1}, -0.1)], prior)) == set(prior)
+
+
+def test_each_kind_of_change_is_calibrated_from_its_own_kind():
+    # a schedule change that trailed by 0.3 early and won must not loosen the rule for a change
+    # to the model, and the other way round; a run recorded before kinds were counts for both
+    won_late = ({0.25: 0.3}, -0.05, True)
+    won_model = ({0.25: 0.12}, -0.05, False)
+    old = ({0.25: 0.08}, -0.01, None)
+    finished = [won_late, won_model, old]
+    assert es.samples_for(finished, False) == [won_model[:2], old[:2]]
+    assert es.samples_for(finished, True) == [won_late[:2], old[:2]]
+    other = es.calibrate(es.samples_for(finished, False), es.prior_for(False))
+    assert other[0.25] == pytest.approx(0.14)
+    assert es.judge({0.25: 0.2}, other) == es.Stop(0.25, 0.2, pytest.approx(0.14))
 
 
 def test_a_best_that_reported_a_falsely_low_curve_stops_no_honest_candidate():
@@ -77,11 +93,13 @@ def test_schedule_changes_are_recognised_from_the_diff():
                                "+WARMUP_FRAC = 0.1\n")
     assert not es.touches_schedule("-MLP_RATIO = 4\n+MLP_RATIO = 8\n WARMUP_FRAC = 0.05\n")
     assert not es.touches_schedule("-WEIGHT_DECAY = 0.1\n+WEIGHT_DECAY = 0.03\n")
-    # a schedule change is judged at every checkpoint, but against a higher floor
-    assert es.prior_for("-WARMUP_FRAC = 0.05\n+WARMUP_FRAC = 0.2\n") == es.SCHEDULE_PRIOR
-    assert es.prior_for("-MLP_RATIO = 4\n+MLP_RATIO = 8\n") == es.PRIOR
-    assert set(es.SCHEDULE_PRIOR) == set(es.PRIOR) == set(es.JUDGED) <= set(es.CHECKPOINTS)
-    assert all(es.SCHEDULE_PRIOR[f] > es.PRIOR[f] for f in es.JUDGED)
+    # a schedule change is judged from a quarter on, against a higher floor; any other change
+    # from an eighth, where the floor is as high (the loss still falls fast there)
+    assert es.prior_for(True) == es.SCHEDULE_PRIOR and es.prior_for(False) == es.PRIOR
+    assert set(es.SCHEDULE_PRIOR) == set(es.SCHEDULE_JUDGED) < set(es.PRIOR) == set(es.JUDGED)
+    assert set(es.JUDGED) <= set(es.CHECKPOINTS) and min(es.JUDGED) < min(es.SCHEDULE_JUDGED)
+    assert all(es.SCHEDULE_PRIOR[f] > es.PRIOR[f] for f in es.SCHEDULE_JUDGED)
+    assert es.PRIOR[min(es.JUDGED)] > es.PRIOR[min(es.SCHEDULE_JUDGED)]
 
 
 def test_early_stopping_is_on_by_default_and_the_margin_rule_goes_without():

@@ -41,14 +41,16 @@ def test_a_clear_loser_is_stopped_early_and_discarded(make_workspace):
     loser, noise = [e for e in ends_of(log) if e["kind"] == schema.CANDIDATE]
     assert loser["status"] == schema.STOPPED_EARLY and loser["decision"] == schema.DISCARD
     fraction = loser["early_stop"]["fraction"]
-    assert fraction == es.JUDGED[0]  # at the first checkpoint judged: a quarter of the budget
-    assert loser["early_stop"]["gap"] > loser["early_stop"]["threshold"] >= 0.05
-    assert "stopped early at 25%" in loser["result"]["error"]
+    assert fraction == es.JUDGED[0]  # at the first checkpoint judged: an eighth of the budget
+    assert loser["early_stop"]["gap"] > loser["early_stop"]["threshold"] >= es.PRIOR[fraction]
+    assert "stopped early at 12.5%" in loser["result"]["error"]
     # it stopped at once: far less training than a full run's logged steps
     steps = [e for e in log if e["type"] == schema.TRAIN_LOG and e["exp"] == loser["exp"]]
     assert len(steps) < 25
     # the change that does nothing ran to the end, and its gaps calibrate later thresholds
-    assert noise["status"] == schema.OK and set(noise["early_stop"]) == {"gaps", "final"}
+    assert noise["status"] == schema.OK
+    assert set(noise["early_stop"]) == {"gaps", "final", "schedule"}
+    assert noise["early_stop"]["schedule"] is False  # calibrates changes that are not schedule
     state = statemod.fold(log)
     assert state.stopped_early == 1
     assert state.saved_seconds == FAST["budget_seconds"] * (1 - fraction)
@@ -56,7 +58,7 @@ def test_a_clear_loser_is_stopped_early_and_discarded(make_workspace):
     row = [r for r in results_tsv.read(ws.root / "results.tsv")
            if r["commit"] == loser["commit"][:7]]
     assert [r["status"] for r in row] == ["discard"]
-    assert "(stopped early at 25%: loss +" in row[0]["description"]
+    assert "(stopped early at 12.5%: loss +" in row[0]["description"]
     check_ratchet_invariants(ws, log)
 
 

@@ -204,11 +204,13 @@ class Scheduler:
         baseline = es.Baseline.of(self.state.baseline_profiles)
         if best is None or baseline is None:
             return
-        samples = [(es.checkpoints_of(gaps), final) for gaps, final in self.state.early_samples]
+        schedule = es.touches_schedule(job.candidate.diff)
+        samples = [(es.checkpoints_of(gaps), final)
+                   for gaps, final in es.samples_for(self.state.early_samples, schedule)]
         self.stopper.watch(job.exp, Watch(
             self.config.experiment.budget_seconds,
             es.floor(best["profile"], best["val"], baseline, job.seed),
-            best["val"], es.calibrate(samples, es.prior_for(job.candidate.diff))))
+            best["val"], es.calibrate(samples, es.prior_for(schedule)), schedule))
 
     def _early(self, job: Job, result: experiment.Result) -> dict:
         """The run's early_stop record: where it was stopped, or its gaps for the calibration."""
@@ -226,7 +228,8 @@ class Scheduler:
         mine = es.checkpoints_of(es.profile(es.points(result.train_log), watch.budget))
         gaps = es.gaps(mine, watch.reference)
         return {"early_stop": {"gaps": {f"{f:g}": round(g, 5) for f, g in gaps.items()},
-                               "final": round(result.val_bpb - watch.reference_val, 6)}}
+                               "final": round(result.val_bpb - watch.reference_val, 6),
+                               "schedule": watch.schedule}}
 
     def _apply(self, outcome: Outcome) -> None:
         job, result = outcome.job, outcome.result

@@ -22,7 +22,8 @@ class Watch:
     budget: float
     reference: dict[float, float]  # the best's loss at each checkpoint, bounded below
     reference_val: float  # the best's val_bpb on this seed
-    thresholds: dict[float, float]
+    thresholds: dict[float, float]  # at each checkpoint judged
+    schedule: bool = False  # a change to the schedule (calibrated with its own kind)
     points: list[tuple[float, float]] = field(default_factory=list)
     judged: set[float] = field(default_factory=set)
     stop: es.Stop | None = None
@@ -48,7 +49,7 @@ class Stopper:
             if not watch.points:
                 return
             now = watch.points[-1][0]
-            for f in es.JUDGED:
+            for f in sorted(watch.thresholds):
                 if f in watch.judged or now < (f + es.WINDOW / 2) * watch.budget:
                     continue
                 watch.judged.add(f)

@@ -31,10 +31,11 @@ class LoopState:
     paired: list[list[float]] = field(default_factory=list)  # each judged candidate's diffs
     # early stopping: the best's and the baseline's run on each seed ({"profile", "val"}: what
     # candidates on that seed are compared with), and the finished runs' (gaps by checkpoint,
-    # final difference) that calibrate the thresholds
+    # final difference, whether a schedule change: None before that was recorded) that calibrate
+    # the thresholds
     best_profiles: dict[int, dict] = field(default_factory=dict)
     baseline_profiles: dict[int, dict] = field(default_factory=dict)
-    early_samples: list[tuple[dict, float]] = field(default_factory=list)
+    early_samples: list[tuple[dict, float, bool | None]] = field(default_factory=list)
     stopped_early: int = 0  # runs stopped early
     saved_seconds: float = 0.0  # the budget they did not spend
     history: list[HistoryEntry] = field(default_factory=list)
@@ -230,7 +231,9 @@ def _fold_early(state: LoopState, event: dict) -> None:
             state.saved_seconds += max(0.0, budget * (1 - fraction))
     elif event.get("status") == schema.OK and isinstance(early.get("gaps"), dict) \
             and isinstance(early.get("final"), (int, float)):
-        state.early_samples.append((early["gaps"], early["final"]))
+        kind = early.get("schedule")
+        state.early_samples.append((early["gaps"], early["final"],
+                                    kind if isinstance(kind, bool) else None))
 
 
 def _profiles(runs: list[dict | None], references: dict[int, float]) -> dict[int, dict]:

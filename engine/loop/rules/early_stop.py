@@ -24,18 +24,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 # The loss is recorded at every eighth of the budget to three quarters (the profile, for the
-# bench and later calibration) and judged at a quarter, a half and three quarters: judging at
-# every eighth stopped 2 of 4 eventual keeps of a held-out session (bench/early_stop.py), the
-# loss falling too fast early on for a small skew in progress not to look like a loser.
+# bench and later calibration). A change to the schedule itself (warm-up, decay, time planning)
+# trails early by design and catches up late: it is judged from a quarter on, against twice the
+# floor, and calibrated only from other schedule changes; judging it at every eighth stopped 2 of
+# 4 eventual keeps of a held-out session (bench/early_stop.py). Any other change is judged from
+# an eighth on, calibrated from the other changes alone, so a late-catching schedule change that
+# won does not loosen the rule for every other kind.
 CHECKPOINTS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
-JUDGED = (0.25, 0.5, 0.75)
+JUDGED = (0.125, 0.25, 0.5, 0.75)
+SCHEDULE_JUDGED = (0.25, 0.5, 0.75)
 WINDOW = 0.1  # the share of the budget averaged around each checkpoint
 MARGIN = 0.02  # added to the largest gap a winner had (training loss, nats per token)
-# never stop a run trailing by less than this (training loss), whatever the data says yet
-PRIOR = {f: 0.05 for f in JUDGED}
-# a change to the schedule itself (warm-up, decay, time planning) trails early by design and
-# catches up late: it is judged at every checkpoint too, but against twice the floor
-SCHEDULE_PRIOR = {f: 0.10 for f in JUDGED}
+# never stop a run trailing by less than this (training loss), whatever the data says yet; at
+# an eighth the loss still falls fast and a small skew in progress reads as a gap, so twice
+PRIOR = {0.125: 0.10, 0.25: 0.05, 0.5: 0.05, 0.75: 0.05}
+SCHEDULE_PRIOR = {f: 0.10 for f in SCHEDULE_JUDGED}
 
 Curve = Sequence[tuple[float, float]]  # (elapsed seconds, training loss)
 
@@ -89,14 +92,15 @@ def judge(gap_by_fraction: dict[float, float], thresholds: dict[float, float],
 def calibrate(samples: Sequence[tuple[dict[float, float], float]], prior: dict[float, float],
               margin: float = MARGIN) -> dict[float, float]:
     """Thresholds from finished runs: (their gaps, their final val_bpb minus the reference's).
-    At each fraction, no run that went on to beat its reference (final difference below zero)
-    would have been stopped: the threshold is the largest gap such a run had, plus the margin,
-    and never below the prior."""
+    At each fraction the prior judges, no run that went on to beat its reference (final
+    difference below zero) would have been stopped: the threshold is the largest gap such a run
+    had, plus the margin, and never below the prior."""
     out = dict(prior)
     for gap_by_fraction, final in samples:
         if final < 0:
             for f, gap in gap_by_fraction.items():
-                out[f] = max(out.get(f, -math.inf), gap + margin)
+                if f in out:
+                    out[f] = max(out[f], gap + margin)
     return out
 
 
@@ -184,9 +188,20 @@ def touches_schedule(diff: str) -> bool:
 # learning-rate warm-up and decay (not weight decay), and how train.py plans its time
 SCHEDULE_WORDS = ("WARMUP", "MIN_LR", "LR_DECAY", "DECAY_FRAC", "COOLDOWN", "SCHEDULE", "LR_FRAC",
                   "ANNEAL", "TIME_LEFT", "BUDGET", "HANDOFF_RESERVE")
-LATE = JUDGED[-1]  # the last checkpoint judged (the bench's alternative for schedule changes)
+LATE = SCHEDULE_JUDGED[-1]  # the last checkpoint judged (the bench's alternative)
 
 
-def prior_for(diff: str) -> dict[float, float]:
-    """The floor under the thresholds for a candidate with this diff."""
-    return SCHEDULE_PRIOR if touches_schedule(diff) else PRIOR
+def prior_for(schedule: bool) -> dict[float, float]:
+    """The floor under the thresholds at each checkpoint judged, for a schedule change
+    (`touches_schedule`) or any other."""
+    return SCHEDULE_PRIOR if schedule else PRIOR
+
+
+Sample = tuple[dict[float, float], float, bool | None]  # gaps, final difference, schedule change
+
+
+def samples_for(samples: Sequence[Sample],
+                schedule: bool) -> list[tuple[dict[float, float], float]]:
+    """The finished runs that calibrate a change of this kind: those of the same kind, and
+    those recorded before the kind was (None), which count for both."""
+    return [(gaps, final) for gaps, final, kind in samples if kind is None or kind == schedule]
