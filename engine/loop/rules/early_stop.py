@@ -79,12 +79,11 @@ class Stop:
                 "threshold": round(self.threshold, 5)}
 
 
-def judge(gap_by_fraction: dict[float, float], thresholds: dict[float, float],
-          first: float = 0.0) -> Stop | None:
-    """The first checkpoint (from `first` on) where the run trails by more than the
+def judge(gap_by_fraction: dict[float, float], thresholds: dict[float, float]) -> Stop | None:
+    """The first checkpoint judged (one with a threshold) where the run trails by more than the
     threshold."""
     for f in sorted(gap_by_fraction):
-        if f >= first and f in thresholds and gap_by_fraction[f] > thresholds[f]:
+        if f in thresholds and gap_by_fraction[f] > thresholds[f]:
             return Stop(f, gap_by_fraction[f], thresholds[f])
     return None
 
@@ -188,9 +187,6 @@ def touches_schedule(diff: str) -> bool:
 # learning-rate warm-up and decay (not weight decay), and how train.py plans its time
 SCHEDULE_WORDS = ("WARMUP", "MIN_LR", "LR_DECAY", "DECAY_FRAC", "COOLDOWN", "SCHEDULE", "LR_FRAC",
                   "ANNEAL", "TIME_LEFT", "BUDGET", "HANDOFF_RESERVE")
-LATE = SCHEDULE_JUDGED[-1]  # the last checkpoint judged (the bench's alternative)
-
-
 def prior_for(schedule: bool) -> dict[float, float]:
     """The floor under the thresholds at each checkpoint judged, for a schedule change
     (`touches_schedule`) or any other."""
