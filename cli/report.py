@@ -256,7 +256,10 @@ def _kept_rows(fig: Figures) -> list[tuple[str, str, str, str, str]]:
 
 
 def text(fig: Figures, chart: bool = True, width: int = 80) -> str:
-    lines = [f"{name:<10}{value}" for name, value in _headline(fig)]
+    headline = _headline(fig)
+    longest = max(len(name) for name, _ in headline)  # "tried before": two words, two spaces
+    pad = 10 if longest <= 9 else longest + 2
+    lines = [f"{name:<{pad}}{value}" for name, value in headline]
     lines += ["", "kept changes (each one's gain over the best before it; peak memory)"]
     for exp, val, delta, memory, description in _kept_rows(fig):
         lines.append(f"  {exp:<6}{val:>9}  {delta:>10}  {memory:>5}  {description}"[:width])

@@ -95,6 +95,20 @@ def test_figures_of_a_written_night():
     assert fig.frontier[-1] == (5, 1.41) and fig.frontier[0] == (1, 1.5)
 
 
+def test_a_long_headline_label_stays_apart_from_its_value():
+    log = night()[:-1]
+    log.append({"t": T0 + 63, "type": "exp_start", "exp": 6, "kind": "candidate", "commit": "c6",
+                "budget": 10})
+    log.append({"t": T0 + 66, "type": "exp_end", "exp": 6, "kind": "candidate",
+                "status": "stopped_early", "decision": "discard", "val_bpb": None,
+                "commit": "c6", "description": "change 6", "result": {},
+                "early_stop": {"fraction": 0.25, "gap": 0.2, "threshold": 0.05}})
+    text = report.text(report.figures(log), chart=False)
+    assert "\nearly stop  1 run stopped early, " in text
+    assert "baseline    1.500000" in text  # every value starts in the same column
+    assert "baseline  1.500000" in report.text(report.figures(night()), chart=False)
+
+
 def test_ls_and_report_commands(folder_ws, capsys, tmp_path):
     write_session(folder_ws / "runs", "s-night", night())
     running = night()[:12]  # no session_end and no engine: it crashed
