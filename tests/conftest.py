@@ -16,7 +16,7 @@ from ratchet.engine.runner import experiment, sandbox
 from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import layout
 
-# `make test` runs two pytest workers on the two cores. One thread per torch process (inherited
+# `make test` runs several pytest workers on a few cores. One thread per torch process (inherited
 # by every training and evaluation child) keeps real training from thrashing: two OpenMP pools
 # of two threads each on two cores train twenty times slower, not two.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -134,7 +134,7 @@ def honest_bpb(template_workspace, tmp_path_factory) -> float:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Modules with a test marked slow (real sessions, minutes each) go first, each kept whole
-    (its module fixtures are set up once): the two workers of `make test` share them out while
+    (its module fixtures are set up once): the workers of `make test` share them out while
     plenty of short tests remain to even out the end."""
     slow = {item.module for item in items if item.get_closest_marker("slow") is not None}
     items.sort(key=lambda item: item.module not in slow)
