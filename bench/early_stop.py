@@ -3,7 +3,7 @@ and which eventual keeps and real gains it would have cut short.
 
     python bench/early_stop.py RUNS_DIR_OR_SESSION... [--margin M] [--min-gap G]
         [--schedule-gap G] [--schedule floor|late|same] [--checkpoints 0.25,0.5,0.75]
-        [--pool separate|shared]
+        [--pool separate|shared] [--further]
 
 Each session must have run its candidates to the end (early stopping off), with its train_log
 events: every run's curve is then known to the end. The replay walks each log in order as the
@@ -23,7 +23,8 @@ higher floor (`SCHEDULE_PRIOR`), each calibrated only from finished runs of its 
 `--schedule late` judges schedule changes only at the last checkpoint, `--schedule same` as any
 other; `--checkpoints` judges other changes at other checkpoints of those every run records
 (`early_stop.CHECKPOINTS`: every eighth of the budget to three quarters); `--pool shared`
-calibrates every run from all finished runs.
+calibrates every run from all finished runs. Only a candidate's first run is judged, as in the
+engine; `--further` judges the runs on further seeds too.
 """
 
 from __future__ import annotations
@@ -126,12 +127,13 @@ def _floor(fraction: float, given: float | None, engine: dict[float, float]) -> 
 def decide(samples: list[Sample], margin: float, min_gap: float | None = None,
            schedule_gap: float | None = None,
            schedule: str = "floor", checkpoints: tuple[float, ...] = es.JUDGED,
-           pool: str = "separate") -> None:
+           pool: str = "separate", further: bool = False) -> None:
     """Stop each run as a session would: thresholds from the runs finished before it (of its
     own kind, schedule change or not, with `pool` "separate": the engine's rule). Other changes
     are judged at `checkpoints`; a schedule change at the engine's (`SCHEDULE_JUDGED`) against
     `schedule_gap` ("floor", the engine's rule), only at the last of them ("late"), or as any
-    other ("same")."""
+    other ("same"). Only a candidate's first run is judged (the engine's rule), or with
+    `further` its further runs too."""
     finished: list[es.Sample] = []
     for sample in samples:
         own = sample.schedule and schedule != "same"
@@ -141,6 +143,8 @@ def decide(samples: list[Sample], margin: float, min_gap: float | None = None,
         floors = (schedule_gap, es.SCHEDULE_PRIOR) if own and schedule == "floor" \
             else (min_gap, es.PRIOR)
         prior = {f: _floor(f, *floors) for f in judged}
+        if sample.exp != sample.candidate and not further:
+            prior = es.prior_for(sample.schedule, further=True)  # judged nowhere
         gaps = {f: g for f, g in sample.gaps.items() if f in judged}
         calibration = es.samples_for(finished, sample.schedule) if pool == "separate" \
             else [(g, final) for g, final, _ in finished]
@@ -179,6 +183,8 @@ def main() -> int:
     parser.add_argument("--checkpoints", default=",".join(f"{f:g}" for f in es.JUDGED),
                         help="judge other changes at these checkpoints (of those every run "
                              "records)")
+    parser.add_argument("--further", action="store_true",
+                        help="judge a candidate's further runs too, not only its first")
     parser.add_argument("--pool", choices=POOLS, default="separate",
                         help="calibrate each kind of change from its own kind's runs (the "
                              "engine) or from all")
@@ -206,7 +212,7 @@ def main() -> int:
     for folder in folders:
         result = replay(folder)
         decide(result.samples, args.margin, args.min_gap, args.schedule_gap, args.schedule,
-               checkpoints, args.pool)
+               checkpoints, args.pool, args.further)
         print(summary(folder.name, result.samples, result.sigma))
         everything += result.samples
         sigmas += [result.sigma] * len(result.samples)

@@ -100,6 +100,14 @@ def test_schedule_changes_are_recognised_from_the_diff():
     assert es.PRIOR[min(es.JUDGED)] > es.PRIOR[min(es.SCHEDULE_JUDGED)]
 
 
+def test_a_candidates_further_run_is_never_stopped_but_still_calibrates():
+    # a run on a further seed is there because the candidate looked ahead on the first
+    for schedule in (False, True):
+        thresholds = es.calibrate([({0.25: 0.01}, -0.1)], es.prior_for(schedule, further=True))
+        assert thresholds == {}
+        assert es.judge({0.125: 5.0, 0.25: 5.0, 0.5: 5.0, 0.75: 5.0}, thresholds) is None
+
+
 def test_early_stopping_is_on_by_default_and_the_margin_rule_goes_without():
     from ratchet.engine.loop import rules
     from ratchet.engine.workspace import config as configmod

@@ -76,6 +76,10 @@ def test_a_kept_change_that_lied_about_its_curve_stops_no_honest_candidate(make_
     ends = ends_of(log)
     kept = [e for e in ends if e["decision"] == schema.KEEP]
     assert kept, [(e["description"], e["decision"], e.get("paired")) for e in ends]
+    # the keep's further runs were watched (their gaps calibrate) but judged nowhere
+    further = [e for e in ends if e["kind"] == schema.CONFIRM]
+    assert further and all(set(e["early_stop"]) == {"gaps", "final", "schedule"}
+                           for e in further), further
     kept_at = log.index(kept[0])
     started_after = {e["exp"] for e in log[kept_at:] if e["type"] == schema.EXP_START}
     after = [e for e in ends if e["exp"] in started_after and e["kind"] == schema.CANDIDATE]

@@ -197,7 +197,8 @@ class Scheduler:
     # --- applying results, one at a time -------------------------------------------------
 
     def _watch(self, job: Job) -> None:
-        """Early stopping watches a candidate's run where the best has a run on its seed."""
+        """Early stopping watches a candidate's run where the best has a run on its seed: its
+        first run is judged, a further one only recorded for the calibration (`prior_for`)."""
         if self.stopper is None or job.kind == schema.BASELINE:
             return
         best = self.state.best_profiles.get(job.seed)
@@ -207,10 +208,11 @@ class Scheduler:
         schedule = es.touches_schedule(job.candidate.diff)
         samples = [(es.checkpoints_of(gaps), final)
                    for gaps, final in es.samples_for(self.state.early_samples, schedule)]
+        prior = es.prior_for(schedule, further=job.kind != schema.CANDIDATE)
         self.stopper.watch(job.exp, Watch(
             self.config.experiment.budget_seconds,
             es.floor(best["profile"], best["val"], baseline, job.seed),
-            best["val"], es.calibrate(samples, es.prior_for(schedule)), schedule))
+            best["val"], es.calibrate(samples, prior), schedule))
 
     def _early(self, job: Job, result: experiment.Result) -> dict:
         """The run's early_stop record: where it was stopped, or its gaps for the calibration."""
