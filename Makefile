@@ -43,10 +43,11 @@ lint: setup
 
 # Three workers on two cores: a test often waits (a process starting, a socket, a wall-clock
 # backstop), and a third keeps both cores busy; budgets are on the CPU clock, so the load slows
-# runs without changing what they measure.
+# runs without changing what they measure. A worker that runs out takes half of the busiest
+# one's queue (worksteal), so no worker is left alone with minutes of real sessions at the end.
 TEST_WORKERS ?= 3
 test: setup lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) $(WORKSPACE)
