@@ -30,10 +30,17 @@ def test_the_dry_run_runs_every_step(tmp_path):
     for name in STEPS:
         assert f"step {name}: ok" in summary, summary
         assert (out / "logs" / f"{name}.log").is_file()
-    # the loop ran three experiments (a baseline and two candidates) on its own workspace
-    ends = [e for e in map(json.loads, (out / "events.jsonl").read_text().splitlines())
-            if e["type"] == "exp_end"]
+    # the loop ran three experiments (a baseline and two candidates) on its own workspace:
+    # `ratchet run --headless` with real training, start to end
+    log = list(map(json.loads, (out / "events.jsonl").read_text().splitlines()))
+    ends = [e for e in log if e["type"] == "exp_end"]
     assert [e["kind"] for e in ends] == ["baseline", "candidate", "candidate"]
+    assert sum(1 for e in log if e["type"] in ("proposal", "proposal_failed")) == 2
+    assert log[-1]["type"] == "session_end" and log[-1]["reason"] == "max_experiments"
+    assert {"session_start", "agent_delta", "proposal", "exp_start", "train_log", "exp_end",
+            "resources", "session_end"} <= {e["type"] for e in log}
+    printed = (out / "logs" / "loop.log").read_text()  # one line per experiment, then the end
+    assert printed.count("\n#") == len(ends) and "session ended (max_experiments)" in printed
     assert (out / "dashboard.svg").read_text().lstrip().startswith("<svg")
     sandbox = (out / "logs" / "sandbox.log").read_text()
     assert '"matmul_device": "cpu"' in sandbox

@@ -20,6 +20,8 @@ from ratchet.engine.protocol import control, events, paths
 from ratchet.engine.workspace import config as configmod
 from ratchet.engine.workspace import layout, results_tsv
 
+pytestmark = pytest.mark.slow  # real sessions: run first (conftest)
+
 FAST = {"budget_seconds": 11.0, "eval_tokens": 65536}
 
 
@@ -78,35 +80,6 @@ def check_ratchet_invariants(ws: layout.Workspace, log: list[dict],
     assert not discarded & set(on_branch)
     unstaged = {d.a_path for d in repo.index.diff(None)}
     assert not repo.index.diff("HEAD") and unstaged <= set(edits), unstaged
-
-
-# --- the full loop on the real training script ---------------------------------------------
-
-
-@pytest.mark.slow
-def test_headless_run_with_real_training(make_workspace):
-    ws = make_workspace("real", eval_tokens=65536)  # a short evaluation: the loop is under test
-    config = ws.config()
-    config.loop.baseline_seeds = 2  # two seeds measure the noise; more only cost CI time
-    configmod.save(ws.root, config)
-    git.Repo(ws.root).index.add(["ratchet.toml"])
-    git.Repo(ws.root).index.commit("two baseline seeds")
-    done = ratchet("run", "--headless", "--budget", "5", "--max-experiments", "2", "--tag",
-                   "night", cwd=ws.root, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
-    folder = paths.sessions(ws.runs_dir())[-1]
-    log = read_log(folder)
-    ends = [e for e in log if e["type"] == "exp_end"]
-    assert [e["kind"] for e in ends[:2]] == ["baseline"] * 2
-    assert sum(1 for e in log if e["type"] in ("proposal", "proposal_failed")) == 2
-    assert log[-1]["type"] == "session_end" and log[-1]["reason"] == "max_experiments"
-    check_ratchet_invariants(ws, log)
-    # one line per experiment on stdout, and the closing summary
-    assert done.stdout.count("\n#") >= len(ends) - 1
-    assert "session ended (max_experiments)" in done.stdout
-    kinds = {e["type"] for e in log}
-    assert {"session_start", "agent_delta", "proposal", "exp_start", "train_log", "exp_end",
-            "resources", "session_end"} <= kinds
 
 
 # --- fast loops on a bigram trainer --------------------------------------------------------
