@@ -187,6 +187,8 @@ def touches_schedule(diff: str) -> bool:
 # learning-rate warm-up and decay (not weight decay), and how train.py plans its time
 SCHEDULE_WORDS = ("WARMUP", "MIN_LR", "LR_DECAY", "DECAY_FRAC", "COOLDOWN", "SCHEDULE", "LR_FRAC",
                   "ANNEAL", "TIME_LEFT", "BUDGET", "HANDOFF_RESERVE")
+
+
 def prior_for(schedule: bool, further: bool = False) -> dict[float, float]:
     """The floor under the thresholds at each checkpoint judged, for a schedule change
     (`touches_schedule`) or any other. A candidate's further run is judged nowhere (its curve
