@@ -255,6 +255,12 @@ def _kept_rows(fig: Figures) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def fit(line: str, width: int) -> str:
+    """The line cut to `width` with an ellipsis where it is cut: a description cut short must
+    not read as another value ("-> 0.04572" as "-> 0")."""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def text(fig: Figures, chart: bool = True, width: int = 80) -> str:
     headline = _headline(fig)
     longest = max(len(name) for name, _ in headline)  # "tried before": two words, two spaces
@@ -262,7 +268,7 @@ def text(fig: Figures, chart: bool = True, width: int = 80) -> str:
     lines = [f"{name:<{pad}}{value}" for name, value in headline]
     lines += ["", "kept changes (each one's gain over the best before it; peak memory)"]
     for exp, val, delta, memory, description in _kept_rows(fig):
-        lines.append(f"  {exp:<6}{val:>9}  {delta:>10}  {memory:>5}  {description}"[:width])
+        lines.append(fit(f"  {exp:<6}{val:>9}  {delta:>10}  {memory:>5}  {description}", width))
     if fig.journal:
         lines += ["", "research journal (the agent's notes)"]
         for note in fig.journal:

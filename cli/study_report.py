@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ratchet.cli.report import ReportError
+from ratchet.cli.report import ReportError, fit
 from ratchet.engine.loop import study_plan as sp
 from ratchet.engine.protocol import schema, study_log
 from ratchet.engine.protocol import study_stats as st
@@ -131,12 +131,6 @@ def _pruned(study: study_log.StudyLog) -> str | None:
     return "not run yet" if study.plan.get("prune") else None
 
 
-def _fit(line: str, width: int) -> str:
-    """The line cut to `width` with an ellipsis where it is cut: a description cut short must
-    not read as another value ("-> 0.04572" as "-> 0")."""
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
 def _align(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.rjust(w) if i in right else c.ljust(w)
@@ -156,7 +150,7 @@ def text(log: list[dict], chart: bool = False, width: int = 80, running: bool = 
     else:
         lines += ["", "contribution of each kept change in the final stack (best - the best "
                       "without it, same seeds; negative: it helps)"]
-        lines += [_fit("  " + r, width) for r in _align(change_table(study), {1, 3})]
+        lines += [fit("  " + r, width) for r in _align(change_table(study), {1, 3})]
         pruned = _pruned(study)
         if pruned:
             lines += ["", f"{'pruned':<10}{pruned}"]
@@ -223,7 +217,7 @@ def write_png(log: list[dict], path: Path) -> None:
         else:
             ax.axvline(0.0, color="tab:gray", linewidth=1)
             rows = [r for r in study_log.change_rows(study) if r.effect is not None]
-            labels = [_fit(f"#{r.exp} {r.description}", 40) for r in rows]
+            labels = [fit(f"#{r.exp} {r.description}", 40) for r in rows]
             ys = list(range(len(rows)))
             colors = {schema.HELPS: "tab:green", schema.HARMFUL: "tab:red"}
             ax.barh(ys, [r.effect.mean for r in rows],

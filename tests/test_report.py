@@ -109,6 +109,18 @@ def test_a_long_headline_label_stays_apart_from_its_value():
     assert "baseline  1.500000" in report.text(report.figures(night()), chart=False)
 
 
+def test_a_description_cut_to_the_width_says_it_was_cut():
+    assert report.fit("MIN_LR_FRAC 0.0 -> 0.04572", 22) == "MIN_LR_FRAC 0.0 -> 0.…"
+    assert report.fit("N_HEAD 2 -> 4", 22) == "N_HEAD 2 -> 4"
+    # a kept change's row in the session report, cut to the terminal, says so too (cut bare at
+    # 58 columns, it would end "-> 0")
+    log = [dict(e, description="MIN_LR_FRAC 0.0 -> 0.04572") if e["type"] == "exp_end" else e
+           for e in night()]
+    rows = [line for line in report.text(report.figures(log), chart=False, width=58)
+            .splitlines() if line.startswith("  #3")]
+    assert rows == ["  #3     1.410000   -0.090000      -  MIN_LR_FRAC 0.0 -> …"]
+
+
 def test_ls_and_report_commands(folder_ws, capsys, tmp_path):
     write_session(folder_ws / "runs", "s-night", night())
     running = night()[:12]  # no session_end and no engine: it crashed

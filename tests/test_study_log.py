@@ -80,10 +80,3 @@ def test_a_validate_log_gives_each_budget_its_effect_and_verdict():
     assert fields["trend"]["budgets"] == 2
     assert sp.remaining(sp.from_log(log).specs, log) == []
     assert study_log.result_of(log, multiple=1.0) is None  # the runner writes those
-
-
-def test_a_description_cut_to_the_width_says_it_was_cut():
-    from ratchet.cli import study_report
-
-    assert study_report._fit("MIN_LR_FRAC 0.0 -> 0.04572", 22) == "MIN_LR_FRAC 0.0 -> 0.…"
-    assert study_report._fit("N_HEAD 2 -> 4", 22) == "N_HEAD 2 -> 4"
