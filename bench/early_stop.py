@@ -137,18 +137,19 @@ def decide(samples: list[Sample], margin: float, min_gap: float | None = None,
     finished: list[es.Sample] = []
     for sample in samples:
         own = sample.schedule and schedule != "same"
-        judged = es.SCHEDULE_JUDGED if own else checkpoints
-        if own and schedule == "late":
-            judged = judged[-1:]
-        floors = (schedule_gap, es.SCHEDULE_PRIOR) if own and schedule == "floor" \
-            else (min_gap, es.PRIOR)
-        prior = {f: _floor(f, *floors) for f in judged}
         if sample.exp != sample.candidate and not further:
             prior = es.prior_for(sample.schedule, further=True)  # judged nowhere
-        gaps = {f: g for f, g in sample.gaps.items() if f in judged}
+        else:
+            judged = es.SCHEDULE_JUDGED if own else checkpoints
+            if own and schedule == "late":
+                judged = judged[-1:]
+            floors = (schedule_gap, es.SCHEDULE_PRIOR) if own and schedule == "floor" \
+                else (min_gap, es.PRIOR)
+            prior = {f: _floor(f, *floors) for f in judged}
         calibration = es.samples_for(finished, sample.schedule) if pool == "separate" \
             else [(g, final) for g, final, _ in finished]
-        sample.stop = es.judge(gaps, es.calibrate(calibration, prior, margin))
+        # only the checkpoints with a threshold (those of the prior) are judged
+        sample.stop = es.judge(sample.gaps, es.calibrate(calibration, prior, margin))
         if sample.stop is None:
             finished.append((sample.gaps, sample.final, sample.schedule))
 
@@ -202,9 +203,10 @@ def main() -> int:
     if not folders:
         print("bench/early_stop.py: no session folder with an events.jsonl", file=sys.stderr)
         return 2
-    print(f"margin {args.margin}, min gap {args.min_gap or es.PRIOR} (schedule changes: "
-          f"{args.schedule}, {args.schedule_gap or es.SCHEDULE_PRIOR}); checkpoints {checkpoints}; "
-          f"calibration pools {args.pool}\n")
+    min_gap = es.PRIOR if args.min_gap is None else args.min_gap
+    schedule_gap = es.SCHEDULE_PRIOR if args.schedule_gap is None else args.schedule_gap
+    print(f"margin {args.margin}, min gap {min_gap} (schedule changes: {args.schedule}, "
+          f"{schedule_gap}); checkpoints {checkpoints}; calibration pools {args.pool}\n")
     print("| runs | compared | stopped | compute saved | keeps stopped | 2-sigma gains stopped "
           "| runs that beat the best, stopped |")
     print("|---|---|---|---|---|---|---|")
